@@ -1,0 +1,186 @@
+"""The protocol between a regularizer and the regularized recurrent layers.
+
+A regularizer is a small ``nn.Module`` that the layer consults once per layer and forward
+pass, *before* the recurrent loop runs. It can answer in four ways, and implements only the
+hooks it needs:
+
+``masks(ctx)``
+    Multiplicative masks, keyed by the site where the loop applies them (see ``MASK_SITES``).
+    Each is a tensor broadcastable to ``(steps, batch, units)``: a leading dimension of 1
+    means "the same at every step" (a per-sequence mask), a trailing 1 means "shared by all
+    units". Masks from several regularizers on the same site are multiplied together, so
+    composing regularizers needs no code. Because every mask is known before the loop, one
+    fast loop serves every mask-based regularizer.
+``transform_weights(weights, ctx)``
+    Returns replacement weights for this forward pass (weight noise).
+``penalty(outputs, ctx)``
+    A scalar added to the training loss, computed from the layer's outputs (norm stabilizer).
+``normalize(site, value, step, ctx)``
+    Changes the cell's equations themselves (recurrent batch normalization). A regularizer
+    that overrides it makes the layer use the plain step-by-step loop.
+
+The mask sites, in the LSTM's equations (GRU and tanh-RNN use the sites that exist for them):
+
+====================  =====================================================================
+``input``             ``x_t * m`` before the input projection (variational dropout)
+``hidden_input``      ``h_{t-1} * m`` before the recurrent projection (variational dropout)
+``candidate``         ``g * m``: ``ĉ = f⊙c + i⊙(g⊙m)``; GRU: ``n * m``; tanh-RNN: ``ĥ * m``
+                      (recurrent dropout)
+``cell``              ``ĉ * m``: ``c_t = m⊙(f⊙c + i⊙g)`` (rnnDrop; LSTM only)
+``cell_update``       ``c_t = c_{t-1} + u⊙(ĉ - c_{t-1})``: u = 1 - keep (zoneout; LSTM only)
+``hidden_update``     ``h_t = h_{t-1} + u⊙(ĥ - h_{t-1})`` (zoneout, stochastic depth)
+====================  =====================================================================
+
+Update masks hold the probability of *updating* (1 − zoneout probability), so that
+composing two zoneout-like regularizers is again a product: a unit moves only if neither
+holds it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from .hyperparameters import Hyperparameter
+
+MASK_SITES = ("input", "hidden_input", "candidate", "cell", "cell_update", "hidden_update")
+CELL_TYPES = ("lstm", "gru", "rnn")
+# Sites that exist only where there is a memory cell.
+LSTM_ONLY_SITES = ("cell", "cell_update")
+
+
+@dataclass(frozen=True)
+class SequenceContext:
+    """What a regularizer may know about the forward pass it is asked about."""
+
+    cell_type: str  # "lstm" | "gru" | "rnn"
+    layer: int  # index of the layer in the stack, 0 = closest to the input
+    num_layers: int
+    steps: int
+    batch_size: int
+    input_size: int  # of this layer (the previous layer's hidden size above layer 0)
+    hidden_size: int
+    training: bool
+    device: torch.device
+    dtype: torch.dtype
+
+    def bernoulli(self, keep_probability: float, steps: int | None = None, units: int | None = None,
+                  scale: bool = False) -> torch.Tensor:
+        """A 0/1 mask of shape ``(steps, batch, units)`` that is 1 with ``keep_probability``.
+
+        ``steps`` and ``units`` default to the full sizes; pass 1 to share a draw over time or
+        units. With ``scale`` the kept entries are divided by ``keep_probability`` (inverted
+        dropout, so that no rescaling is needed in eval).
+        """
+        shape = (self.steps if steps is None else steps, self.batch_size,
+                 self.hidden_size if units is None else units)
+        mask = torch.empty(shape, device=self.device, dtype=self.dtype).bernoulli_(keep_probability)
+        if scale and keep_probability > 0:
+            mask.div_(keep_probability)
+        return mask
+
+    def constant(self, value: float) -> torch.Tensor:
+        """A mask that is the same number everywhere (the expectation used in eval)."""
+        return torch.full((1, 1, 1), float(value), device=self.device, dtype=self.dtype)
+
+
+@dataclass(frozen=True)
+class LayerOutputs:
+    """One layer's outputs over the whole sequence, handed to ``Regularizer.penalty``."""
+
+    hidden: torch.Tensor  # (steps, batch, hidden): h_1 .. h_T
+    cells: torch.Tensor | None  # (steps, batch, hidden): c_1 .. c_T for LSTM, else None
+
+
+class Regularizer(nn.Module):
+    """Base class of every regularizer. Subclasses set the class attributes and override hooks.
+
+    Hyperparameters are declared in ``hyperparameters`` and become attributes of the instance:
+    ``Zoneout(z_cells=0.5).z_cells == 0.5``. Out-of-range values raise ``ValueError``.
+    """
+
+    name: ClassVar[str] = ""  # set by @register
+    cell_types: ClassVar[tuple[str, ...]] = CELL_TYPES
+    hyperparameters: ClassVar[dict[str, Hyperparameter]] = {}
+    paper: ClassVar[str] = ""
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__()
+        label = self.name or type(self).__name__
+        unknown = sorted(set(params) - set(self.hyperparameters))
+        if unknown:
+            valid = ", ".join(self.hyperparameters) or "none"
+            raise ValueError(f"{label}: unknown hyperparameter(s) {', '.join(unknown)}; valid: {valid}")
+        self.explicit = frozenset(params)  # the ones the user set, as opposed to defaults
+        for key, spec in self.hyperparameters.items():
+            value = params.get(key, spec.default)
+            setattr(self, key, spec.validate(label, key, value))
+        self.check()
+
+    # -- hooks ------------------------------------------------------------------------------
+    def check(self) -> None:
+        """Validate combinations of hyperparameters (single values are checked already)."""
+
+    def bind(self, layer: nn.Module) -> None:
+        """Called once when attached to a layer: create per-layer parameters or buffers here.
+
+        ``layer.cell_type``, ``layer.num_layers``, ``layer.hidden_size`` and
+        ``layer.input_size`` are available. The cell type was already checked.
+        """
+
+    def masks(self, ctx: SequenceContext) -> dict[str, torch.Tensor]:
+        return {}
+
+    def transform_weights(self, weights: dict[str, torch.Tensor], ctx: SequenceContext) -> dict[str, torch.Tensor]:
+        return weights
+
+    def penalty(self, outputs: LayerOutputs, ctx: SequenceContext) -> torch.Tensor | None:
+        return None
+
+    def normalize(self, site: str, value: torch.Tensor, step: int | None, ctx: SequenceContext) -> torch.Tensor:
+        """Only for regularizers that change the cell's equations; see the module docstring."""
+        return value
+
+    # -- derived ----------------------------------------------------------------------------
+    @property
+    def changes_cell(self) -> bool:
+        return type(self).normalize is not Regularizer.normalize
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in self.hyperparameters}
+
+    @property
+    def spec(self) -> str:
+        """The spec string that rebuilds this regularizer: ``"zoneout:z_cells=0.5,z_states=0.05"``."""
+        if not self.params:
+            return self.name
+        return self.name + ":" + ",".join(f"{k}={_format(v)}" for k, v in self.params.items())
+
+    @classmethod
+    def search_space(cls, trial) -> dict[str, Any]:
+        """Optuna suggestions for the tunable hyperparameters; the rest keep their defaults."""
+        chosen = {}
+        for key, spec in cls.hyperparameters.items():
+            if spec.search is None:
+                continue
+            low, high = spec.search
+            if spec.kind is int:
+                chosen[key] = trial.suggest_int(key, int(low), int(high), log=spec.log)
+            else:
+                chosen[key] = trial.suggest_float(key, low, high, log=spec.log)
+        return chosen
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={_format(v)}" for k, v in self.params.items())
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)

@@ -1,0 +1,267 @@
+"""The fast recurrence: one hand-written autograd Function per cell type.
+
+Same equations and mask sites as ``reference.py``, which is the definition this file is
+tested against (outputs, gradients, and ``torch.autograd.gradcheck`` in float64).
+
+Why it is fast:
+- the forward loop runs without autograd, writing into preallocated buffers, with about ten
+  tensor operations a step;
+- the backward pass computes every factor that does not depend on the recurrent gradient
+  (activation derivatives, mask products) for all steps at once, before its loop, so the loop
+  itself is a handful of multiplications and one matrix product a step;
+- the weight gradient is one large matrix product over all steps after the loop, as in cuDNN,
+  instead of one small product a step.
+
+Masks are constants here (no gradient); each is ``None`` or a tensor of shape
+``(T or 1, B or 1, H or 1)``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _at(mask: torch.Tensor | None, step: int) -> torch.Tensor | None:
+    if mask is None:
+        return None
+    return mask[step] if mask.size(0) > 1 else mask[0]
+
+
+def _previous(initial: torch.Tensor, sequence: torch.Tensor) -> torch.Tensor:
+    """``[x_0, x_1, .., x_{T-1}]`` from the initial state and the states ``x_1..x_T``."""
+    return torch.cat([initial.unsqueeze(0), sequence[:-1]])
+
+
+def _masked(value: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    return value if mask is None else value * mask
+
+
+def _weight_grads(d_recurrent: torch.Tensor, h0: torch.Tensor, hidden: torch.Tensor,
+                  hidden_input_mask: torch.Tensor | None, has_bias: bool):
+    """Gradients of W_hh and b_hh from the gradients of the recurrent projection at every step."""
+    recurrent_inputs = _masked(_previous(h0, hidden), hidden_input_mask)
+    flat = d_recurrent.reshape(-1, d_recurrent.size(-1))
+    grad_weight = flat.t() @ recurrent_inputs.reshape(-1, recurrent_inputs.size(-1))
+    grad_bias = flat.sum(0) if has_bias else None
+    return grad_weight, grad_bias
+
+
+class _LSTMRecurrence(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, xp, w_hh, b_hh, h0, c0, m_hidden_input, m_candidate, m_cell, u_cell, u_hidden):
+        steps, batch, gate_width = xp.shape
+        H = gate_width // 4
+        if b_hh is not None:
+            xp = xp + b_hh
+        gates = xp.new_empty(steps, batch, gate_width)  # activations i, f, g, o
+        cells = xp.new_empty(steps, batch, H)
+        tanh_cells = xp.new_empty(steps, batch, H)  # tanh(ĉ_t), reused by the backward pass
+        hidden = xp.new_empty(steps, batch, H)
+        w_t = w_hh.t()
+        h, c = h0, c0
+        for t in range(steps):
+            g_t = gates[t]
+            torch.addmm(xp[t], _masked(h, _at(m_hidden_input, t)), w_t, out=g_t)
+            g_t[:, : 2 * H].sigmoid_()
+            g_t[:, 2 * H: 3 * H].tanh_()
+            g_t[:, 3 * H:].sigmoid_()
+            i, f, g, o = g_t[:, :H], g_t[:, H: 2 * H], g_t[:, 2 * H: 3 * H], g_t[:, 3 * H:]
+            update = i * g
+            if m_candidate is not None:
+                update.mul_(_at(m_candidate, t))
+            u_c = _at(u_cell, t)
+            cell_hat = torch.addcmul(update, f, c, out=None if u_c is not None else cells[t])
+            if m_cell is not None:
+                cell_hat.mul_(_at(m_cell, t))
+            torch.tanh(cell_hat, out=tanh_cells[t])
+            if u_c is not None:
+                torch.lerp(c, cell_hat, u_c.expand_as(c), out=cells[t])
+            u_h = _at(u_hidden, t)
+            if u_h is None:
+                torch.mul(o, tanh_cells[t], out=hidden[t])
+            else:
+                torch.lerp(h, o * tanh_cells[t], u_h.expand_as(h), out=hidden[t])
+            h, c = hidden[t], cells[t]
+        ctx.save_for_backward(w_hh, h0, c0, gates, cells, tanh_cells, hidden,
+                              m_hidden_input, m_candidate, m_cell, u_cell, u_hidden)
+        ctx.has_bias = b_hh is not None
+        return hidden, cells
+
+    @staticmethod
+    def backward(ctx, grad_hidden, grad_cells):
+        (w_hh, h0, c0, gates, cells, tanh_cells, hidden,
+         m_hidden_input, m_candidate, m_cell, u_cell, u_hidden) = ctx.saved_tensors
+        steps, batch, gate_width = gates.shape
+        H = gate_width // 4
+        i, f, g, o = gates.view(steps, batch, 4, H).unbind(2)
+
+        # Factors that do not depend on the recurrent gradient, for all steps at once:
+        # d(pre-activations of i, f, g) = dĉ * coefficient, d(pre-activation of o) = dĥ * coefficient.
+        masked_i = _masked(i, m_candidate)
+        coefficients = torch.stack([
+            _masked(g, m_candidate) * i * (1 - i),  # ∂ĉ/∂i_pre
+            _previous(c0, cells) * f * (1 - f),  # ∂ĉ/∂f_pre
+            masked_i * (1 - g * g),  # ∂ĉ/∂g_pre
+        ], dim=2)
+        o_coefficient = tanh_cells * o * (1 - o)  # ∂ĥ/∂o_pre
+        cell_from_hidden = o * (1 - tanh_cells * tanh_cells)  # ∂ĥ/∂ĉ
+
+        d_gates = gates.new_empty(steps, batch, gate_width)
+        d_ifg = d_gates.view(steps, batch, 4, H)[:, :, :3]
+        d_h = torch.zeros_like(h0)
+        d_c = torch.zeros_like(c0)
+        for t in range(steps - 1, -1, -1):
+            if grad_hidden is not None:
+                d_h = d_h + grad_hidden[t]
+            if grad_cells is not None:
+                d_c = d_c + grad_cells[t]
+            u_h = _at(u_hidden, t)
+            d_hidden_hat = d_h if u_h is None else d_h * u_h
+            u_c = _at(u_cell, t)
+            d_cell_hat = torch.addcmul(d_c if u_c is None else d_c * u_c, d_hidden_hat, cell_from_hidden[t])
+            if m_cell is not None:
+                d_cell_hat.mul_(_at(m_cell, t))
+            torch.mul(d_cell_hat.unsqueeze(1), coefficients[t], out=d_ifg[t])
+            torch.mul(d_hidden_hat, o_coefficient[t], out=d_gates[t, :, 3 * H:])
+            d_c_previous = d_cell_hat * f[t]
+            if u_c is not None:
+                d_c_previous.addcmul_(d_c, 1 - u_c)
+            d_h_previous = d_gates[t] @ w_hh
+            if m_hidden_input is not None:
+                d_h_previous.mul_(_at(m_hidden_input, t))
+            if u_h is not None:
+                d_h_previous.addcmul_(d_h, 1 - u_h)
+            d_h, d_c = d_h_previous, d_c_previous
+
+        grad_w, grad_b = _weight_grads(d_gates, h0, hidden, m_hidden_input, ctx.has_bias)
+        return d_gates, grad_w, grad_b, d_h, d_c, None, None, None, None, None
+
+
+class _GRURecurrence(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden):
+        steps, batch, gate_width = xp.shape
+        H = gate_width // 3
+        activations = xp.new_empty(steps, batch, gate_width)  # r, z, n
+        hidden_n = xp.new_empty(steps, batch, H)  # W_hn h + b_hn, which r multiplies
+        hidden = xp.new_empty(steps, batch, H)
+        w_t = w_hh.t()
+        h = h0
+        for t in range(steps):
+            h_in = _masked(h, _at(m_hidden_input, t))
+            recurrent = h_in @ w_t if b_hh is None else torch.addmm(b_hh, h_in, w_t)
+            a_t = activations[t]
+            torch.add(xp[t, :, : 2 * H], recurrent[:, : 2 * H], out=a_t[:, : 2 * H]).sigmoid_()
+            hidden_n[t].copy_(recurrent[:, 2 * H:])
+            r, z = a_t[:, :H], a_t[:, H: 2 * H]
+            torch.addcmul(xp[t, :, 2 * H:], r, hidden_n[t], out=a_t[:, 2 * H:]).tanh_()
+            n = _masked(a_t[:, 2 * H:], _at(m_candidate, t))
+            u_h = _at(u_hidden, t)
+            if u_h is None:
+                torch.lerp(n, h, z, out=hidden[t])  # (1 - z) n + z h
+            else:
+                torch.lerp(h, torch.lerp(n, h, z), u_h.expand_as(h), out=hidden[t])
+            h = hidden[t]
+        ctx.save_for_backward(w_hh, h0, activations, hidden_n, hidden, m_hidden_input, m_candidate, u_hidden)
+        ctx.has_bias = b_hh is not None
+        return hidden
+
+    @staticmethod
+    def backward(ctx, grad_hidden):
+        w_hh, h0, activations, hidden_n, hidden, m_hidden_input, m_candidate, u_hidden = ctx.saved_tensors
+        steps, batch, gate_width = activations.shape
+        H = gate_width // 3
+        r, z, n = activations.view(steps, batch, 3, H).unbind(2)
+        h_previous = _previous(h0, hidden)
+
+        # d(pre-activations of r, z, n) = dĥ * coefficient, for all steps at once.
+        n_coefficient = _masked(1 - z, m_candidate) * (1 - n * n)
+        coefficients = torch.stack([
+            n_coefficient * hidden_n * r * (1 - r),
+            (h_previous - _masked(n, m_candidate)) * z * (1 - z),
+            n_coefficient,
+        ], dim=2)
+        recurrent_n_coefficient = n_coefficient * r  # ∂ĥ/∂(W_hn h + b_hn)
+
+        d_input = activations.new_empty(steps, batch, gate_width)
+        d_recurrent = activations.new_empty(steps, batch, gate_width)
+        d_h = torch.zeros_like(h0)
+        for t in range(steps - 1, -1, -1):
+            d_h = d_h + grad_hidden[t]
+            u_h = _at(u_hidden, t)
+            d_hidden_hat = d_h if u_h is None else d_h * u_h
+            torch.mul(d_hidden_hat.unsqueeze(1), coefficients[t], out=d_input[t].view(batch, 3, H))
+            d_recurrent[t, :, : 2 * H].copy_(d_input[t, :, : 2 * H])
+            torch.mul(d_hidden_hat, recurrent_n_coefficient[t], out=d_recurrent[t, :, 2 * H:])
+            d_h_previous = d_recurrent[t] @ w_hh
+            if m_hidden_input is not None:
+                d_h_previous.mul_(_at(m_hidden_input, t))
+            d_h_previous.addcmul_(d_hidden_hat, z[t])
+            if u_h is not None:
+                d_h_previous.addcmul_(d_h, 1 - u_h)
+            d_h = d_h_previous
+
+        grad_w, grad_b = _weight_grads(d_recurrent, h0, hidden, m_hidden_input, ctx.has_bias)
+        return d_input, grad_w, grad_b, d_h, None, None, None
+
+
+class _RNNRecurrence(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden):
+        steps, batch, H = xp.shape
+        if b_hh is not None:
+            xp = xp + b_hh
+        activations = xp.new_empty(steps, batch, H)  # tanh(pre-activation), before the candidate mask
+        hidden = xp.new_empty(steps, batch, H)
+        w_t = w_hh.t()
+        h = h0
+        for t in range(steps):
+            a_t = torch.addmm(xp[t], _masked(h, _at(m_hidden_input, t)), w_t, out=activations[t]).tanh_()
+            u_h = _at(u_hidden, t)
+            m = _at(m_candidate, t)
+            if u_h is None:
+                torch.mul(a_t, m, out=hidden[t]) if m is not None else hidden[t].copy_(a_t)
+            else:
+                torch.lerp(h, _masked(a_t, m), u_h.expand_as(h), out=hidden[t])
+            h = hidden[t]
+        ctx.save_for_backward(w_hh, h0, activations, hidden, m_hidden_input, m_candidate, u_hidden)
+        ctx.has_bias = b_hh is not None
+        return hidden
+
+    @staticmethod
+    def backward(ctx, grad_hidden):
+        w_hh, h0, activations, hidden, m_hidden_input, m_candidate, u_hidden = ctx.saved_tensors
+        coefficient = _masked(1 - activations * activations, m_candidate)
+        d_pre = activations.new_empty(activations.shape)
+        d_h = torch.zeros_like(h0)
+        for t in range(activations.size(0) - 1, -1, -1):
+            d_h = d_h + grad_hidden[t]
+            u_h = _at(u_hidden, t)
+            torch.mul(d_h if u_h is None else d_h * u_h, coefficient[t], out=d_pre[t])
+            d_h_previous = d_pre[t] @ w_hh
+            if m_hidden_input is not None:
+                d_h_previous.mul_(_at(m_hidden_input, t))
+            if u_h is not None:
+                d_h_previous.addcmul_(d_h, 1 - u_h)
+            d_h = d_h_previous
+        grad_w, grad_b = _weight_grads(d_pre, h0, hidden, m_hidden_input, ctx.has_bias)
+        return d_pre, grad_w, grad_b, d_h, None, None, None
+
+
+def fused_recurrence(cell_type: str, xp: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor | None,
+                     h0: torch.Tensor, c0: torch.Tensor | None, masks: dict[str, torch.Tensor | None],
+                     normalize=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Drop-in for ``reference.reference_recurrence`` without ``normalize``."""
+    if normalize is not None:
+        raise ValueError("the fused recurrence does not support normalize hooks; use reference_recurrence")
+    get = masks.get
+    if cell_type == "lstm":
+        return _LSTMRecurrence.apply(xp, w_hh, b_hh, h0, c0, get("hidden_input"), get("candidate"),
+                                     get("cell"), get("cell_update"), get("hidden_update"))
+    if cell_type == "gru":
+        return _GRURecurrence.apply(xp, w_hh, b_hh, h0, get("hidden_input"), get("candidate"),
+                                    get("hidden_update")), None
+    if cell_type == "rnn":
+        return _RNNRecurrence.apply(xp, w_hh, b_hh, h0, get("hidden_input"), get("candidate"),
+                                    get("hidden_update")), None
+    raise ValueError(f"unknown cell type {cell_type!r}")

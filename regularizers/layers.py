@@ -1,0 +1,261 @@
+"""Drop-in regularized versions of ``torch.nn.LSTM``, ``torch.nn.GRU`` and ``torch.nn.RNN``.
+
+Same constructor arguments, parameter names and layout (PyTorch's gate order), forward
+signature and return values, so a torch state dict loads and, with no regularizer, the
+outputs equal torch's. ``regularizers=`` takes instances, registered names or spec strings.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import ClassVar, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import registry
+from .base import LSTM_ONLY_SITES, MASK_SITES, LayerOutputs, Regularizer, SequenceContext
+from .fused import fused_recurrence
+from .reference import reference_recurrence
+
+RegularizerLike = Regularizer | str
+
+
+class RegularizedRecurrent(nn.Module):
+    """Shared machinery of the three layers; use ``RegularizedLSTM``, ``RegularizedGRU`` or ``RegularizedRNN``."""
+
+    cell_type: ClassVar[str]
+    gate_count: ClassVar[int]
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 regularizers: Iterable[RegularizerLike] | RegularizerLike | None = None,
+                 device=None, dtype=None) -> None:
+        super().__init__()
+        name = type(self).__name__
+        for arg, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name}: {arg} must be a positive integer, got {value!r}")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
+            raise ValueError(f"{name}: dropout must be a number in [0, 1], got {dropout!r}")
+        if bidirectional:
+            raise ValueError(f"{name}: bidirectional layers are not supported (a regularized recurrence runs "
+                             "forward in time); use two layers and flip the input yourself")
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(f"{name}: dropout={dropout} acts between layers and has no effect with num_layers=1; "
+                          "for recurrent dropout use regularizers=['recurrent_dropout']", stacklevel=2)
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
+        self.bidirectional = False
+        # The fused loop is used whenever possible; tests and benchmarks flip this to compare.
+        self.use_fused = True
+
+        factory = {"device": device, "dtype": dtype}
+        gates = self.gate_count * hidden_size
+        for layer in range(num_layers):
+            layer_input = input_size if layer == 0 else hidden_size
+            self.register_parameter(f"weight_ih_l{layer}", nn.Parameter(torch.empty(gates, layer_input, **factory)))
+            self.register_parameter(f"weight_hh_l{layer}", nn.Parameter(torch.empty(gates, hidden_size, **factory)))
+            if bias:
+                self.register_parameter(f"bias_ih_l{layer}", nn.Parameter(torch.empty(gates, **factory)))
+                self.register_parameter(f"bias_hh_l{layer}", nn.Parameter(torch.empty(gates, **factory)))
+        self.reset_parameters()
+
+        self.regularizers = nn.ModuleList(self._resolve(regularizers))
+        for regularizer in self.regularizers:
+            regularizer.bind(self)
+        self.last_penalty: torch.Tensor | None = None
+
+    # -- construction -------------------------------------------------------------------------
+    def _resolve(self, regularizers) -> list[Regularizer]:
+        if regularizers is None:
+            return []
+        if isinstance(regularizers, (str, Regularizer)):
+            regularizers = [regularizers]
+        resolved = []
+        for item in regularizers:
+            if not isinstance(item, (str, Regularizer)):
+                raise TypeError(f"regularizers= takes Regularizer instances, names or spec strings, got {item!r}")
+            regularizer = registry.build(item)
+            if self.cell_type not in regularizer.cell_types:
+                raise ValueError(f"regularizer {regularizer.name!r} does not support {self.cell_type.upper()} "
+                                 f"layers; it supports: {', '.join(t.upper() for t in regularizer.cell_types)}")
+            if regularizer.name != "none":
+                resolved.append(regularizer)
+        return resolved
+
+    def reset_parameters(self) -> None:
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters(recurse=False):
+            nn.init.uniform_(weight, -bound, bound)
+
+    def flatten_parameters(self) -> None:
+        """Present for drop-in compatibility with ``torch.nn.LSTM``; nothing to do here."""
+
+    def extra_repr(self) -> str:
+        text = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            text += f", num_layers={self.num_layers}"
+        if not self.bias:
+            text += ", bias=False"
+        if self.batch_first:
+            text += ", batch_first=True"
+        if self.dropout:
+            text += f", dropout={self.dropout:g}"
+        return text
+
+    # -- forward ------------------------------------------------------------------------------
+    def forward(self, input: torch.Tensor, hx=None):
+        if isinstance(input, nn.utils.rnn.PackedSequence):
+            raise TypeError(f"{type(self).__name__} does not take PackedSequence input; pad the batch instead")
+        if input.dim() not in (2, 3):
+            raise ValueError(f"{type(self).__name__}: expected input of 2 (unbatched) or 3 dimensions, "
+                             f"got shape {tuple(input.shape)}")
+        unbatched = input.dim() == 2
+        x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)
+        if x.size(-1) != self.input_size:
+            raise ValueError(f"{type(self).__name__}: input has {x.size(-1)} features, expected "
+                             f"input_size={self.input_size}")
+        h0, c0 = self._initial_state(hx, x, unbatched)
+
+        final_hidden, final_cells, penalties = [], [], []
+        for layer in range(self.num_layers):
+            hidden, cells, penalty = self._run_layer(layer, x, h0[layer], None if c0 is None else c0[layer])
+            final_hidden.append(hidden[-1])
+            if cells is not None:
+                final_cells.append(cells[-1])
+            if penalty is not None:
+                penalties.append(penalty)
+            x = hidden
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                x = F.dropout(x, self.dropout, training=True)
+        self.last_penalty = torch.stack(penalties).sum() if penalties else None
+
+        output = x.squeeze(1) if unbatched else (x.transpose(0, 1) if self.batch_first else x)
+        h_n = torch.stack(final_hidden)
+        c_n = torch.stack(final_cells) if final_cells else None
+        if unbatched:
+            h_n = h_n.squeeze(1)
+            c_n = None if c_n is None else c_n.squeeze(1)
+        return output, ((h_n, c_n) if self.cell_type == "lstm" else h_n)
+
+    def _initial_state(self, hx, x: torch.Tensor, unbatched: bool):
+        shape = (self.num_layers, x.size(1), self.hidden_size)
+        name = type(self).__name__
+        if self.cell_type == "lstm":
+            if hx is None:
+                zeros = x.new_zeros(shape)
+                return zeros, zeros
+            if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
+                raise ValueError(f"{name}: hx must be a tuple (h_0, c_0)")
+            states = [s.unsqueeze(1) if unbatched else s for s in hx]
+        else:
+            if hx is None:
+                return x.new_zeros(shape), None
+            states = [hx.unsqueeze(1) if unbatched else hx]
+        for state in states:
+            if tuple(state.shape) != shape:
+                raise ValueError(f"{name}: expected hidden state of shape {shape}, got {tuple(state.shape)}")
+        return states[0], (states[1] if len(states) == 2 else None)
+
+    def _weights(self, layer: int) -> dict[str, torch.Tensor | None]:
+        return {kind: getattr(self, f"{kind}_l{layer}", None)
+                for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+
+    def _context(self, layer: int, x: torch.Tensor) -> SequenceContext:
+        return SequenceContext(
+            cell_type=self.cell_type, layer=layer, num_layers=self.num_layers, steps=x.size(0),
+            batch_size=x.size(1), input_size=x.size(2), hidden_size=self.hidden_size,
+            training=self.training, device=x.device, dtype=x.dtype)
+
+    def _masks(self, ctx: SequenceContext) -> dict[str, torch.Tensor]:
+        """Ask every regularizer for its masks and multiply those that meet on the same site."""
+        combined: dict[str, torch.Tensor] = {}
+        for regularizer in self.regularizers:
+            for site, mask in regularizer.masks(ctx).items():
+                if site not in MASK_SITES:
+                    raise ValueError(f"regularizer {regularizer.name!r} returned a mask for unknown site "
+                                     f"{site!r}; valid sites: {', '.join(MASK_SITES)}")
+                if site in LSTM_ONLY_SITES and ctx.cell_type != "lstm":
+                    raise ValueError(f"regularizer {regularizer.name!r} returned a {site!r} mask, which only "
+                                     "LSTM layers have")
+                if mask.dim() != 3 or mask.size(0) not in (1, ctx.steps):
+                    raise ValueError(f"regularizer {regularizer.name!r}: mask for {site!r} has shape "
+                                     f"{tuple(mask.shape)}; expected (steps or 1, batch or 1, units or 1)")
+                combined[site] = mask if site not in combined else combined[site] * mask
+        return combined
+
+    def _run_layer(self, layer: int, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None):
+        ctx = self._context(layer, x)
+        masks = self._masks(ctx)
+        weights = self._weights(layer)
+        for regularizer in self.regularizers:
+            weights = regularizer.transform_weights(weights, ctx)
+        if "input" in masks:
+            x = x * masks["input"]
+
+        changers = [r for r in self.regularizers if r.changes_cell]
+        if changers:
+            def normalize(site: str, value: torch.Tensor, step: int | None) -> torch.Tensor:
+                for regularizer in changers:
+                    value = regularizer.normalize(site, value, step, ctx)
+                return value
+
+            xp = normalize("input_projection", F.linear(x, weights["weight_ih"]), None)
+            if weights["bias_ih"] is not None:
+                xp = xp + weights["bias_ih"]
+            hidden, cells = reference_recurrence(self.cell_type, xp, weights["weight_hh"], weights["bias_hh"],
+                                                 h0, c0, masks, normalize)
+        else:
+            # One matrix product for the input projections of all steps, outside the loop.
+            xp = F.linear(x, weights["weight_ih"], weights["bias_ih"])
+            loop = fused_recurrence if self.use_fused else reference_recurrence
+            hidden, cells = loop(self.cell_type, xp, weights["weight_hh"], weights["bias_hh"], h0, c0, masks)
+
+        penalty = None
+        if self.regularizers:
+            outputs = LayerOutputs(hidden=hidden, cells=cells)
+            terms = [p for r in self.regularizers if (p := r.penalty(outputs, ctx)) is not None]
+            penalty = torch.stack(terms).sum() if terms else None
+        return hidden, cells, penalty
+
+
+class RegularizedLSTM(RegularizedRecurrent):
+    """``torch.nn.LSTM`` with regularizers: ``RegularizedLSTM(64, 256, regularizers=["zoneout"])``."""
+
+    cell_type = "lstm"
+    gate_count = 4
+
+
+class RegularizedGRU(RegularizedRecurrent):
+    """``torch.nn.GRU`` with regularizers."""
+
+    cell_type = "gru"
+    gate_count = 3
+
+
+class RegularizedRNN(RegularizedRecurrent):
+    """``torch.nn.RNN`` (tanh) with regularizers."""
+
+    cell_type = "rnn"
+    gate_count = 1
+
+    def __init__(self, *args, nonlinearity: str = "tanh", **kwargs) -> None:
+        if nonlinearity != "tanh":
+            raise ValueError(f"RegularizedRNN supports nonlinearity='tanh' only, got {nonlinearity!r}")
+        super().__init__(*args, **kwargs)
+
+
+def penalty(module: nn.Module) -> torch.Tensor:
+    """Sum of the penalty terms of every regularized layer inside ``module`` from its last forward.
+
+    Zero when there are none. The training loop adds it to the loss.
+    """
+    terms = [m.last_penalty for m in module.modules()
+             if isinstance(m, RegularizedRecurrent) and m.last_penalty is not None]
+    if terms:
+        return torch.stack(terms).sum()
+    reference = next(module.parameters(), None)
+    return torch.zeros((), device=None if reference is None else reference.device)

@@ -1,0 +1,90 @@
+"""Recurrent batch normalization (Cooijmans et al. 2016, arXiv:1603.09025). LSTM only.
+
+    (i, f, o, g) = BN(W_h h_{t-1}; γ_h) + BN(W_x x_t; γ_x) + b
+    c_t = f⊙c_{t-1} + i⊙g
+    h_t = o⊙tanh(BN(c_t; γ_c, β_c))
+
+The two gate normalizations have no shift (the bias ``b`` plays that part). Every time step
+keeps its own statistics; in eval, steps beyond the longest training sequence reuse the last
+trained step's statistics. γ starts at 0.1, as the paper recommends.
+
+This regularizer changes the cell's equations, so layers that use it run the step-by-step
+reference loop; masks from other regularizers (zoneout: the paper's best pMNIST model) still apply.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import Regularizer, SequenceContext
+from .hyperparameters import Hyperparameter
+from .registry import register
+
+
+@register("recurrent_batchnorm")
+class RecurrentBatchNorm(Regularizer):
+    paper = "Cooijmans et al. 2016, arXiv:1603.09025"
+    cell_types = ("lstm",)
+    hyperparameters = {
+        "gamma_init": Hyperparameter(0.1, "initial scale γ of every normalization", low=0.0, low_open=True),
+        "max_steps": Hyperparameter(1000, "time steps that keep their own statistics (longest training "
+                                          "sequence)", low=1),
+        "momentum": Hyperparameter(0.1, "momentum of the running statistics", low=0.0, high=1.0),
+        "eps": Hyperparameter(1e-5, "added to the variance", low=0.0, low_open=True),
+    }
+
+    def bind(self, layer) -> None:
+        layers, hidden, steps = layer.num_layers, layer.hidden_size, self.max_steps
+        gates = 4 * hidden
+        self.gamma_input = nn.Parameter(torch.full((layers, gates), self.gamma_init))
+        self.gamma_hidden = nn.Parameter(torch.full((layers, gates), self.gamma_init))
+        self.gamma_cell = nn.Parameter(torch.full((layers, hidden), self.gamma_init))
+        self.beta_cell = nn.Parameter(torch.zeros(layers, hidden))
+        for site, width in (("input", gates), ("hidden", gates), ("cell", hidden)):
+            self.register_buffer(f"running_mean_{site}", torch.zeros(layers, steps, width))
+            self.register_buffer(f"running_var_{site}", torch.ones(layers, steps, width))
+        self.register_buffer("steps_trained", torch.zeros(layers, dtype=torch.long))
+
+    def _slot(self, layer: int, step: int) -> int:
+        """Which step's statistics to use in eval: beyond the longest training length, the last one."""
+        trained = int(self.steps_trained[layer])
+        return min(step, max(trained, 1) - 1, self.max_steps - 1)
+
+    def _normalize_sequence(self, value: torch.Tensor, ctx: SequenceContext) -> torch.Tensor:
+        """BN(W_x x_t) for all steps at once: statistics over the batch, separately for each step."""
+        mean_buffer, var_buffer = self.running_mean_input[ctx.layer], self.running_var_input[ctx.layer]
+        steps = value.size(0)
+        if ctx.training:
+            mean = value.mean(1, keepdim=True)
+            var = value.var(1, unbiased=False, keepdim=True)
+            with torch.no_grad():
+                unbiased = var * (ctx.batch_size / max(ctx.batch_size - 1, 1))
+                mean_buffer[:steps].lerp_(mean.squeeze(1), self.momentum)
+                var_buffer[:steps].lerp_(unbiased.squeeze(1), self.momentum)
+        else:
+            slots = torch.tensor([self._slot(ctx.layer, t) for t in range(steps)], device=value.device)
+            mean, var = mean_buffer[slots].unsqueeze(1), var_buffer[slots].unsqueeze(1)
+        return (value - mean) * torch.rsqrt(var + self.eps) * self.gamma_input[ctx.layer]
+
+    def normalize(self, site: str, value: torch.Tensor, step: int | None, ctx: SequenceContext) -> torch.Tensor:
+        layer = ctx.layer
+        if site == "input_projection":
+            if ctx.training:
+                if ctx.steps > self.max_steps:
+                    raise ValueError(f"recurrent_batchnorm: a training sequence of {ctx.steps} steps is longer "
+                                     f"than max_steps={self.max_steps}; raise max_steps")
+                if ctx.batch_size < 2:
+                    raise ValueError("recurrent_batchnorm: training needs a batch of at least 2 sequences")
+                with torch.no_grad():
+                    self.steps_trained[layer] = max(int(self.steps_trained[layer]), ctx.steps)
+            return self._normalize_sequence(value, ctx)
+        if site == "hidden_projection":
+            name, weight, bias = "hidden", self.gamma_hidden[layer], None
+        elif site == "cell":
+            name, weight, bias = "cell", self.gamma_cell[layer], self.beta_cell[layer]
+        else:
+            return value
+        slot = step if ctx.training else self._slot(layer, step)
+        return F.batch_norm(value, getattr(self, f"running_mean_{name}")[layer, slot],
+                            getattr(self, f"running_var_{name}")[layer, slot], weight, bias,
+                            training=ctx.training, momentum=self.momentum, eps=self.eps)

@@ -1,0 +1,74 @@
+"""The plain step-by-step recurrence, written as the equations read, with autograd.
+
+This loop is the definition that the fused loop (``fused.py``) is tested against, and the
+loop used whenever a regularizer changes the cell's equations (recurrent batch
+normalization). Masks follow the sites of ``base.MASK_SITES``; ``None`` means no mask.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+Normalize = Callable[[str, torch.Tensor, int], torch.Tensor]
+
+
+def _at(mask: torch.Tensor | None, step: int) -> torch.Tensor | None:
+    """The mask for one step: masks with a leading dimension of 1 are the same at every step."""
+    if mask is None:
+        return None
+    return mask[step] if mask.size(0) > 1 else mask[0]
+
+
+def _apply(value: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    return value if mask is None else value * mask
+
+
+def _update(previous: torch.Tensor, new: torch.Tensor, update: torch.Tensor | None) -> torch.Tensor:
+    """Zoneout's ``d⊙previous + (1-d)⊙new`` written with the update mask ``u = 1 - d``."""
+    return new if update is None else previous + update * (new - previous)
+
+
+def reference_recurrence(cell_type: str, xp: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor | None,
+                         h0: torch.Tensor, c0: torch.Tensor | None, masks: dict[str, torch.Tensor | None],
+                         normalize: Normalize | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Run one layer over a sequence.
+
+    ``xp`` is the projected input ``W_ih (x ⊙ m_input) + b_ih`` of shape (T, B, gates*H).
+    Returns the hidden states ``h_1..h_T`` and, for LSTM, the cells ``c_1..c_T``.
+    """
+    hidden, cell = h0, c0
+    hiddens, cells = [], []
+    for t in range(xp.size(0)):
+        recurrent = _apply(hidden, _at(masks.get("hidden_input"), t)) @ w_hh.t()
+        if normalize is not None:
+            recurrent = normalize("hidden_projection", recurrent, t)
+        if b_hh is not None:
+            recurrent = recurrent + b_hh
+        candidate_mask = _at(masks.get("candidate"), t)
+        hidden_update = _at(masks.get("hidden_update"), t)
+
+        if cell_type == "lstm":
+            i, f, g, o = (xp[t] + recurrent).chunk(4, dim=1)
+            i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+            cell_hat = f * cell + i * _apply(g, candidate_mask)
+            cell_hat = _apply(cell_hat, _at(masks.get("cell"), t))
+            shown = cell_hat if normalize is None else normalize("cell", cell_hat, t)
+            hidden_hat = o * torch.tanh(shown)  # h uses ĉ, not the zoned-out c_t (paper, eq. 5)
+            cell = _update(cell, cell_hat, _at(masks.get("cell_update"), t))
+            cells.append(cell)
+        elif cell_type == "gru":
+            x_r, x_z, x_n = xp[t].chunk(3, dim=1)
+            h_r, h_z, h_n = recurrent.chunk(3, dim=1)
+            r = torch.sigmoid(x_r + h_r)
+            z = torch.sigmoid(x_z + h_z)
+            n = _apply(torch.tanh(x_n + r * h_n), candidate_mask)
+            hidden_hat = (1 - z) * n + z * hidden
+        elif cell_type == "rnn":
+            hidden_hat = _apply(torch.tanh(xp[t] + recurrent), candidate_mask)
+        else:
+            raise ValueError(f"unknown cell type {cell_type!r}")
+        hidden = _update(hidden, hidden_hat, hidden_update)
+        hiddens.append(hidden)
+    return torch.stack(hiddens), (torch.stack(cells) if cells else None)
