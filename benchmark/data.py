@@ -492,17 +492,25 @@ def _check_hub_reachable(timeout: float = 3.0) -> None:
 
 
 def _hub_text(name: str) -> TextCorpus:
-    raw = _hub_load(name)
-    repo = _HUB_REPOS[name]
+    return _text_from_hub_dataset(name, _hub_load(name), f"hf://datasets/{_HUB_REPOS[name]}")
+
+
+def _text_from_hub_dataset(name: str, raw, source: str) -> TextCorpus:
+    """A hub DatasetDict (splits train/validation/test; one text column) -> TextCorpus.
+
+    PTB repositories hold one sentence a row (column "sentence", words separated by
+    single spaces, no line ends): word_ptb adds "<eos>" per row, char_ptb derives the
+    char-PTB stream exactly as the standard ptb.char files were derived. text8
+    repositories hold the text in rows (column "text"), concatenated in order.
+    """
     splits = [raw["train"], raw["validation"], raw["test"]]
     column = "sentence" if "sentence" in splits[0].column_names else "text"
     h = hashlib.sha256()
-    for ds in splits:
-        for chunk in ds.with_format("arrow")[:].column(column).chunks:
-            for buf in chunk.buffers()[1:]:
-                if buf is not None:
-                    h.update(memoryview(buf))
-    checksum, source = h.hexdigest(), f"hf://datasets/{repo}"
+    for split, ds in zip(("train", "validation", "test"), splits):
+        h.update(f"{split}\n".encode())
+        for row in ds.with_format("arrow")[:].column(column).to_pylist():
+            h.update(row.encode("utf-8") + b"\n")
+    checksum = h.hexdigest()
     if name == "word_ptb":
         return _word_corpus(name, splits, column, source, checksum)
     if name == "char_ptb":
@@ -513,19 +521,23 @@ def _hub_text(name: str) -> TextCorpus:
 
 
 def _hub_mnist() -> dict:
-    raw = _hub_load("mnist")
+    return _mnist_from_hub_dataset(_hub_load("mnist"), f"hf://datasets/{_HUB_REPOS['mnist']}")
+
+
+def _mnist_from_hub_dataset(raw, source: str) -> dict:
+    """A hub DatasetDict (splits train/test; columns "image" (28x28 Image), "label")."""
 
     def arrays(ds):
-        ds = ds.with_format("numpy")
-        x = np.stack([np.asarray(im, dtype=np.uint8).reshape(-1) for im in ds["image"]])
-        return x, np.asarray(ds["label"], dtype=np.int64)
+        cols = ds.with_format("numpy")[:]
+        x = np.asarray(cols["image"], dtype=np.uint8).reshape(len(ds), -1)
+        return x, np.asarray(cols["label"], dtype=np.int64)
 
     train_x, train_y = arrays(raw["train"])
     test_x, test_y = arrays(raw["test"])
     h = hashlib.sha256()
     for arr in (train_x, train_y, test_x, test_y):
         h.update(np.ascontiguousarray(arr).tobytes())
-    return _mnist_split(train_x, train_y, test_x, test_y, f"hf://datasets/{_HUB_REPOS['mnist']}", h.hexdigest())
+    return _mnist_split(train_x, train_y, test_x, test_y, source, h.hexdigest())
 
 
 def _with_fallback(name: str, data_dir, local: Callable, hub: Callable):

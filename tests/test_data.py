@@ -391,3 +391,43 @@ def test_real_mnist():
     assert seq.checksum == readme_checksum("mnist")
     perm = D.load_pixels("mnist", shared_data(), permuted=True, seed=0)
     assert torch.equal(perm.test_x, seq.test_x[:, perm.permutation])
+
+
+# ------------------------------------------------------------------ hub conversion (no network)
+
+
+def test_hub_ptb_rows_give_the_same_corpus_as_the_files(tmp_path):
+    """The hub path's conversion, fed a local DatasetDict shaped like the PTB parquet repo."""
+    import datasets
+
+    train, valid, test = ["the cat <unk> N", "a cat"], ["the N"], ["a a"]
+    raw = datasets.DatasetDict(
+        {k: datasets.Dataset.from_dict({"sentence": v}) for k, v in
+         (("train", train), ("validation", valid), ("test", test))}
+    )
+    for name, writer in (("char_ptb", write_char_ptb), ("word_ptb", write_word_ptb)):
+        from_files = D.load_text(name, writer(tmp_path / name, train, valid, test))
+        from_hub = D._text_from_hub_dataset(name, raw, "hub")
+        assert from_hub.vocab == from_files.vocab
+        for split in ("train", "valid", "test"):
+            assert torch.equal(getattr(from_hub, split), getattr(from_files, split))
+
+
+def test_hub_mnist_rows_are_converted(tmp_path):
+    import datasets
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    imgs = rng.integers(0, 256, (30, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, 30)
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(num_classes=10)})
+
+    def part(lo, hi):
+        return datasets.Dataset.from_dict(
+            {"image": [Image.fromarray(a) for a in imgs[lo:hi]], "label": labels[lo:hi].tolist()}, features=features)
+
+    raw = datasets.DatasetDict({"train": part(0, 24), "test": part(24, 30)})
+    out = D._mnist_from_hub_dataset(raw, "hub")
+    assert np.array_equal(out["train"][0], imgs[:22].reshape(22, 784))
+    assert np.array_equal(out["valid"][1], labels[22:24])
+    assert np.array_equal(out["test"][0], imgs[24:].reshape(6, 784))
