@@ -206,7 +206,7 @@ def _not_found(name: str, looked: list[Path], hub_error: str) -> DataNotFoundErr
         lines.append(f"No local folder given (data_dir argument and ${DATA_DIR_ENV} both unset).")
     lines.append(f"Hugging Face hub repository tried: {_HUB_REPOS[name]} -> {hub_error}")
     lines.append(
-        f"To fix: put the files {', '.join(files)} into a folder and pass it as data_dir, "
+        f"To fix: put {', '.join(files)} into a folder and pass it as data_dir, "
         f"or set {DATA_DIR_ENV} to that folder or to a parent holding it as "
         f"'{_SUBDIRS[name]}/' (e.g. {DATA_DIR_ENV}=/path/to/shared/data with "
         f"/path/to/shared/data/{_SUBDIRS[name]}/{files[0]})."
@@ -363,6 +363,9 @@ def _load_text_files(name: str, folder: Path) -> TextCorpus:
     import datasets
 
     paths = [folder / f for f in _FILES[name]]
+    for p in paths:
+        if p.stat().st_size == 0:
+            raise ValueError(f"{p} is empty")
     checksum, _ = _combined_checksum(paths)
     source = ", ".join(str(p) for p in paths)
     if name == "text8":

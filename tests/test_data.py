@@ -25,7 +25,7 @@ except ImportError:  # running pytest without the package installed
     import benchmark.data as D
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def offline_tmp_hf_cache(tmp_path_factory):
     import datasets.config
 
