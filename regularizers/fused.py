@@ -95,18 +95,17 @@ class _LSTMRecurrence(torch.autograd.Function):
         H = gate_width // 4
         i, f, g, o = gates.view(steps, batch, 4, H).unbind(2)
 
-        # Factors that do not depend on the recurrent gradient, for all steps at once:
-        # d(pre-activations of i, f, g) = dĉ * coefficient, d(pre-activation of o) = dĥ * coefficient.
-        masked_i = _masked(i, m_candidate)
-        coefficients = torch.stack([
-            _masked(g, m_candidate) * i * (1 - i),  # ∂ĉ/∂i_pre
-            _previous(c0, cells) * f * (1 - f),  # ∂ĉ/∂f_pre
-            masked_i * (1 - g * g),  # ∂ĉ/∂g_pre
-        ], dim=2)
-        o_coefficient = tanh_cells * o * (1 - o)  # ∂ĥ/∂o_pre
+        # Factors that do not depend on the recurrent gradient, for all steps at once, written
+        # straight into the gradient buffer, which the loop then scales in place:
+        # d(pre-activations of i, f, g) = dĉ * factor, d(pre-activation of o) = dĥ * factor.
+        d_gates = gates.new_empty(steps, batch, gate_width)
+        d_i, d_f, d_g, d_o = d_gates.view(steps, batch, 4, H).unbind(2)
+        torch.mul(_masked(g, m_candidate), i * (1 - i), out=d_i)  # ∂ĉ/∂i_pre
+        torch.mul(_previous(c0, cells), f * (1 - f), out=d_f)  # ∂ĉ/∂f_pre
+        torch.mul(_masked(i, m_candidate), 1 - g * g, out=d_g)  # ∂ĉ/∂g_pre
+        torch.mul(tanh_cells, o * (1 - o), out=d_o)  # ∂ĥ/∂o_pre
         cell_from_hidden = o * (1 - tanh_cells * tanh_cells)  # ∂ĥ/∂ĉ
 
-        d_gates = gates.new_empty(steps, batch, gate_width)
         d_ifg = d_gates.view(steps, batch, 4, H)[:, :, :3]
         d_h = torch.zeros_like(h0)
         d_c = torch.zeros_like(c0)
@@ -121,8 +120,8 @@ class _LSTMRecurrence(torch.autograd.Function):
             d_cell_hat = torch.addcmul(d_c if u_c is None else d_c * u_c, d_hidden_hat, cell_from_hidden[t])
             if m_cell is not None:
                 d_cell_hat.mul_(_at(m_cell, t))
-            torch.mul(d_cell_hat.unsqueeze(1), coefficients[t], out=d_ifg[t])
-            torch.mul(d_hidden_hat, o_coefficient[t], out=d_gates[t, :, 3 * H:])
+            d_ifg[t].mul_(d_cell_hat.unsqueeze(1))
+            d_o[t].mul_(d_hidden_hat)
             d_c_previous = d_cell_hat * f[t]
             if u_c is not None:
                 d_c_previous.addcmul_(d_c, 1 - u_c)
