@@ -1,0 +1,760 @@
+"""Leaderboards from the results store: markdown per task, an index, JSON and PNG plots.
+
+``write_leaderboards(store, out_dir)`` reads every record of the store with pandas and writes
+
+* ``<task>.md``: a row per regularizer at its best configuration, with mean ± std and a 95 %
+  Student-t confidence interval over seeds, seeds and tuning trials counted, the difference
+  from the unregularized baseline (``none``), the rank, the training cost and the paper's
+  figure beside ours, plus which data, which scale and the commands that reproduce it;
+* ``README.md``: the index, with a cross-task ranking (mean rank per regularizer);
+* ``leaderboard.json``: the same rows, machine-readable;
+* ``<board>_curves.png``: validation metric per epoch (mean over seeds, band = min..max);
+* ``<board>_zoneout_grid.png``: z_cells x z_states map of zoneout runs (the paper's Figure 3)
+  when the store has zoneout runs at at least two values of each.
+
+Protocol
+--------
+A *board* is one task at one setting (preset, scale, data checksum): runs at different scales
+are different experiments and never share a table. A *configuration* is a regularizer spec
+(name and every hyperparameter). Records with a ``trial`` number are tuning trials of a study;
+the others (plain runs and ``regbench run --from-study`` reruns) are final runs. For every
+regularizer the best configuration is the one with the lowest mean validation metric over
+its finished final seeds; a regularizer without final runs falls back to its tuning trials
+(flagged ``tuning only``). Rows are ranked by mean test metric (validation when a board has
+no test figures). Lower is better for every metric.
+
+The same store always gives byte-identical files: everything is sorted, no timestamps are
+written, PNG metadata is fixed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from . import reference_numbers
+
+__all__ = [
+    "BASELINE", "load_records", "summarize", "confidence_interval", "build_boards",
+    "write_leaderboards", "export_results",
+]
+
+BASELINE = "none"
+CONFIDENCE = 0.95
+OK = "ok"
+
+# Columns a record may have; missing ones are filled so that older or partial stores still load.
+_DEFAULTS: dict[str, Any] = {
+    "task": "", "regularizer": "", "params": "{}", "spec": "", "cell": "", "seed": None, "preset": "",
+    "scale": None, "dataset": "", "data_source": "", "data_checksum": "", "metric": "",
+    "best_valid": np.nan, "test_at_best": np.nan, "epochs": None, "wall_time_s": np.nan,
+    "throughput": np.nan, "throughput_unit": "", "curve": "[]", "status": "", "reason": "",
+    "study": None, "trial": None, "versions": "", "git_commit": "", "run_dir": "", "created_at": "",
+    "hidden_size": None, "command": "",
+}
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_records(store) -> pd.DataFrame:
+    """All records of ``store`` as a DataFrame with every expected column.
+
+    ``store`` is a ``ResultsStore`` (anything with ``.dataframe()``), a DataFrame, the path of a
+    store's SQLite file, or the path of a JSON export (``export_results``).
+    """
+    if isinstance(store, pd.DataFrame):
+        frame = store.copy()
+    elif hasattr(store, "dataframe"):
+        frame = store.dataframe()
+    else:
+        path = Path(store)
+        if not path.exists():
+            raise FileNotFoundError(f"results store {path} does not exist")
+        if path.suffix == ".json":
+            frame = pd.DataFrame(json.loads(path.read_text()))
+        else:
+            from .store import ResultsStore
+
+            frame = ResultsStore(path).dataframe()
+    frame = frame.copy()
+    for column, default in _DEFAULTS.items():
+        if column not in frame.columns:
+            frame[column] = default
+    for column in ("best_valid", "test_at_best", "wall_time_s", "throughput"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    for column in ("task", "regularizer", "spec", "preset", "dataset", "data_source", "data_checksum",
+                   "metric", "status", "reason", "throughput_unit", "cell"):
+        frame[column] = frame[column].map(_text)
+    frame["scale"] = frame["scale"].map(_scale_text)
+    frame["params"] = frame["params"].map(_params_text)
+    frame["spec"] = [s if s else _spec_of(r, p) for s, r, p in zip(frame["spec"], frame["regularizer"],
+                                                                    frame["params"])]
+    frame["study"] = pd.Series([_text(v) or None for v in frame["study"]], index=frame.index, dtype=object)
+    frame["trial"] = pd.Series([_int_or_none(v) for v in frame["trial"]], index=frame.index, dtype=object)
+    frame["seed"] = pd.Series([_int_or_none(v) for v in frame["seed"]], index=frame.index, dtype=object)
+    frame["tuning"] = [v is not None for v in frame["trial"]]
+    frame["curve_values"] = frame["curve"].map(_curve)
+    return frame
+
+
+def _text(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value)
+
+
+def _scale_text(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _int_or_none(value):
+    if value is None:
+        return None
+    try:
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _params_text(value) -> str:
+    if isinstance(value, dict):
+        params = value
+    else:
+        try:
+            params = json.loads(value) if _text(value) else {}
+        except (TypeError, ValueError):
+            return _text(value)
+    return json.dumps(params, sort_keys=True)
+
+
+def _spec_of(regularizer: str, params: str) -> str:
+    try:
+        values = json.loads(params)
+    except ValueError:
+        values = {}
+    if not values:
+        return regularizer
+    return regularizer + ":" + ",".join(f"{k}={_fmt_param(v)}" for k, v in sorted(values.items()))
+
+
+def _fmt_param(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _curve(value) -> list[float]:
+    if isinstance(value, (list, tuple)):
+        items = value
+    else:
+        try:
+            items = json.loads(value) if _text(value) else []
+        except (TypeError, ValueError):
+            return []
+    out = []
+    for item in items or []:
+        try:
+            out.append(float(item))
+        except (TypeError, ValueError):
+            out.append(float("nan"))
+    return out
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def _t_critical(dof: int, confidence: float = CONFIDENCE) -> float:
+    from scipy import stats
+
+    return float(stats.t.ppf(0.5 + confidence / 2, dof))
+
+
+def confidence_interval(values: Iterable[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Student-t interval ``mean ± t * s / sqrt(n)``; NaNs when fewer than two values."""
+    data = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
+    if data.size < 2:
+        return float("nan"), float("nan")
+    mean = float(data.mean())
+    half = _t_critical(data.size - 1, confidence) * float(data.std(ddof=1)) / math.sqrt(data.size)
+    return mean - half, mean + half
+
+
+def summarize(values: Iterable[float]) -> dict[str, float]:
+    """n, mean, sample std (ddof=1) and the 95 % CI of the finite values."""
+    data = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    n = len(data)
+    mean = float(np.mean(data)) if n else float("nan")
+    std = float(np.std(data, ddof=1)) if n >= 2 else float("nan")
+    low, high = confidence_interval(data)
+    return {"n": n, "mean": mean, "std": std, "ci_low": low, "ci_high": high}
+
+
+# ----------------------------------------------------------------------------- boards
+
+
+@dataclass
+class Board:
+    key: str  # file-name stem: "<task>" or "<task>-<preset>-<scale>"
+    task: str
+    preset: str
+    scale: str
+    data_checksum: str
+    records: pd.DataFrame
+    rows: list[dict]
+    rank_by: str  # "test" | "valid"
+
+    @property
+    def metric(self) -> str:
+        metrics = sorted(set(self.records["metric"]) - {""})
+        return ", ".join(metrics) if metrics else "metric"
+
+
+def _setting_key(row) -> tuple[str, str, str]:
+    return (row["preset"], row["scale"], row["data_checksum"])
+
+
+def _slug(text: str) -> str:
+    keep = "".join(c if c.isalnum() or c in "._" else "-" for c in text)
+    return "-".join(part for part in keep.split("-") if part) or "x"
+
+
+def build_boards(frame: pd.DataFrame) -> list[Board]:
+    """Group records into boards (task x setting) and compute their rows."""
+    boards = []
+    for task in sorted(set(frame["task"])):
+        task_frame = frame[frame["task"] == task]
+        settings = sorted({_setting_key(r) for _, r in task_frame.iterrows()})
+        for preset, scale, checksum in settings:
+            mask = ((task_frame["preset"] == preset) & (task_frame["scale"] == scale)
+                    & (task_frame["data_checksum"] == checksum))
+            records = task_frame[mask]
+            if len(settings) == 1:
+                key = _slug(task)
+            else:
+                key = _slug("-".join([task, preset or "preset", f"scale{scale}" if scale else "scale", checksum[:8]]))
+            rows, rank_by = _board_rows(task, records)
+            boards.append(Board(key, task, preset, scale, checksum, records, rows, rank_by))
+    return boards
+
+
+def _config_stats(records: pd.DataFrame) -> list[dict]:
+    """One entry per configuration (spec) of one regularizer."""
+    out = []
+    for spec in sorted(set(records["spec"])):
+        runs = records[records["spec"] == spec]
+        ok = runs[runs["status"] == OK]
+        out.append({"spec": spec, "runs": runs, "ok": ok, "valid": summarize(ok["best_valid"])})
+    return out
+
+
+def _best_config(records: pd.DataFrame) -> dict | None:
+    candidates = [c for c in _config_stats(records) if c["valid"]["n"] >= 1]
+    if not candidates:
+        return None
+    return min(candidates, key=lambda c: (c["valid"]["mean"], c["spec"]))
+
+
+def _board_rows(task: str, records: pd.DataFrame) -> tuple[list[dict], str]:
+    rows = []
+    for regularizer in sorted(set(records["regularizer"])):
+        mine = records[records["regularizer"] == regularizer]
+        tuning = mine[mine["tuning"]]
+        final = mine[~mine["tuning"]]
+        source = "final"
+        best = _best_config(final)
+        if best is None:
+            best = _best_config(tuning)
+            source = "tuning only"
+        row: dict[str, Any] = {
+            "regularizer": regularizer,
+            "tuning_trials": int(len(tuning)),
+            "tuning_trials_ok": int((tuning["status"] == OK).sum()),
+            "studies": sorted(set(s for s in tuning["study"] if s)),
+            "source": source,
+        }
+        if best is None:
+            failures = sorted(set(r for r in mine["reason"] if r))
+            row.update({"spec": "", "seeds": 0, "seeds_failed": int(len(mine)),
+                        "status": "no finished run", "reasons": failures})
+            rows.append(row)
+            continue
+        runs, ok = best["runs"], best["ok"]
+        valid = best["valid"]
+        test = summarize(ok["test_at_best"])
+        seeds = sorted(s for s in ok["seed"] if s is not None)
+        published = reference_numbers.published(task, regularizer)
+        row.update({
+            "spec": best["spec"],
+            "params": json.loads(runs["params"].iloc[0]) if runs["params"].iloc[0] else {},
+            "seeds": valid["n"],
+            "seed_list": seeds,
+            "seeds_failed": int(len(runs) - len(ok)),
+            "reasons": sorted(set(r for r in runs["reason"] if r)),
+            "valid_mean": valid["mean"], "valid_std": valid["std"],
+            "valid_ci_low": valid["ci_low"], "valid_ci_high": valid["ci_high"],
+            "test_n": test["n"], "test_mean": test["mean"], "test_std": test["std"],
+            "test_ci_low": test["ci_low"], "test_ci_high": test["ci_high"],
+            "wall_time_s": _mean(ok["wall_time_s"]),
+            "throughput": _mean(ok["throughput"]),
+            "throughput_unit": _first(ok["throughput_unit"]),
+            "epochs": _first(ok["epochs"]),
+            "hidden_size": _first(ok["hidden_size"]),
+            "cell": _first(ok["cell"]),
+            "metric": _first(ok["metric"]),
+            "paper_valid": None if published is None else published[0],
+            "paper_test": None if published is None else published[1],
+            "curves": [c for c in ok.sort_values("seed", key=lambda s: s.fillna(-1))["curve_values"]],
+            "status": OK,
+        })
+        rows.append(row)
+
+    finished = [r for r in rows if r.get("status") == OK]
+    rank_by = "test" if finished and all(r["test_n"] > 0 for r in finished) else "valid"
+    baseline = next((r for r in finished if r["regularizer"] == BASELINE), None)
+    for row in finished:
+        for split in ("valid", "test"):
+            row[f"{split}_vs_none"] = (row[f"{split}_mean"] - baseline[f"{split}_mean"]
+                                       if baseline is not None else float("nan"))
+    order = sorted(finished, key=lambda r: (r[f"{rank_by}_mean"], r["valid_mean"], r["regularizer"]))
+    previous, rank = None, 0
+    for position, row in enumerate(order, start=1):
+        score = round(row[f"{rank_by}_mean"], 12)
+        if score != previous:
+            rank, previous = position, score
+        row["rank"] = rank
+    unfinished = [r for r in rows if r.get("status") != OK]
+    return order + unfinished, rank_by
+
+
+def _mean(series) -> float:
+    values = [float(v) for v in series if v is not None and not math.isnan(float(v))]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _first(series):
+    values = sorted({v for v in series if v is not None and _text(v) != ""}, key=str)
+    if not values:
+        return None
+    value = values[0]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    return value
+
+
+# ----------------------------------------------------------------------------- formatting
+
+
+def _fmt(value, metric: str = "", signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    digits = 2 if metric == "perplexity" else 4
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _fmt_cost(value: float, unit: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    text = f"{value:.1f}" if value < 1000 else f"{value:,.0f}"
+    return f"{text} {unit}".strip()
+
+
+def _mean_std(row: dict, split: str, metric: str) -> str:
+    mean, std = row.get(f"{split}_mean"), row.get(f"{split}_std")
+    if mean is None or math.isnan(mean):
+        return "–"
+    if std is None or math.isnan(std):
+        return _fmt(mean, metric)
+    return f"{_fmt(mean, metric)} ± {_fmt(std, metric)}"
+
+
+def _ci(row: dict, split: str, metric: str) -> str:
+    low, high = row.get(f"{split}_ci_low"), row.get(f"{split}_ci_high")
+    if low is None or math.isnan(low):
+        return "–"
+    return f"[{_fmt(low, metric)}, {_fmt(high, metric)}]"
+
+
+def _paper(row: dict, metric: str) -> str:
+    valid, test = row.get("paper_valid"), row.get("paper_test")
+    if valid is None and test is None:
+        return "–"
+    return f"{_fmt(valid, metric)} / {_fmt(test, metric)}"
+
+
+def _md_escape(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def _reproduce_commands(board: Board, store_label: str, out_label: str) -> list[str]:
+    commands = []
+    recorded = sorted(set(c for c in board.records["command"].map(_text) if c))
+    commands.extend(recorded)
+    if not recorded:
+        for study in sorted(set(s for s in board.records["study"] if s)):
+            tuning = board.records[(board.records["study"] == study) & board.records["tuning"]]
+            if len(tuning):
+                regularizer = _first(tuning["regularizer"])
+                commands.append(f"regbench study --task {board.task} --regularizer {regularizer} "
+                                f"--trials {len(tuning)} --study-name {study}"
+                                + (f" --preset {board.preset}" if board.preset else ""))
+            reruns = board.records[(board.records["study"] == study) & ~board.records["tuning"]]
+            if len(reruns):
+                seeds = len(set(reruns["seed"]))
+                commands.append(f"regbench run --from-study {study} --seeds {seeds}")
+    commands.append(f"regbench leaderboard --store {shlex.quote(store_label)} --out {shlex.quote(out_label)}")
+    return commands
+
+
+def _board_markdown(board: Board, store_label: str, out_label: str, plots: list[str]) -> str:
+    recs = board.records
+    metric = _first(recs["metric"]) or ""
+    finished = [r for r in board.rows if r.get("status") == OK]
+    lines = [f"# {board.task}" + (f" ({board.preset}, scale {board.scale})" if board.key != _slug(board.task) else ""), ""]
+    lines.append(f"Metric: **{metric or 'metric'}** (lower is better). Rows are ranked by the mean "
+                 f"**{board.rank_by}** {metric} of each regularizer's best configuration (lowest mean "
+                 "validation metric over its finished seeds).")
+    lines.append("")
+    lines.append("## Setting")
+    lines.append("")
+    datasets = sorted(set(d for d in recs["dataset"] if d)) or ["?"]
+    sources = sorted(set(d for d in recs["data_source"] if d)) or ["?"]
+    lines.append(f"- Data: {', '.join(datasets)}; source: {', '.join(sources)}; "
+                 f"sha256: `{board.data_checksum or '?'}`")
+    hidden = sorted(set(str(h) for h in (r.get("hidden_size") for r in finished) if h is not None))
+    cells = sorted(set(str(c) for c in (r.get("cell") for r in finished) if c))
+    epochs = sorted(set(str(e) for e in (r.get("epochs") for r in finished) if e is not None))
+    lines.append(f"- Scale (ours): preset `{board.preset or '?'}`, scale `{board.scale or '?'}`"
+                 + (f", cell {', '.join(cells)}" if cells else "")
+                 + (f", hidden size {', '.join(hidden)}" if hidden else "")
+                 + (f", epochs {', '.join(epochs)}" if epochs else "") + "; CPU.")
+    paper_task = reference_numbers.paper_task(board.task)
+    if paper_task:
+        lines.append(f"- Paper's figures ({reference_numbers.PAPER}): valid / test at full scale, GPU: "
+                     f"{reference_numbers.SETTINGS[paper_task]}. Ours are at the reduced scale above: "
+                     "a different experiment, shown for reference only.")
+    else:
+        lines.append("- The paper has no figures for this task.")
+    seed_counts = sorted(set(r["seeds"] for r in finished))
+    lines.append(f"- Seeds per row: {', '.join(map(str, seed_counts)) or '0'}; confidence intervals: "
+                 f"{int(CONFIDENCE * 100)} % Student t over seeds (needs at least 2 seeds).")
+    lines.append(f"- Records: {len(recs)} ({int(recs['tuning'].sum())} tuning trials, "
+                 f"{int((~recs['tuning']).sum())} final runs; {int((recs['status'] == OK).sum())} finished).")
+    lines.append("")
+    lines.append("## Leaderboard")
+    lines.append("")
+    header = ["rank", "regularizer", "best configuration", "seeds", "tuning trials",
+              f"valid {metric} mean ± std", "valid 95% CI", f"test {metric} mean ± std", "test 95% CI",
+              "test vs none", "paper valid / test", "wall time (s)", "throughput"]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join(["---"] * len(header)) + "|")
+    for row in board.rows:
+        if row.get("status") != OK:
+            lines.append("| – | " + " | ".join([
+                row["regularizer"], "–", f"0 ({row['seeds_failed']} failed)",
+                f"{row['tuning_trials_ok']}/{row['tuning_trials']}"] + ["–"] * 8) + " |")
+            continue
+        seeds = str(row["seeds"]) + (f" ({row['seeds_failed']} failed)" if row["seeds_failed"] else "")
+        spec = f"`{_md_escape(row['spec'])}`" + (" (tuning only)" if row["source"] != "final" else "")
+        vs = _fmt(row.get(f"{'test' if board.rank_by == 'test' else 'valid'}_vs_none"), metric, signed=True)
+        lines.append("| " + " | ".join([
+            str(row["rank"]), row["regularizer"], spec, seeds,
+            f"{row['tuning_trials_ok']}/{row['tuning_trials']}",
+            _mean_std(row, "valid", metric), _ci(row, "valid", metric),
+            _mean_std(row, "test", metric), _ci(row, "test", metric),
+            vs, _paper(row, metric),
+            _fmt_cost(row["wall_time_s"]), _fmt_cost(row["throughput"], row.get("throughput_unit") or ""),
+        ]) + " |")
+    lines.append("")
+    if board.rank_by == "valid":
+        lines.append("No test figures in this board: the 'vs none' column compares validation means.")
+        lines.append("")
+    lines.append("`tuning trials` counts finished / all trials of the regularizer's studies on this board; "
+                 "`seeds` counts finished seeds of the best configuration; wall time and throughput are "
+                 "means over those seeds.")
+    lines.append("")
+    failed = [r for r in board.rows if r.get("reasons")]
+    if failed:
+        lines.append("## Failed or diverged runs")
+        lines.append("")
+        for row in failed:
+            for reason in row["reasons"]:
+                lines.append(f"- {row['regularizer']}: {_md_escape(reason)}")
+        lines.append("")
+    if plots:
+        lines.append("## Plots")
+        lines.append("")
+        for plot in plots:
+            lines.append(f"![{plot}]({plot})")
+            lines.append("")
+    lines.append("## Reproduce")
+    lines.append("")
+    lines.append("```")
+    lines.extend(_reproduce_commands(board, store_label, out_label))
+    lines.append("```")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _cross_task(boards: list[Board]) -> list[dict]:
+    ranks: dict[str, list[tuple[str, int]]] = {}
+    for board in boards:
+        for row in board.rows:
+            if row.get("status") == OK:
+                ranks.setdefault(row["regularizer"], []).append((board.key, row["rank"]))
+    out = []
+    for regularizer, items in ranks.items():
+        values = [rank for _, rank in items]
+        out.append({"regularizer": regularizer, "mean_rank": float(np.mean(values)), "boards": len(values),
+                    "ranks": {key: rank for key, rank in sorted(items)}})
+    out.sort(key=lambda r: (r["mean_rank"], -r["boards"], r["regularizer"]))
+    return out
+
+
+def _index_markdown(boards: list[Board], summary: list[dict], store_label: str, out_label: str) -> str:
+    lines = ["# regbench leaderboards", ""]
+    lines.append("Regularizers of recurrent networks compared at an equal tuning budget per regularizer, "
+                 "then the best configuration of each rerun over several seeds. Lower is better for every "
+                 "metric. Each board is one task at one scale; the paper's figures (full scale, GPU) are "
+                 "shown beside ours for reference only.")
+    lines.append("")
+    lines.append("## Boards")
+    lines.append("")
+    lines.append("| board | task | metric | preset | scale | data sha256 | regularizers | seeds per row | records |")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
+    for board in boards:
+        finished = [r for r in board.rows if r.get("status") == OK]
+        seeds = ", ".join(map(str, sorted(set(r["seeds"] for r in finished)))) or "0"
+        lines.append(f"| [{board.key}]({board.key}.md) | {board.task} | {board.metric} | {board.preset or '?'} | "
+                     f"{board.scale or '?'} | `{(board.data_checksum or '?')[:16]}` | {len(finished)} | {seeds} | "
+                     f"{len(board.records)} |")
+    lines.append("")
+    lines.append("## Cross-task ranking")
+    lines.append("")
+    lines.append("Mean rank of each regularizer over the boards where it has a finished row "
+                 "(ties share the better rank).")
+    lines.append("")
+    keys = [b.key for b in boards]
+    lines.append("| position | regularizer | mean rank | boards | " + " | ".join(keys) + " |")
+    lines.append("|" + "|".join(["---"] * (4 + len(keys))) + "|")
+    for position, row in enumerate(summary, start=1):
+        cells = [str(row["ranks"].get(k, "–")) for k in keys]
+        lines.append(f"| {position} | {row['regularizer']} | {row['mean_rank']:.2f} | {row['boards']} | "
+                     + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("## Reproduce")
+    lines.append("")
+    lines.append("```")
+    lines.append(f"regbench leaderboard --store {shlex.quote(store_label)} --out {shlex.quote(out_label)}")
+    lines.append("```")
+    lines.append("")
+    lines.append("Each board's file lists the commands that produced its runs.")
+    lines.append("")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def _matplotlib():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+_PNG_METADATA = {"Software": None}
+
+
+def _save(fig, path: Path) -> None:
+    fig.savefig(path, format="png", dpi=100, metadata=_PNG_METADATA)
+
+
+def _plot_curves(board: Board, path: Path) -> bool:
+    rows = [r for r in board.rows if r.get("status") == OK and any(r["curves"])]
+    if not rows:
+        return False
+    plt = _matplotlib()
+    with plt.rc_context({"svg.hashsalt": "regbench", "path.simplify": True}):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        colors = plt.get_cmap("tab10")
+        for index, row in enumerate(sorted(rows, key=lambda r: r["regularizer"])):
+            curves = [c for c in row["curves"] if c]
+            length = max(len(c) for c in curves)
+            matrix = np.full((len(curves), length), np.nan)
+            for i, curve in enumerate(curves):
+                matrix[i, :len(curve)] = curve
+            epochs = np.arange(1, length + 1)
+            with np.errstate(all="ignore"):
+                mean = np.nanmean(matrix, axis=0)
+                low, high = np.nanmin(matrix, axis=0), np.nanmax(matrix, axis=0)
+            color = colors(index % 10)
+            ax.plot(epochs, mean, label=f"{row['regularizer']} (n={len(curves)})", color=color, linewidth=1.5)
+            if len(curves) > 1:
+                ax.fill_between(epochs, low, high, color=color, alpha=0.2, linewidth=0)
+        metric = _first(board.records["metric"]) or "metric"
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"validation {metric}")
+        ax.set_title(f"{board.key}: validation {metric} per epoch (mean, band = min..max over seeds)",
+                     fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        _save(fig, path)
+        plt.close(fig)
+    return True
+
+
+def _plot_zoneout_grid(board: Board, path: Path) -> bool:
+    recs = board.records
+    zone = recs[(recs["regularizer"] == "zoneout") & (recs["status"] == OK)]
+    points = []
+    for params, valid in zip(zone["params"], zone["best_valid"]):
+        values = json.loads(params) if params else {}
+        if "z_cells" in values and "z_states" in values and not math.isnan(valid):
+            points.append((round(float(values["z_cells"]), 3), round(float(values["z_states"]), 3), float(valid)))
+    cells = sorted({p[0] for p in points})
+    states = sorted({p[1] for p in points})
+    if len(cells) < 2 or len(states) < 2:
+        return False
+    grid = np.full((len(states), len(cells)), np.nan)
+    for i, zs in enumerate(states):
+        for j, zc in enumerate(cells):
+            hits = [v for c, s, v in points if c == zc and s == zs]
+            if hits:
+                grid[i, j] = float(np.mean(hits))
+    plt = _matplotlib()
+    metric = _first(board.records["metric"]) or "metric"
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    image = ax.imshow(np.ma.masked_invalid(grid), origin="lower", cmap="viridis_r", aspect="auto")
+    ax.set_xticks(range(len(cells)), [f"{c:g}" for c in cells], rotation=90 if len(cells) > 8 else 0, fontsize=7)
+    ax.set_yticks(range(len(states)), [f"{s:g}" for s in states], fontsize=7)
+    ax.set_xlabel("z_cells")
+    ax.set_ylabel("z_states")
+    if len(cells) * len(states) <= 64:
+        for i in range(len(states)):
+            for j in range(len(cells)):
+                if not math.isnan(grid[i, j]):
+                    ax.text(j, i, _fmt(grid[i, j], metric), ha="center", va="center", fontsize=7, color="white")
+    fig.colorbar(image, ax=ax, label=f"validation {metric} (mean over runs)")
+    ax.set_title(f"{board.key}: zoneout z_cells x z_states (blank = not run)", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return True
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in sorted(value.items())}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return None if math.isnan(value) or math.isinf(value) else round(value, 10)
+    if isinstance(value, (np.bool_,)):
+        return bool(value)
+    return value
+
+
+def _write(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8", newline="\n")
+
+
+def export_results(store, path: str | os.PathLike) -> Path:
+    """Write every record of ``store`` to a JSON file (sorted, stable), the form committed with leaderboards."""
+    frame = load_records(store)
+    columns = [c for c in frame.columns if c not in ("tuning", "curve_values")]
+    records = [{c: _jsonable(_native(row[c])) for c in sorted(columns)} for _, row in frame.iterrows()]
+    records.sort(key=lambda r: json.dumps(r, sort_keys=True))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write(path, json.dumps(records, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+    return path
+
+
+def _native(value):
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if value is pd.NA or value is pd.NaT:
+        return None
+    return value
+
+
+def write_leaderboards(store, out_dir: str | os.PathLike = "leaderboards", *, store_label: str | None = None,
+                       out_label: str | None = None, plots: bool = True) -> list[Path]:
+    """Write the leaderboard files for every task in ``store`` into ``out_dir``; return their paths (sorted).
+
+    ``store`` is a ``ResultsStore``, its path, or a JSON export. ``store_label`` is how the store is
+    named in the reproduce commands (default: the path given, or ``regbench_runs/results.sqlite``),
+    ``out_label`` how ``out_dir`` is (default: ``out_dir`` as given).
+    Files of boards no longer in the store are left alone; files are rewritten only in full.
+    """
+    frame = load_records(store)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if store_label is None:
+        store_label = str(store) if isinstance(store, (str, os.PathLike)) else "regbench_runs/results.sqlite"
+    out_label = str(out_dir) if out_label is None else out_label
+    boards = build_boards(frame) if len(frame) else []
+    written: list[Path] = []
+    json_boards = []
+    for board in boards:
+        plot_names = []
+        if plots:
+            curves = out / f"{board.key}_curves.png"
+            if _plot_curves(board, curves):
+                plot_names.append(curves.name)
+                written.append(curves)
+            grid = out / f"{board.key}_zoneout_grid.png"
+            if _plot_zoneout_grid(board, grid):
+                plot_names.append(grid.name)
+                written.append(grid)
+        path = out / f"{board.key}.md"
+        _write(path, _board_markdown(board, store_label, out_label, plot_names))
+        written.append(path)
+        json_boards.append({
+            "board": board.key, "task": board.task, "preset": board.preset, "scale": board.scale,
+            "data_checksum": board.data_checksum, "metric": board.metric, "rank_by": board.rank_by,
+            "datasets": sorted(set(d for d in board.records["dataset"] if d)),
+            "data_sources": sorted(set(d for d in board.records["data_source"] if d)),
+            "records": int(len(board.records)),
+            "rows": [{k: v for k, v in row.items() if k != "curves"} for row in board.rows],
+            "reproduce": _reproduce_commands(board, store_label, out_label),
+        })
+    summary = _cross_task(boards)
+    index = out / "README.md"
+    _write(index, _index_markdown(boards, summary, store_label, out_label))
+    written.append(index)
+    data = out / "leaderboard.json"
+    _write(data, json.dumps(_jsonable({"boards": json_boards, "cross_task": summary}), indent=1,
+                            sort_keys=True, ensure_ascii=False) + "\n")
+    written.append(data)
+    return sorted(written)
