@@ -17,7 +17,9 @@ hooks it needs:
     A scalar added to the training loss, computed from the layer's outputs (norm stabilizer).
 ``normalize(site, value, step, ctx)``
     Changes the cell's equations themselves (recurrent batch normalization). A regularizer
-    that overrides it makes the layer use the plain step-by-step loop.
+    that overrides it makes the layer use the plain step-by-step loop, unless it also
+    brings a fast loop of its own as a method ``fused_recurrence(xp, w_hh, b_hh, h0, c0,
+    masks, ctx) -> (hidden, cells)`` (recurrent batch normalization does).
 
 The mask sites, in the LSTM's equations (GRU and tanh-RNN use the sites that exist for them):
 

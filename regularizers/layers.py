@@ -206,8 +206,12 @@ class RegularizedRecurrent(nn.Module):
             xp = normalize("input_projection", F.linear(x, weights["weight_ih"]), None)
             if weights["bias_ih"] is not None:
                 xp = xp + weights["bias_ih"]
-            hidden, cells = reference_recurrence(self.cell_type, xp, weights["weight_hh"], weights["bias_hh"],
-                                                 h0, c0, masks, normalize)
+            own_loop = getattr(changers[0], "fused_recurrence", None) if len(changers) == 1 else None
+            if self.use_fused and own_loop is not None:
+                hidden, cells = own_loop(xp, weights["weight_hh"], weights["bias_hh"], h0, c0, masks, ctx)
+            else:
+                hidden, cells = reference_recurrence(self.cell_type, xp, weights["weight_hh"], weights["bias_hh"],
+                                                     h0, c0, masks, normalize)
         else:
             # One matrix product for the input projections of all steps, outside the loop.
             xp = F.linear(x, weights["weight_ih"], weights["bias_ih"])

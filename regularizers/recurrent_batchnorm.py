@@ -8,8 +8,10 @@ The two gate normalizations have no shift (the bias ``b`` plays that part). Ever
 keeps its own statistics; in eval, steps beyond the longest training sequence reuse the last
 trained step's statistics. γ starts at 0.1, as the paper recommends.
 
-This regularizer changes the cell's equations, so layers that use it run the step-by-step
-reference loop; masks from other regularizers (zoneout: the paper's best pMNIST model) still apply.
+This regularizer changes the cell's equations. It brings its own fused loop
+(``fused_batchnorm.py``), which layers use; with ``layer.use_fused = False`` they run the
+step-by-step reference loop through ``normalize`` instead. Masks from other regularizers
+(zoneout: the paper's best pMNIST model) apply in both.
 """
 
 import torch
@@ -17,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Regularizer, SequenceContext
+from .fused_batchnorm import BatchNormLSTMRecurrence
 from .hyperparameters import Hyperparameter
 from .registry import register
 
@@ -50,19 +53,26 @@ class RecurrentBatchNorm(Regularizer):
         trained = int(self.steps_trained[layer])
         return min(step, max(trained, 1) - 1, self.max_steps - 1)
 
+    def _slots(self, layer: int, steps: int, device) -> torch.Tensor:
+        return torch.tensor([self._slot(layer, t) for t in range(steps)], device=device)
+
+    def _update_running(self, name: str, layer: int, mean: torch.Tensor, var: torch.Tensor, batch: int) -> None:
+        """Move steps 0..T-1's running statistics toward this batch's (unbiased variance, as BatchNorm)."""
+        with torch.no_grad():
+            steps = mean.size(0)
+            getattr(self, f"running_mean_{name}")[layer, :steps].lerp_(mean, self.momentum)
+            getattr(self, f"running_var_{name}")[layer, :steps].lerp_(var * (batch / max(batch - 1, 1)),
+                                                                       self.momentum)
+
     def _normalize_sequence(self, value: torch.Tensor, ctx: SequenceContext) -> torch.Tensor:
         """BN(W_x x_t) for all steps at once: statistics over the batch, separately for each step."""
-        mean_buffer, var_buffer = self.running_mean_input[ctx.layer], self.running_var_input[ctx.layer]
         steps = value.size(0)
+        mean_buffer, var_buffer = self.running_mean_input[ctx.layer], self.running_var_input[ctx.layer]
         if ctx.training:
-            mean = value.mean(1, keepdim=True)
-            var = value.var(1, unbiased=False, keepdim=True)
-            with torch.no_grad():
-                unbiased = var * (ctx.batch_size / max(ctx.batch_size - 1, 1))
-                mean_buffer[:steps].lerp_(mean.squeeze(1), self.momentum)
-                var_buffer[:steps].lerp_(unbiased.squeeze(1), self.momentum)
+            var, mean = torch.var_mean(value, dim=1, correction=0, keepdim=True)
+            self._update_running("input", ctx.layer, mean.squeeze(1), var.squeeze(1), ctx.batch_size)
         else:
-            slots = torch.tensor([self._slot(ctx.layer, t) for t in range(steps)], device=value.device)
+            slots = self._slots(ctx.layer, steps, value.device)
             mean, var = mean_buffer[slots].unsqueeze(1), var_buffer[slots].unsqueeze(1)
         return (value - mean) * torch.rsqrt(var + self.eps) * self.gamma_input[ctx.layer]
 
@@ -88,3 +98,20 @@ class RecurrentBatchNorm(Regularizer):
         return F.batch_norm(value, getattr(self, f"running_mean_{name}")[layer, slot],
                             getattr(self, f"running_var_{name}")[layer, slot], weight, bias,
                             training=ctx.training, momentum=self.momentum, eps=self.eps)
+
+    def fused_recurrence(self, xp, w_hh, b_hh, h0, c0, masks, ctx: SequenceContext):
+        """The recurrence with per-step normalization of W_h h and of the cell, in one autograd Function."""
+        layer = ctx.layer
+        running = None
+        if not ctx.training:
+            slots = self._slots(layer, ctx.steps, xp.device)
+            running = tuple(getattr(self, f"running_{stat}_{name}")[layer, slots]
+                            for name in ("hidden", "cell") for stat in ("mean", "var"))
+        hidden, cells, mean_h, var_h, mean_c, var_c = BatchNormLSTMRecurrence.apply(
+            xp, w_hh, b_hh, h0, c0, self.gamma_hidden[layer], self.gamma_cell[layer], self.beta_cell[layer],
+            running, self.eps, masks.get("hidden_input"), masks.get("candidate"), masks.get("cell"),
+            masks.get("cell_update"), masks.get("hidden_update"))
+        if ctx.training:
+            self._update_running("hidden", layer, mean_h, var_h, ctx.batch_size)
+            self._update_running("cell", layer, mean_c, var_c, ctx.batch_size)
+        return hidden, cells
