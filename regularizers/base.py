@@ -15,6 +15,7 @@ hooks it needs:
     Returns replacement weights for this forward pass (weight noise).
 ``penalty(outputs, ctx)``
     A scalar added to the training loss, computed from the layer's outputs (norm stabilizer).
+    ``outputs.cells`` is filled only for regularizers whose ``needs_cells`` is true.
 ``normalize(site, value, step, ctx)``
     Changes the cell's equations themselves (recurrent batch normalization). A regularizer
     that overrides it makes the layer use the plain step-by-step loop, unless it also
@@ -94,7 +95,7 @@ class LayerOutputs:
     """One layer's outputs over the whole sequence, handed to ``Regularizer.penalty``."""
 
     hidden: torch.Tensor  # (steps, batch, hidden): h_1 .. h_T
-    cells: torch.Tensor | None  # (steps, batch, hidden): c_1 .. c_T for LSTM, else None
+    cells: torch.Tensor | None  # (steps, batch, hidden): c_1 .. c_T for LSTM when a regularizer needs_cells
 
 
 class Regularizer(nn.Module):
@@ -145,6 +146,11 @@ class Regularizer(nn.Module):
     def normalize(self, site: str, value: torch.Tensor, step: int | None, ctx: SequenceContext) -> torch.Tensor:
         """Only for regularizers that change the cell's equations; see the module docstring."""
         return value
+
+    @property
+    def needs_cells(self) -> bool:
+        """True if ``penalty`` reads ``outputs.cells``; otherwise the layer may skip returning them."""
+        return False
 
     # -- derived ----------------------------------------------------------------------------
     @property

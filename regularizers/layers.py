@@ -122,10 +122,10 @@ class RegularizedRecurrent(nn.Module):
 
         final_hidden, final_cells, penalties = [], [], []
         for layer in range(self.num_layers):
-            hidden, cells, penalty = self._run_layer(layer, x, h0[layer], None if c0 is None else c0[layer])
+            hidden, last_cell, penalty = self._run_layer(layer, x, h0[layer], None if c0 is None else c0[layer])
             final_hidden.append(hidden[-1])
-            if cells is not None:
-                final_cells.append(cells[-1])
+            if last_cell is not None:
+                final_cells.append(last_cell)
             if penalty is not None:
                 penalties.append(penalty)
             x = hidden
@@ -187,7 +187,12 @@ class RegularizedRecurrent(nn.Module):
                 combined[site] = mask if site not in combined else combined[site] * mask
         return combined
 
+    def _needs_cells(self) -> bool:
+        """Whether a regularizer reads every step's cell, which torch's kernels don't return."""
+        return self.cell_type == "lstm" and any(r.needs_cells for r in self.regularizers)
+
     def _run_layer(self, layer: int, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None):
+        """One layer over the sequence: returns h_1..h_T, the last cell (LSTM) and the penalty."""
         ctx = self._context(layer, x)
         masks = self._masks(ctx)
         weights = self._weights(layer)
@@ -195,35 +200,60 @@ class RegularizedRecurrent(nn.Module):
             weights = regularizer.transform_weights(weights, ctx)
         if "input" in masks:
             x = x * masks["input"]
-
-        changers = [r for r in self.regularizers if r.changes_cell]
-        if changers:
-            def normalize(site: str, value: torch.Tensor, step: int | None) -> torch.Tensor:
-                for regularizer in changers:
-                    value = regularizer.normalize(site, value, step, ctx)
-                return value
-
-            xp = normalize("input_projection", F.linear(x, weights["weight_ih"]), None)
-            if weights["bias_ih"] is not None:
-                xp = xp + weights["bias_ih"]
-            own_loop = getattr(changers[0], "fused_recurrence", None) if len(changers) == 1 else None
-            if self.use_fused and own_loop is not None:
-                hidden, cells = own_loop(xp, weights["weight_hh"], weights["bias_hh"], h0, c0, masks, ctx)
-            else:
-                hidden, cells = reference_recurrence(self.cell_type, xp, weights["weight_hh"], weights["bias_hh"],
-                                                     h0, c0, masks, normalize)
-        else:
-            # One matrix product for the input projections of all steps, outside the loop.
-            xp = F.linear(x, weights["weight_ih"], weights["bias_ih"])
-            loop = fused_recurrence if self.use_fused else reference_recurrence
-            hidden, cells = loop(self.cell_type, xp, weights["weight_hh"], weights["bias_hh"], h0, c0, masks)
+        hidden, cells, last_cell = self._recurrence(x, weights, h0, c0, masks, ctx)
 
         penalty = None
         if self.regularizers:
             outputs = LayerOutputs(hidden=hidden, cells=cells)
             terms = [p for r in self.regularizers if (p := r.penalty(outputs, ctx)) is not None]
             penalty = torch.stack(terms).sum() if terms else None
-        return hidden, cells, penalty
+        return hidden, last_cell, penalty
+
+    def _recurrence(self, x, weights, h0, c0, masks, ctx):
+        """Pick the loop: torch's kernel, the fused loop, a regularizer's own, or the reference."""
+        changers = [r for r in self.regularizers if r.changes_cell]
+        if not changers and self.use_fused and not set(masks) - {"input"} and not self._needs_cells():
+            # Nothing acts inside the recurrence: torch's own fused kernel computes exactly it.
+            return _torch_recurrence(self.cell_type, x, weights, h0, c0, self.training)
+        if not changers:
+            # One matrix product for the input projections of all steps, outside the loop.
+            xp = F.linear(x, weights["weight_ih"], weights["bias_ih"])
+            loop = fused_recurrence if self.use_fused else reference_recurrence
+            hidden, cells = loop(self.cell_type, xp, weights["weight_hh"], weights["bias_hh"], h0, c0, masks)
+            return hidden, cells, None if cells is None else cells[-1]
+
+        def normalize(site: str, value: torch.Tensor, step: int | None) -> torch.Tensor:
+            for regularizer in changers:
+                value = regularizer.normalize(site, value, step, ctx)
+            return value
+
+        xp = normalize("input_projection", F.linear(x, weights["weight_ih"]), None)
+        if weights["bias_ih"] is not None:
+            xp = xp + weights["bias_ih"]
+        own_loop = getattr(changers[0], "fused_recurrence", None) if len(changers) == 1 else None
+        if self.use_fused and own_loop is not None:
+            hidden, cells = own_loop(xp, weights["weight_hh"], weights["bias_hh"], h0, c0, masks, ctx)
+        else:
+            hidden, cells = reference_recurrence(self.cell_type, xp, weights["weight_hh"], weights["bias_hh"],
+                                                 h0, c0, masks, normalize)
+        return hidden, cells, None if cells is None else cells[-1]
+
+
+def _torch_recurrence(cell_type: str, x: torch.Tensor, weights: dict, h0: torch.Tensor, c0: torch.Tensor | None,
+                      training: bool) -> tuple[torch.Tensor, None, torch.Tensor | None]:
+    """One layer through torch's fused kernel (oneDNN on the CPU, cuDNN on a GPU).
+
+    Returns the hidden states, no cell sequence (the kernel keeps it), and the last cell.
+    """
+    has_bias = weights["bias_ih"] is not None
+    params = [weights["weight_ih"], weights["weight_hh"]] + ([weights["bias_ih"], weights["bias_hh"]] if has_bias else [])
+    state = h0.unsqueeze(0)
+    args = (params, has_bias, 1, 0.0, training, False, False)
+    if cell_type == "lstm":
+        output, _, last_cell = torch._VF.lstm(x, (state, c0.unsqueeze(0)), *args)
+        return output, None, last_cell[0]
+    kernel = torch._VF.gru if cell_type == "gru" else torch._VF.rnn_tanh
+    return kernel(x, state, *args)[0], None, None
 
 
 class RegularizedLSTM(RegularizedRecurrent):

@@ -25,6 +25,10 @@ class NormStabilizer(Regularizer):
             raise ValueError(f"norm_stabilizer: on='cells' needs LSTM cells; a {layer.cell_type.upper()} has "
                              "none, use on='hidden'")
 
+    @property
+    def needs_cells(self) -> bool:
+        return self.on == "cells"
+
     def penalty(self, outputs: LayerOutputs, ctx: SequenceContext) -> torch.Tensor | None:
         if not ctx.training or ctx.steps < 2:
             return None
