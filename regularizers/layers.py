@@ -38,6 +38,9 @@ class RegularizedRecurrent(nn.Module):
         for arg, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name}: {arg} must be a positive integer, got {value!r}")
+        for arg, value in (("bias", bias), ("batch_first", batch_first)):
+            if not isinstance(value, bool):
+                raise ValueError(f"{name}: {arg} must be True or False, got {value!r}")
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
             raise ValueError(f"{name}: dropout must be a number in [0, 1], got {dropout!r}")
         if bidirectional:
@@ -276,10 +279,14 @@ class RegularizedRNN(RegularizedRecurrent):
     cell_type = "rnn"
     gate_count = 1
 
-    def __init__(self, *args, nonlinearity: str = "tanh", **kwargs) -> None:
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 regularizers=None, device=None, dtype=None) -> None:
+        # The same positional order as torch.nn.RNN, where nonlinearity comes fourth.
         if nonlinearity != "tanh":
             raise ValueError(f"RegularizedRNN supports nonlinearity='tanh' only, got {nonlinearity!r}")
-        super().__init__(*args, **kwargs)
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         regularizers, device, dtype)
 
 
 def penalty(module: nn.Module) -> torch.Tensor:

@@ -39,14 +39,16 @@ class RecurrentBatchNorm(Regularizer):
     def bind(self, layer) -> None:
         layers, hidden, steps = layer.num_layers, layer.hidden_size, self.max_steps
         gates = 4 * hidden
-        self.gamma_input = nn.Parameter(torch.full((layers, gates), self.gamma_init))
-        self.gamma_hidden = nn.Parameter(torch.full((layers, gates), self.gamma_init))
-        self.gamma_cell = nn.Parameter(torch.full((layers, hidden), self.gamma_init))
-        self.beta_cell = nn.Parameter(torch.zeros(layers, hidden))
+        like = layer.weight_hh_l0
+        factory = {"dtype": like.dtype, "device": like.device}
+        self.gamma_input = nn.Parameter(torch.full((layers, gates), self.gamma_init, **factory))
+        self.gamma_hidden = nn.Parameter(torch.full((layers, gates), self.gamma_init, **factory))
+        self.gamma_cell = nn.Parameter(torch.full((layers, hidden), self.gamma_init, **factory))
+        self.beta_cell = nn.Parameter(torch.zeros(layers, hidden, **factory))
         for site, width in (("input", gates), ("hidden", gates), ("cell", hidden)):
-            self.register_buffer(f"running_mean_{site}", torch.zeros(layers, steps, width))
-            self.register_buffer(f"running_var_{site}", torch.ones(layers, steps, width))
-        self.register_buffer("steps_trained", torch.zeros(layers, dtype=torch.long))
+            self.register_buffer(f"running_mean_{site}", torch.zeros(layers, steps, width, **factory))
+            self.register_buffer(f"running_var_{site}", torch.ones(layers, steps, width, **factory))
+        self.register_buffer("steps_trained", torch.zeros(layers, dtype=torch.long, device=like.device))
 
     def _slot(self, layer: int, step: int) -> int:
         """Which step's statistics to use in eval: beyond the longest training length, the last one."""

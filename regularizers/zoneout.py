@@ -44,8 +44,9 @@ class Zoneout(Regularizer):
         if self.static_mask:
             # One keep/update decision per unit and layer, drawn now and kept for all of training.
             shape = (layer.num_layers, 1, 1, layer.hidden_size)
-            cells = torch.rand(shape)
-            states = cells if self.shared_mask else torch.rand(shape)
+            device = layer.weight_hh_l0.device
+            cells = torch.rand(shape, device=device)
+            states = cells if self.shared_mask else torch.rand(shape, device=device)
             self.register_buffer("static_cell_update", (cells >= self.z_cells).float())
             self.register_buffer("static_state_update", (states >= self.z_states).float())
 
