@@ -1,0 +1,326 @@
+"""One benchmark run: validate, load data, train with Lightning, test the best checkpoint, store.
+
+    from benchmark.runner import RunConfig, run_experiment
+    record = run_experiment(RunConfig(task="digits", regularizer="zoneout", params={"z_states": 0.1},
+                                      seed=1, scale="tiny"),
+                            callbacks=[pruning_callback], record_extra={"study": "s", "trial": 3})
+    record["status"], record["best_val_metric"], record["test_metric"]
+
+Everything that can be wrong with a configuration (task, preset, scale, cell, regularizer,
+hyperparameters, missing data) raises ``ValueError`` or ``DataNotFoundError`` from
+:func:`plan_run` / :func:`prepare` before any training. The validation metric is logged as
+``val_metric`` (lower is better for every task). A run whose loss becomes NaN is returned and
+stored with status ``diverged``; an exception during training is stored as ``failed`` and
+re-raised. An interrupted run leaves ``last.ckpt`` in its run directory; running the same
+configuration again resumes from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import subprocess
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+import regularizers
+from regularizers import Regularizer
+
+from .tasks import DEFAULT_PRESET, DEFAULT_SCALE, Task, TrainingSettings, get_task, parse_scale, resolve_settings
+
+# The same classes as benchmark.models.RECURRENT_LAYERS; not imported from there so that
+# validating a configuration does not import Lightning.
+RECURRENT_LAYERS = {"lstm": regularizers.RegularizedLSTM, "gru": regularizers.RegularizedGRU,
+                    "rnn": regularizers.RegularizedRNN}
+
+if TYPE_CHECKING:
+    from .history import RunHistory
+
+__all__ = ["RunConfig", "RunPlan", "plan_run", "prepare", "build_model", "run_experiment", "DEFAULT_OUT_DIR",
+           "quiet_lightning"]
+
+DEFAULT_OUT_DIR = "regbench_runs"
+FINISHED_MARKER = "record.json"  # written into a run directory when its run is finished
+
+
+@dataclass
+class RunConfig:
+    """What the user chose for one run; everything else comes from the task's preset and scale."""
+
+    task: str
+    regularizer: str = "none"  # a registered name or a spec string "zoneout:z_cells=0.5"
+    params: dict[str, Any] = field(default_factory=dict)  # hyperparameters; text values are parsed
+    seed: int = 0
+    cell: str | None = None  # None: the preset's (lstm)
+    preset: str = DEFAULT_PRESET
+    scale: str | float = DEFAULT_SCALE
+    epochs: int | None = None
+    hidden_size: int | None = None
+    lr: float | None = None
+    dropout: float | None = None
+    data_dir: str | None = None
+    out_dir: str = DEFAULT_OUT_DIR
+    store_path: str | None = None  # None: benchmark.store.default_store_path()
+    run_name: str | None = None  # folder under out_dir/task; None: derived from the configuration
+    resume: bool | None = None  # None: resume an unfinished run's last.ckpt if there is one
+    progress_bar: bool = True
+
+
+@dataclass
+class RunPlan:
+    """A validated configuration: the task, the resolved settings and the regularizer."""
+
+    config: RunConfig
+    task: Task
+    settings: TrainingSettings
+    regularizer: Regularizer
+
+    @property
+    def scale_label(self) -> str:
+        return str(parse_scale(self.config.scale))
+
+    @property
+    def base_run_dir(self) -> Path:
+        config = self.config
+        if config.run_name:
+            name = config.run_name
+        else:
+            identity = json.dumps([self.regularizer.spec, asdict(self.settings), config.data_dir], sort_keys=True)
+            digest = hashlib.sha1(identity.encode()).hexdigest()[:8]
+            name = (f"{self.regularizer.name}-{self.settings.cell}-{config.preset}-{self.scale_label}"
+                    f"-{digest}-seed{config.seed}")
+        return Path(config.out_dir) / self.task.name / name
+
+
+# ------------------------------------------------------------------------- validation
+
+
+def _regularizer_params(task: Task, config: RunConfig, cls: type[Regularizer], spec_params: dict[str, str],
+                        cell: str) -> dict[str, Any]:
+    """The paper's values for this task (preset "paper", LSTM), then the spec's, then ``config.params``."""
+    chosen: dict[str, Any] = {}
+    if config.preset == "paper" and cell == "lstm":
+        chosen.update(task.paper_hyperparameters.get(cls.name, {}))
+    for key, value in {**spec_params, **config.params}.items():
+        if key not in cls.hyperparameters:
+            valid = ", ".join(cls.hyperparameters) or "none"
+            raise ValueError(f"{cls.name}: unknown hyperparameter {key!r}; valid: {valid}")
+        chosen[key] = cls.hyperparameters[key].parse(key, value) if isinstance(value, str) else value
+    return chosen
+
+
+def _build_regularizer(task: Task, config: RunConfig, cell: str) -> Regularizer:
+    name, spec_params = regularizers.parse_spec(config.regularizer)
+    cls = regularizers.get(name)  # UnknownRegularizerError lists the valid names
+    if cell not in cls.cell_types:
+        raise ValueError(f"regularizer {name!r} does not support {cell.upper()} cells; it supports: "
+                         f"{', '.join(cls.cell_types)} (choose one with --cell)")
+    instance = cls(**_regularizer_params(task, config, cls, spec_params, cell))
+    # Checks that need a layer (e.g. zoneout's z_cells on a GRU) run on a throwaway one now,
+    # not minutes later when the real model is built.
+    RECURRENT_LAYERS[cell](2, 2, regularizers=[regularizers.build(instance.spec)])
+    return instance
+
+
+def plan_run(config: RunConfig) -> RunPlan:
+    """Validate ``config`` without loading data; raises ValueError with a one-line message."""
+    task = get_task(config.task)
+    settings = resolve_settings(task, config.preset, config.scale, epochs=config.epochs, cell=config.cell,
+                                hidden_size=config.hidden_size, lr=config.lr, dropout=config.dropout)
+    if settings.cell not in RECURRENT_LAYERS:
+        raise ValueError(f"unknown cell type {settings.cell!r}; valid: {', '.join(RECURRENT_LAYERS)}")
+    for name in ("epochs", "hidden_size"):
+        if getattr(settings, name) < 1:
+            raise ValueError(f"{name} must be a positive integer, got {getattr(settings, name)}")
+    if not 0 <= settings.dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {settings.dropout}")
+    if not settings.lr > 0:
+        raise ValueError(f"the learning rate must be positive, got {settings.lr}")
+    return RunPlan(config, task, settings, _build_regularizer(task, config, settings.cell))
+
+
+def prepare(plan: RunPlan):
+    """The task's DataModule with its data loaded (raises DataNotFoundError when missing)."""
+    from .datamodules import PixelDataModule, TextDataModule
+
+    task, settings, data_dir = plan.task, plan.settings, plan.config.data_dir
+    if task.kind == "language_model":
+        datamodule = TextDataModule(task.dataset, settings.batch_size, settings.bptt, data_dir)
+    else:
+        datamodule = PixelDataModule(task.dataset, settings.batch_size, task.permuted, data_dir,
+                                     shuffle_seed=plan.config.seed)
+    datamodule.setup()
+    return datamodule
+
+
+def build_model(plan: RunPlan, datamodule):
+    from .models import RecurrentLanguageModel, SequenceClassifier
+
+    s = plan.settings
+    common = dict(cell=s.cell, hidden_size=s.hidden_size, num_layers=s.num_layers,
+                  regularizers=[plan.regularizer.spec], dropout=s.dropout, init=s.init, init_range=s.init_range,
+                  optimizer=s.optimizer, lr=s.lr, optimizer_kwargs=dict(s.optimizer_kwargs), lr_decay=s.lr_decay,
+                  lr_decay_start=s.lr_decay_start)
+    if plan.task.kind == "language_model":
+        return RecurrentLanguageModel(datamodule.vocab_size, embedding_size=s.embedding_size,
+                                      metric=plan.task.metric.name, **common)
+    return SequenceClassifier(datamodule.num_classes, input_size=1, **common)
+
+
+# ---------------------------------------------------------------------------- running
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's start-up chatter and the warnings that do not apply to these runs."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # In-memory tensors: worker processes would only add start-up time.
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*The number of training batches.*is smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated.*")
+
+
+def _run_dir_and_checkpoint(plan: RunPlan) -> tuple[Path, Path | None]:
+    """The run directory to use and the checkpoint to resume from (None: start fresh).
+
+    Attempts of one configuration live in ``base``, ``base-2``, ``base-3``, ...; a finished
+    attempt holds ``record.json``. An unfinished one with ``checkpoints/last.ckpt`` is resumed
+    unless ``resume`` is False; ``resume=True`` insists on a checkpoint.
+    """
+    base, resume = plan.base_run_dir, plan.config.resume
+    attempt = 1
+    while True:
+        run_dir = base if attempt == 1 else base.with_name(f"{base.name}-{attempt}")
+        last = run_dir / "checkpoints" / "last.ckpt"
+        if not (run_dir / FINISHED_MARKER).exists():
+            if last.exists() and resume is not False:
+                return run_dir, last
+            if resume:
+                raise ValueError(f"nothing to resume: no unfinished run with a last.ckpt at {base}")
+            if not run_dir.exists() or not last.exists():
+                return run_dir, None
+        attempt += 1
+
+
+def _make_trainer(plan: RunPlan, run_dir: Path, history: RunHistory, callbacks: Iterable):
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    s = plan.settings
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-{epoch}", monitor="val_metric",
+                                 mode="min", save_last=True, save_top_k=1)
+    all_callbacks = [checkpoint, history, *callbacks]
+    if s.early_stopping_patience:
+        all_callbacks.append(EarlyStopping(monitor="val_metric", mode="min", patience=s.early_stopping_patience))
+    limits = {k: v for k, v in (("limit_train_batches", s.limit_train_batches),
+                                ("limit_val_batches", s.limit_val_batches),
+                                ("limit_test_batches", s.limit_test_batches)) if v is not None}
+    loggers = [CSVLogger(run_dir, name="csv", version=""), TensorBoardLogger(run_dir, name="tensorboard", version="")]
+    trainer = pl.Trainer(
+        default_root_dir=run_dir, max_epochs=s.epochs, gradient_clip_val=s.gradient_clip,
+        callbacks=all_callbacks, logger=loggers, deterministic=True, num_sanity_val_steps=0,
+        enable_model_summary=False, enable_progress_bar=plan.config.progress_bar, log_every_n_steps=10,
+        **limits)
+    return trainer, checkpoint
+
+
+@lru_cache(maxsize=1)
+def _provenance() -> dict[str, str]:
+    import lightning
+    import torch
+
+    from . import __version__
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                                capture_output=True, text=True, timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    return {"torch_version": torch.__version__, "lightning_version": lightning.__version__,
+            "regbench_version": __version__, "git_commit": commit}
+
+
+def _data_identity(datamodule) -> tuple[str, str]:
+    data = getattr(datamodule, "corpus", None) or getattr(datamodule, "pixels", None)
+    return data.source, data.checksum
+
+
+def _record(plan: RunPlan, datamodule, run_dir: Path, history: RunHistory, checkpoint, status: str,
+            reason: str | None, test_metric: float | None, epochs: int) -> dict[str, Any]:
+    source, checksum = _data_identity(datamodule)
+    curve = history.val_curve
+    finite = [(v, i) for i, v in enumerate(curve) if v == v and abs(v) != float("inf")]
+    best_value, best_epoch = min(finite) if finite else (None, None)
+    return {
+        "task": plan.task.name, "regularizer": plan.regularizer.name,
+        "hyperparameters": plan.regularizer.params, "spec": plan.regularizer.spec, "cell": plan.settings.cell,
+        "seed": plan.config.seed, "preset": plan.config.preset, "scale": plan.scale_label,
+        "dataset": plan.task.dataset, "data_source": source, "data_checksum": checksum,
+        "metric": plan.task.metric.name, "direction": plan.task.metric.direction,
+        "best_val_metric": best_value, "test_metric": test_metric, "best_epoch": best_epoch, "epochs": epochs,
+        "wall_time_s": round(history.wall_seconds, 3), "throughput": history.throughput,
+        "throughput_unit": plan.task.throughput_unit, "val_curve": curve, "status": status, "reason": reason,
+        **_provenance(), "run_dir": str(run_dir), "settings": asdict(plan.settings),
+    }
+
+
+def _test_best(trainer, model, datamodule, checkpoint) -> float | None:
+    best = checkpoint.best_model_path or None
+    results = trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+    value = results[0].get("test_metric") if results else None
+    return None if value is None else float(value)
+
+
+def run_experiment(config: RunConfig, callbacks: Iterable = (), store=None,
+                   record_extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train one configuration, evaluate its best checkpoint on test, append the record to the store.
+
+    ``callbacks`` are extra Lightning callbacks (e.g. an Optuna pruning callback monitoring
+    ``val_metric``). ``store``: a ``ResultsStore``, None for the default one (``config.store_path``
+    or ``benchmark.store.default_store_path()``), or False to store nothing. ``record_extra``
+    (e.g. ``{"study": name, "trial": number}``) is merged into the record. Returns the record.
+    """
+    from lightning.pytorch import seed_everything
+
+    from .history import RunHistory
+    from .store import ResultsStore
+
+    quiet_lightning()
+    plan = plan_run(config)
+    datamodule = prepare(plan)
+    run_dir, resume_from = _run_dir_and_checkpoint(plan)
+    if store is None:
+        store = ResultsStore(config.store_path)
+    seed_everything(config.seed, workers=True, verbose=False)
+    model = build_model(plan, datamodule)
+    history = RunHistory()
+    trainer, checkpoint = _make_trainer(plan, run_dir, history, callbacks)
+
+    status, reason, test_metric = "ok", None, None
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
+        if model.diverged_reason:
+            status, reason = "diverged", model.diverged_reason
+        else:
+            test_metric = _test_best(trainer, model, datamodule, checkpoint)
+    except Exception as error:  # recorded as failed, then re-raised for the caller to see
+        status, reason = "failed", f"{type(error).__name__}: {error}".splitlines()[0][:500]
+        failure = error
+    else:
+        failure = None
+    record = _record(plan, datamodule, run_dir, history, checkpoint, status, reason, test_metric,
+                     trainer.current_epoch)
+    record.update(record_extra or {})
+    if store is not False:
+        record["id"] = store.append(record)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / FINISHED_MARKER).write_text(json.dumps(record, indent=1, default=str))
+    if failure is not None:
+        raise failure
+    return record
