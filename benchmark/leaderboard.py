@@ -86,6 +86,19 @@ def load_records(store) -> pd.DataFrame:
 
             frame = ResultsStore(path).dataframe()
     frame = frame.copy()
+    # The store's column names (benchmark/store.py) and the short names used here.
+    for short, long in _ALIASES.items():
+        if long in frame.columns and (short not in frame.columns or frame[short].isna().all()):
+            frame[short] = frame[long]
+    if "settings" in frame.columns and "hidden_size" not in frame.columns:
+        frame["hidden_size"] = [s.get("hidden_size") if isinstance(s, dict) else None for s in frame["settings"]]
+    if "extra" in frame.columns:
+        extras = [e if isinstance(e, dict) else (_json_dict(e)) for e in frame["extra"]]
+        if "command" not in frame.columns:
+            frame["command"] = [e.get("command", "") for e in extras]
+        pruned = [bool(e.get("pruned")) for e in extras]
+        if "status" in frame.columns:
+            frame["status"] = ["pruned" if p else s for p, s in zip(pruned, frame["status"])]
     for column, default in _DEFAULTS.items():
         if column not in frame.columns:
             frame[column] = default
@@ -104,6 +117,18 @@ def load_records(store) -> pd.DataFrame:
     frame["tuning"] = [v is not None for v in frame["trial"]]
     frame["curve_values"] = frame["curve"].map(_curve)
     return frame
+
+
+_ALIASES = {"params": "hyperparameters", "best_valid": "best_val_metric", "test_at_best": "test_metric",
+            "curve": "val_curve"}
+
+
+def _json_dict(value) -> dict:
+    try:
+        loaded = json.loads(value) if isinstance(value, str) and value else {}
+    except ValueError:
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
 
 
 def _text(value) -> str:
