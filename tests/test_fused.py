@@ -1,0 +1,293 @@
+"""The fused recurrence (regularizers/fused.py) against the reference loop (reference.py).
+
+1. Through the layers: every cell type, every mask-based regularizer and a few combinations,
+   train (same seed, so the same masks: checked) and eval: outputs, final states and gradients.
+2. ``torch.autograd.gradcheck`` of ``fused_recurrence`` itself in float64, with every mask
+   site set, masks of every broadcast shape, with and without bias, gradients flowing into the
+   hidden sequence and (LSTM) the cell sequence.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+try:
+    import regularizers as R
+except ImportError:  # running pytest without PYTHONPATH
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import regularizers as R
+import regularizers.layers as layers_module
+from regularizers import SequenceContext
+from regularizers.fused import fused_recurrence
+from regularizers.reference import reference_recurrence
+
+CLASSES = {"lstm": R.RegularizedLSTM, "gru": R.RegularizedGRU, "rnn": R.RegularizedRNN}
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+
+COMMON = [
+    ["recurrent_dropout:p=0.4"],
+    ["recurrent_dropout:p=0.4,per_sequence=true"],
+    ["variational_dropout:p_input=0.3,p_hidden=0.4"],
+    ["stochastic_depth:p=0.3"],
+    ["weight_noise:sigma=0.1,include_bias=true"],
+    ["norm_stabilizer:beta=5"],
+    ["zoneout:z_states=0.3,static_mask=true"],
+]
+LSTM_ONLY = [
+    ["zoneout:z_cells=0.5,z_states=0.2"],
+    ["zoneout:z_cells=0.3,z_states=0.3,shared_mask=true"],
+    ["rnndrop:p=0.4"],
+    ["norm_stabilizer:beta=5,on=cells"],
+    ["zoneout", "variational_dropout", "recurrent_dropout"],
+    ["rnndrop", "zoneout:z_cells=0.3,z_states=0.1"],
+    ["stochastic_depth:p=0.3", "zoneout:z_cells=0.2,z_states=0.2", "recurrent_dropout:p=0.1"],
+    ["weight_noise", "recurrent_dropout", "norm_stabilizer"],
+    ["recurrent_batchnorm"],
+    ["recurrent_batchnorm", "zoneout:z_cells=0.15,z_states=0.15,shared_mask=true"],
+    ["recurrent_batchnorm", "variational_dropout", "recurrent_dropout", "rnndrop", "norm_stabilizer:on=cells"],
+]
+NO_CELLS = [
+    ["zoneout:z_states=0.3"],
+    ["zoneout:z_states=0.2", "variational_dropout", "recurrent_dropout"],
+    ["stochastic_depth:p=0.3", "zoneout:z_states=0.2", "norm_stabilizer"],
+]
+CASES = ([("lstm", regs) for regs in COMMON + LSTM_ONLY]
+         + [(cell, regs) for cell in ("gru", "rnn") for regs in COMMON + NO_CELLS])
+
+
+@pytest.fixture
+def draws(monkeypatch):
+    calls = []
+    original = SequenceContext.bernoulli
+
+    def spy(self, *args, **kwargs):
+        mask = original(self, *args, **kwargs)
+        calls.append(mask.detach().clone())
+        return mask
+
+    monkeypatch.setattr(SequenceContext, "bernoulli", spy)
+    return calls
+
+
+@pytest.fixture
+def fused_calls(monkeypatch):
+    calls = []
+    original = layers_module.fused_recurrence
+
+    def spy(*args, **kwargs):
+        calls.append(args[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(layers_module, "fused_recurrence", spy)
+    return calls
+
+
+def run(layer, x, state, seed):
+    x = x.clone().requires_grad_(True)
+    state = tuple(s.clone().requires_grad_(True) for s in state)
+    layer.zero_grad()
+    torch.manual_seed(seed)
+    output, final = layer(x, state if layer.cell_type == "lstm" else state[0])
+    finals = list(final) if layer.cell_type == "lstm" else [final]
+    upstream = torch.randn(output.shape, generator=torch.Generator().manual_seed(3))
+    loss = (output * upstream).sum() + sum(f.pow(2).sum() for f in finals) + R.penalty(layer)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in layer.named_parameters()}
+    grads["input"] = x.grad
+    for k, s in enumerate(state):
+        grads[f"state{k}"] = s.grad
+    return [output.detach()] + [f.detach() for f in finals] + [R.penalty(layer).detach()], grads
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("cell,regs", CASES, ids=[f"{c}-{'+'.join(r)}" for c, r in CASES])
+def test_fused_equals_reference_through_the_layer(cell, regs, training, draws, fused_calls):
+    torch.manual_seed(0)
+    fused = CLASSES[cell](3, 6, num_layers=2, dropout=0.25, regularizers=regs)
+    x = torch.randn(7, 5, 3)
+    state = (torch.randn(2, 5, 6), torch.randn(2, 5, 6)) if cell == "lstm" else (torch.randn(2, 5, 6),)
+    with torch.no_grad():  # one training step first, so that running statistics exist for eval
+        fused.train()(x)
+    fused.train(training)
+    reference = copy.deepcopy(fused)
+    fused.use_fused, reference.use_fused = True, False
+    draws.clear()
+    fused_calls.clear()
+
+    fused_values, fused_grads = run(fused, x, state, seed=11)
+    fused_draws = list(draws)
+    used_fused = len(fused_calls)
+    draws.clear()
+    reference_values, reference_grads = run(reference, x, state, seed=11)
+    assert len(fused_calls) == used_fused, "the reference layer used the fused loop"
+    # the fused layer ran its fast paths: the fused loop when a mask acts inside the recurrence
+    # (torch's own kernel or a regularizer's own loop otherwise)
+    per_forward = any(r.startswith(("zoneout", "recurrent_dropout", "variational_dropout", "rnndrop",
+                                    "stochastic_depth")) and "static_mask" not in r for r in regs)
+    if training and per_forward and "recurrent_batchnorm" not in regs:
+        assert used_fused == 2, "the fused loop was not used"
+
+    # the same seed drew the same masks in both
+    assert len(fused_draws) == len(draws)
+    if training and per_forward:
+        assert len(draws) > 0
+    for a, b in zip(fused_draws, draws):
+        assert torch.equal(a, b)
+    for a, b in zip(fused_values, reference_values):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert fused_grads.keys() == reference_grads.keys()
+    for name in fused_grads:
+        torch.testing.assert_close(fused_grads[name], reference_grads[name], rtol=1e-4, atol=1e-5,
+                                   msg=lambda m: f"gradient of {name}: {m}")
+    # buffers (running statistics of recurrent batch normalization) moved the same way
+    for (name, a), (_, b) in zip(fused.named_buffers(), reference.named_buffers()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=lambda m: f"buffer {name}: {m}")
+
+
+# -- fused_recurrence alone, in float64 ----------------------------------------------------------
+
+MASK_SHAPES = {"TBH": lambda T, B, H: (T, B, H), "1BH": lambda T, B, H: (1, B, H),
+               "TB1": lambda T, B, H: (T, B, 1), "111": lambda T, B, H: (1, 1, 1)}
+SITES = {"lstm": ("hidden_input", "candidate", "cell", "cell_update", "hidden_update"),
+         "gru": ("hidden_input", "candidate", "hidden_update"),
+         "rnn": ("hidden_input", "candidate", "hidden_update")}
+T, B, H = 4, 3, 3
+
+
+def make_masks(cell, shape_name, kind, seed=0):
+    """Every site of the cell, with ``kind`` "binary" (0/1) or "scaled" (0 or 1/keep for dropout sites,
+    values in (0, 1.5) for update masks, like an expectation or a Gaussian mask)."""
+    g = torch.Generator().manual_seed(seed)
+    shape = MASK_SHAPES[shape_name](T, B, H)
+    masks = {}
+    for site in SITES[cell]:
+        if kind == "scaled" and site.endswith("update"):
+            mask = 0.1 + 1.4 * torch.rand(shape, generator=g, dtype=torch.float64)
+        else:
+            mask = torch.bernoulli(torch.full(shape, 0.6, dtype=torch.float64), generator=g)
+            if mask.numel() == 1:
+                mask.fill_(1.0)  # a single 0 would switch the whole site off
+            else:
+                mask.view(-1)[0], mask.view(-1)[1] = 0.0, 1.0  # both values occur
+            if kind == "scaled":
+                mask = mask / 0.6
+        masks[site] = mask
+    return masks
+
+
+def inputs(cell, bias, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    gates = GATES[cell] * H
+
+    def r(*shape):
+        return (0.5 * torch.randn(*shape, generator=g, dtype=torch.float64)).requires_grad_(True)
+
+    return [r(T, B, gates), r(gates, H), r(gates) if bias else None, r(B, H), r(B, H) if cell == "lstm" else None]
+
+
+GRADCHECK_CASES = list(itertools.product(["lstm", "gru", "rnn"], MASK_SHAPES, ["binary", "scaled"], [True, False]))
+
+
+@pytest.mark.parametrize("cell,shape,kind,bias", GRADCHECK_CASES,
+                         ids=[f"{c}-{s}-{k}-{'bias' if b else 'nobias'}" for c, s, k, b in GRADCHECK_CASES])
+def test_fused_gradcheck_and_equals_reference(cell, shape, kind, bias):
+    masks = make_masks(cell, shape, kind)
+    xp, w_hh, b_hh, h0, c0 = inputs(cell, bias)
+    differentiable = [t for t in (xp, w_hh, b_hh, h0, c0) if t is not None]
+
+    def call(loop):
+        def f(*tensors):
+            it = iter(tensors)
+            args = [next(it) if t is not None else None for t in (xp, w_hh, b_hh, h0, c0)]
+            hidden, cells = loop(cell, *args, masks)
+            return (hidden, cells) if cells is not None else hidden
+        return f
+
+    # gradients into the hidden sequence and, for LSTM, the cell sequence too
+    assert torch.autograd.gradcheck(call(fused_recurrence), differentiable, eps=1e-6, atol=1e-7, rtol=1e-5)
+
+    fused_out = call(fused_recurrence)(*differentiable)
+    reference_out = call(reference_recurrence)(*differentiable)
+    fused_out = fused_out if isinstance(fused_out, tuple) else (fused_out,)
+    reference_out = reference_out if isinstance(reference_out, tuple) else (reference_out,)
+    upstream = [torch.randn_like(o) for o in fused_out]
+    for a, b in zip(fused_out, reference_out):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    fused_grads = torch.autograd.grad(fused_out, differentiable, upstream)
+    reference_grads = torch.autograd.grad(reference_out, differentiable, upstream)
+    for a, b in zip(fused_grads, reference_grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_fused_gradcheck_without_masks_and_only_cells_used(cell):
+    xp, w_hh, b_hh, h0, c0 = inputs(cell, True)
+    differentiable = [t for t in (xp, w_hh, b_hh, h0, c0) if t is not None]
+    assert torch.autograd.gradcheck(lambda *a: fused_recurrence(cell, *a, *([None] if cell != "lstm" else []), {})[0],
+                                    differentiable)
+    if cell == "lstm":  # only the cell sequence reaches the loss (grad of hidden is None)
+        masks = make_masks("lstm", "TBH", "scaled")
+        assert torch.autograd.gradcheck(lambda *a: fused_recurrence("lstm", *a, masks)[1], differentiable)
+
+
+def test_fused_rejects_normalize_hooks():
+    xp, w_hh, b_hh, h0, c0 = inputs("lstm", True)
+    with pytest.raises(ValueError, match="normalize"):
+        fused_recurrence("lstm", xp, w_hh, b_hh, h0, c0, {}, normalize=lambda s, v, t: v)
+
+
+# -- recurrent batch normalization's own fused loop ---------------------------------------------
+
+@pytest.mark.parametrize("training", [True, False], ids=["batch_statistics", "running_statistics"])
+@pytest.mark.parametrize("shape", ["TBH", "111"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_batchnorm_recurrence_gradcheck(training, shape, bias):
+    from regularizers.fused_batchnorm import BatchNormLSTMRecurrence
+
+    masks = make_masks("lstm", shape, "scaled")
+    xp, w_hh, b_hh, h0, c0 = inputs("lstm", bias)
+    g = torch.Generator().manual_seed(5)
+
+    def r(*s, low=0.0):
+        return (low + 0.5 * torch.rand(*s, generator=g, dtype=torch.float64)).requires_grad_(True)
+
+    gamma_hidden, gamma_cell, beta_cell = r(4 * H, low=0.1), r(H, low=0.1), r(H, low=-0.25)
+    running = None if training else (r(T, 4 * H).detach(), r(T, 4 * H, low=0.5).detach(),
+                                     r(T, H).detach(), r(T, H, low=0.5).detach())
+    order = (xp, w_hh, b_hh, h0, c0, gamma_hidden, gamma_cell, beta_cell)
+    differentiable = [t for t in order if t is not None]
+
+    def f(*tensors):
+        it = iter(tensors)
+        args = [next(it) if t is not None else None for t in order]
+        hidden, cells, *_ = BatchNormLSTMRecurrence.apply(
+            *args, running, 1e-5, masks["hidden_input"], masks["candidate"], masks["cell"], masks["cell_update"],
+            masks["hidden_update"])
+        return hidden, cells
+
+    assert torch.autograd.gradcheck(f, differentiable, eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
+def test_batchnorm_layer_uses_its_own_fused_loop(monkeypatch):
+    from regularizers.recurrent_batchnorm import RecurrentBatchNorm
+
+    calls = []
+    original = RecurrentBatchNorm.fused_recurrence
+
+    def spy(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(RecurrentBatchNorm, "fused_recurrence", spy)
+    layer = R.RegularizedLSTM(3, 4, regularizers=["recurrent_batchnorm"])
+    layer(torch.randn(5, 2, 3))
+    assert calls == [1]
+    layer.use_fused = False
+    layer(torch.randn(5, 2, 3))
+    assert calls == [1]
