@@ -199,11 +199,17 @@ def test_rnn_nonlinearity_must_be_tanh():
         R.RegularizedRNN(3, 4, nonlinearity="relu")
 
 
-@pytest.mark.xfail(strict=True, reason="bias is not validated: torch.nn.RNN(3, 4, 1, 'tanh') takes its 4th positional "
-                                       "argument as nonlinearity, RegularizedRNN takes it as bias='tanh' silently")
-def test_rnn_positional_nonlinearity_or_non_bool_bias_is_rejected():
-    with pytest.raises((ValueError, TypeError)):
-        R.RegularizedRNN(3, 4, 1, "tanh")
+def test_rnn_takes_torch_positional_arguments_and_validates_flags():
+    # torch.nn.RNN(input_size, hidden_size, num_layers, nonlinearity, bias, batch_first, ...)
+    ours = R.RegularizedRNN(3, 4, 2, "tanh", False, True)
+    reference = nn.RNN(3, 4, 2, "tanh", False, True)
+    assert (ours.bias, ours.batch_first) == (reference.bias, reference.batch_first) == (False, True)
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in reference.named_parameters()]
+    for cls in (R.RegularizedLSTM, R.RegularizedGRU, R.RegularizedRNN):
+        with pytest.raises(ValueError, match="bias"):
+            cls(3, 4, bias="yes")
+        with pytest.raises(ValueError, match="batch_first"):
+            cls(3, 4, batch_first=1)
 
 
 def test_dropout_with_one_layer_warns():

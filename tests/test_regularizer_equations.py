@@ -718,13 +718,20 @@ def test_recurrent_batchnorm_is_lstm_only(cell):
         make(["recurrent_batchnorm"], cell=cell)
 
 
-@pytest.mark.xfail(strict=True, reason="RecurrentBatchNorm.bind creates its γ/β parameters and running statistics "
-                                       "as float32 on the CPU, ignoring the layer's dtype/device "
-                                       "(RegularizedLSTM(..., dtype=torch.float64) fails in forward)")
 def test_recurrent_batchnorm_follows_the_layer_dtype():
     layer = R.RegularizedLSTM(3, 4, dtype=torch.float64, regularizers=["recurrent_batchnorm"])
-    out = layer(torch.randn(5, 2, 3, dtype=torch.float64))[0]
-    assert out.dtype == torch.float64
+    assert all(p.dtype == torch.float64 for p in layer.parameters())
+    assert all(b.dtype == torch.float64 for n, b in layer.named_buffers() if "running" in n)
+    for fused in (True, False):
+        layer.use_fused = fused
+        out = layer.train()(torch.randn(5, 2, 3, dtype=torch.float64))[0]
+        assert out.dtype == torch.float64
+        assert layer.eval()(torch.randn(5, 2, 3, dtype=torch.float64))[0].dtype == torch.float64
+
+
+def test_static_zoneout_mask_follows_the_layer_dtype():
+    layer = R.RegularizedLSTM(3, 4, dtype=torch.float64, regularizers=["zoneout:static_mask=true"])
+    assert layer(torch.randn(5, 2, 3, dtype=torch.float64))[0].dtype == torch.float64
 
 
 def test_recurrent_batchnorm_after_double_works():
