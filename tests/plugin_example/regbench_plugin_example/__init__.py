@@ -1,0 +1,1 @@
+"""Example regbench plugin: two regularizers found through the ``regbench.regularizers`` entry points."""
