@@ -48,6 +48,7 @@ import importlib
 import json
 import math
 import os
+import shlex
 import sys
 import time
 import traceback
@@ -104,6 +105,7 @@ class StudyConfig:
     run_fn: str | Callable | None = None  # "module:function" (see tiny_run) or None for the runner
     poll: float = 2.0  # seconds between checks while other workers hold the last trials
     verbose: bool = True
+    command: str | None = None  # the command line that runs this study, kept in every record
 
     def resolved_name(self) -> str:
         return self.study_name or default_study_name(self.task, self.regularizer, self.preset, self.scale)
@@ -175,6 +177,7 @@ def open_storage(url: str, heartbeat: int | None = 10):
     import optuna
 
     _quiet_optuna()
+    given = url
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///"):]
@@ -192,7 +195,7 @@ def open_storage(url: str, heartbeat: int | None = 10):
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except Exception as error:  # sqlalchemy errors, bad URLs, missing drivers
-        raise StudyError(f"cannot open the study storage {_redact(url)}: {_short(error)}") from None
+        raise StudyError(f"cannot open the study storage {_redact(given)}: {_short(error)}") from None
 
 
 def _postgres_driver(url: str) -> str:
@@ -443,6 +446,8 @@ def _objective(config: StudyConfig, study_name: str, target: int, store, worker:
                    "run_name": f"{study_name}-trial{trial.number}", "resume": False}
         reporter = pruning_callback(trial) if config.run_fn is None else _Reporter(trial)
         extra = {"study": study_name, "trial": trial.number}
+        if config.command:
+            extra["command"] = config.command
         try:
             record = dict(run_fn(request, [reporter] if config.prune else []))
         except Exception as error:
@@ -649,7 +654,8 @@ def best_configuration(study_name: str, storage_url: str | None = None) -> dict[
 
 
 def rerun_best(study_name: str, storage_url: str | None = None, seeds: int = 3, store: str | None = None,
-               run_fn=None, verbose: bool = True, run_options: dict[str, Any] | None = None) -> list[dict]:
+               run_fn=None, verbose: bool = True, run_options: dict[str, Any] | None = None,
+               command: str | None = None) -> list[dict]:
     """Run the study's best configuration with ``seeds`` fresh seeds (study seed + 1, + 2, ...).
 
     The tuning seed itself is not reused: the configuration was chosen on it, so its result is
@@ -682,6 +688,8 @@ def rerun_best(study_name: str, storage_url: str | None = None, seeds: int = 3, 
         except Exception as error:
             record = _failure_record(request, _short(error))
         record.update({"study": study_name, "trial": None, "rerun_of_trial": best["trial"]})
+        if command:
+            record["command"] = command
         results_store.append(record)
         records.append(record)
         if verbose:
@@ -806,7 +814,16 @@ def _config_from_args(args, regularizer: str) -> StudyConfig:
     return StudyConfig(task=args.task, regularizer=regularizer, trials=args.trials, storage=args.storage,
                        study_name=args.study_name, seed=args.seed, preset=args.preset, scale=args.scale,
                        run_options=options, store=args.store, workers=args.workers, prune=not args.no_prune,
-                       startup_trials=args.startup_trials, heartbeat=args.heartbeat, run_fn=args.objective)
+                       startup_trials=args.startup_trials, heartbeat=args.heartbeat, run_fn=args.objective,
+                       command=_invocation("study"))
+
+
+def _invocation(subcommand: str) -> str:
+    """This process's command line as the ``regbench`` command that repeats it."""
+    argv = sys.argv[1:]
+    if argv[:1] == [subcommand]:
+        argv = argv[1:]
+    return shlex.join(["regbench", subcommand, *argv])
 
 
 def run(args) -> int:
@@ -825,7 +842,7 @@ def run(args) -> int:
             print(summary.line(), flush=True)
             if args.seeds:
                 rerun_best(config.resolved_name(), config.resolved_storage(), seeds=args.seeds, store=config.store,
-                           run_fn=config.run_fn)
+                           run_fn=config.run_fn, command=config.command)
     except StudyError as error:
         print(f"regbench study: error: {error}", file=sys.stderr)
         return 2
@@ -864,7 +881,8 @@ def run_from_study(args) -> int:
         seeds = len(seeds)
     try:
         records = rerun_best(args.from_study, getattr(args, "storage", None), seeds=int(seeds),
-                             store=getattr(args, "store", None), run_fn=getattr(args, "objective", None))
+                             store=getattr(args, "store", None), run_fn=getattr(args, "objective", None),
+                             command=_invocation("run"))
     except StudyError as error:
         print(f"regbench run: error: {error}", file=sys.stderr)
         return 2

@@ -1,0 +1,280 @@
+"""Optuna studies: budget and resume, outcomes of bad runs, errors, pruning through Lightning,
+workers sharing a storage, a killed worker, reruns of the best configuration.
+
+Trials use ``benchmark.study.tiny_run`` (a real ~1 s LSTM training on 512 embedded digits) or
+small objectives defined here; every storage and store lives in tmp_path.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmark import study as S  # noqa: E402
+from benchmark.store import ResultsStore  # noqa: E402
+
+TINY = "benchmark.study:tiny_run"
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests")])
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def _config(tmp_path, **kw):
+    base = dict(task="digits", regularizer="zoneout", trials=3, storage=f"sqlite:///{tmp_path}/studies.sqlite",
+                store=str(tmp_path / "results.sqlite"), run_fn=TINY, run_options={"epochs": 2}, heartbeat=1,
+                poll=0.5, verbose=False)
+    base.update(kw)
+    return S.StudyConfig(**base)
+
+
+def _trials(config):
+    storage = S.open_storage(config.resolved_storage(), None)
+    return optuna.load_study(study_name=config.resolved_name(), storage=storage).get_trials()
+
+
+def _records(config):
+    return ResultsStore(config.store).dataframe()
+
+
+def test_study_budget_resume_and_records(tmp_path):
+    config = _config(tmp_path)
+    summary = S.run_study(config)
+    assert sum(summary.outcomes.values()) == 3
+    trials = _trials(config)
+    assert len(trials) == 3 and all(S._counted(t) for t in trials)
+    frame = _records(config)
+    assert sorted(frame["trial"]) == [0, 1, 2]
+    assert set(frame["study"]) == {"digits-zoneout"}
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    for trial in complete:  # the objective value is the stored best validation metric
+        row = frame[frame["trial"] == trial.number].iloc[0]
+        assert trial.value == pytest.approx(row["best_val_metric"])
+        assert row["hyperparameters"]["z_cells"] == pytest.approx(trial.params["z_cells"], rel=1e-5)  # spec: 6 digits
+    # the same command with a larger budget runs only the missing trials
+    summary = S.run_study(_config(tmp_path, trials=5))
+    assert sum(summary.outcomes.values()) == 5
+    assert len(_trials(config)) == 5
+    assert sorted(_records(config)["trial"]) == [0, 1, 2, 3, 4]
+    # and once more: nothing to do
+    S.run_study(_config(tmp_path, trials=5))
+    assert len(_trials(config)) == 5 and len(_records(config)) == 5
+    # the sampler is seeded: a fresh study with the same seed proposes the same first parameters
+    other = _config(tmp_path, study_name="again", trials=2)
+    S.run_study(other)
+    first = {t.number: t.params for t in _trials(config)}
+    assert [t.params for t in _trials(other)] == [first[0], first[1]]
+
+
+def test_empty_search_space_runs_once(tmp_path, capsys):
+    config = _config(tmp_path, regularizer="none", trials=4, verbose=True)
+    summary = S.run_study(config)
+    assert summary.target == 1 and sum(summary.outcomes.values()) == 1
+    assert len(_trials(config)) == 1 and len(_records(config)) == 1
+    assert "nothing to tune" in capsys.readouterr().out
+
+
+def flaky_run(request, callbacks):
+    """Trial 0 diverges (NaN), trial 1 raises, the others are real tiny runs."""
+    number = int(request["run_name"].rsplit("trial", 1)[1])
+    if number == 0:
+        record = S.tiny_run(request, callbacks)
+        record.update(status="diverged", reason="NaN loss at epoch 1", best_val_metric=None)
+        return record
+    if number == 1:
+        raise RuntimeError("CUDA out of memory (simulated)\nsecond line")
+    return S.tiny_run(request, callbacks)
+
+
+def test_diverged_and_failed_trials_are_recorded_and_the_study_goes_on(tmp_path):
+    config = _config(tmp_path, trials=4, run_fn=flaky_run)
+    summary = S.run_study(config)
+    assert summary.outcomes.get("diverged") == 1 and summary.outcomes.get("failed") == 1
+    assert sum(summary.outcomes.values()) == 4
+    trials = {t.number: t for t in _trials(config)}
+    assert trials[0].state == TrialState.COMPLETE and trials[0].value == math.inf
+    assert trials[1].state == TrialState.FAIL
+    assert trials[1].user_attrs["reason"] == "RuntimeError: CUDA out of memory (simulated)"
+    frame = _records(config).set_index("trial")
+    assert frame.loc[0, "status"] == "diverged" and frame.loc[0, "reason"] == "NaN loss at epoch 1"
+    assert frame.loc[1, "status"] == "failed" and "CUDA out of memory" in frame.loc[1, "reason"]
+    assert summary.best_trial in (2, 3) and math.isfinite(summary.best_value)
+
+
+def test_study_name_of_another_task_is_refused(tmp_path):
+    S.run_study(_config(tmp_path, trials=1))
+    with pytest.raises(S.StudyError, match="belongs to another experiment: task='digits'"):
+        S.run_study(_config(tmp_path, task="embedded_text", study_name="digits-zoneout", trials=1))
+    with pytest.raises(S.StudyError, match="regularizer='zoneout'"):
+        S.run_study(_config(tmp_path, regularizer="rnndrop", study_name="digits-zoneout", trials=1))
+
+
+def _cli(args, cwd):
+    return subprocess.run([sys.executable, "-m", "benchmark.study", *args], cwd=cwd, env=_env(),
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--storage", "postgresql://nobody@127.0.0.1:1/none"], "cannot open the study storage postgresql://nobody@"),
+    (["--storage", "nosuchdb://x"], "cannot open the study storage nosuchdb://x"),
+    (["--regularizer", "zonout"], "unknown regularizer 'zonout'"),
+    (["--task", "nosuchtask"], "unknown task 'nosuchtask'"),
+])
+def test_bad_input_gives_one_line_errors(tmp_path, args, message):
+    base = {"--task": "digits", "--regularizer": "zoneout", "--trials": "1",
+            "--storage": f"sqlite:///{tmp_path}/s.sqlite"}
+    for flag, value in zip(args[::2], args[1::2]):
+        base[flag] = value
+    argv = [x for pair in base.items() for x in pair] + ["--objective", TINY, "--store", str(tmp_path / "r.sqlite")]
+    result = _cli(argv, tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith("regbench study: error: ") and message in lines[0], lines[0]
+
+
+def test_from_study_without_trials_is_a_clear_error(tmp_path, capsys):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    S.add_from_study_arguments(parser)
+    args = parser.parse_args(["--from-study", "nothing-here", "--storage", f"sqlite:///{tmp_path}/s.sqlite"])
+    assert S.run_from_study(args) == 2
+    assert "no study named 'nothing-here'" in capsys.readouterr().err
+
+
+def test_rerun_best_uses_fresh_seeds_and_resumes(tmp_path):
+    config = _config(tmp_path, trials=2)
+    summary = S.run_study(config)
+    records = S.rerun_best(config.resolved_name(), config.resolved_storage(), seeds=2, store=config.store,
+                           run_fn=TINY, verbose=False)
+    assert [r["seed"] for r in records] == [1, 2]
+    frame = _records(config)
+    reruns = frame[frame["trial"].isna()]
+    assert len(reruns) == 2 and set(reruns["study"]) == {config.resolved_name()}
+    best = S.best_configuration(config.resolved_name(), config.resolved_storage())
+    assert best["params"] == summary.best_params and best["run_options"] == {"epochs": 2}
+    assert set(reruns["spec"]) == {S._spec("zoneout", summary.best_params)}
+    again = S.rerun_best(config.resolved_name(), config.resolved_storage(), seeds=3, store=config.store,
+                         run_fn=TINY, verbose=False)
+    assert [r["seed"] for r in again] == [3]
+
+
+def test_pruning_callback_stops_lightning_training(tmp_path):
+    import lightning.pytorch as pl
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Tiny(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, _):
+            x, y = batch
+            return torch.nn.functional.mse_loss(self.layer(x), y)
+
+        def validation_step(self, batch, _):
+            x, y = batch
+            self.log("val_metric", torch.nn.functional.mse_loss(self.layer(x), y))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    data = TensorDataset(torch.randn(16, 2), torch.randn(16, 1))
+    loader = DataLoader(data, batch_size=8)
+
+    def fit(pruner):
+        study = optuna.create_study(pruner=pruner)
+        trial = study.ask()
+        callback = S.pruning_callback(trial)
+        trainer = pl.Trainer(max_epochs=5, callbacks=[callback], logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+        trainer.fit(Tiny(), loader, loader)
+        return trainer, callback, trial
+
+    trainer, callback, trial = fit(optuna.pruners.ThresholdPruner(upper=-1.0))  # prunes at the first report
+    assert callback.pruned_at == 0 and trainer.current_epoch == 1
+    assert list(trial.storage.get_trial(trial._trial_id).intermediate_values) == [0]
+    trainer, callback, trial = fit(optuna.pruners.NopPruner())
+    assert callback.pruned_at is None and trainer.current_epoch == 5
+    assert sorted(trial.storage.get_trial(trial._trial_id).intermediate_values) == [0, 1, 2, 3, 4]
+
+
+def slow_run(request, callbacks):
+    """tiny_run that takes a few seconds, so that a worker can be killed in the middle of a trial."""
+    record = S.tiny_run(request, callbacks)
+    time.sleep(3)
+    return record
+
+
+def test_killed_worker_loses_nothing_and_the_study_resumes(tmp_path):
+    storage = f"sqlite:///{tmp_path}/studies.sqlite"
+    store = tmp_path / "results.sqlite"
+    argv = ["--task", "digits", "--regularizer", "zoneout", "--trials", "4", "--storage", storage,
+            "--store", str(store), "--objective", "test_study:slow_run", "--epochs", "1", "--heartbeat", "1",
+            "--no-prune"]
+    worker = subprocess.Popen([sys.executable, "-m", "benchmark.study", *argv], cwd=tmp_path, env=_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    config = _config(tmp_path, trials=4)
+    deadline = time.time() + 90
+    try:
+        while time.time() < deadline:
+            time.sleep(0.3)
+            try:
+                trials = _trials(config)
+            except Exception:
+                continue
+            done = [t for t in trials if S._counted(t)]
+            running = [t for t in trials if t.state == TrialState.RUNNING]
+            if done and running:
+                break
+        else:
+            pytest.fail("the worker did not finish a trial in time")
+    finally:
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait()
+    trials = _trials(config)
+    finished_before = {t.number for t in trials if S._counted(t)}
+    stale = [t.number for t in trials if t.state == TrialState.RUNNING]
+    assert finished_before and stale
+    stored_before = set(ResultsStore(store).dataframe()["trial"])
+    assert stored_before == finished_before  # every finished trial is in the store, nothing else
+    # resume: the stale trial is failed by the heartbeat and replaced; the budget is met exactly
+    S.run_study(_config(tmp_path, trials=4, run_fn="test_study:slow_run", run_options={"epochs": 1},
+                        prune=False))
+    trials = _trials(config)
+    counted = [t.number for t in trials if S._counted(t)]
+    assert len(counted) == 4 and finished_before <= set(counted)
+    for number in stale:
+        assert trials[number].state == TrialState.FAIL and "outcome" not in trials[number].user_attrs
+    frame = ResultsStore(store).dataframe()
+    assert sorted(frame["trial"]) == sorted(counted)  # each trial stored exactly once
+
+
+def test_two_worker_processes_share_a_sqlite_study(tmp_path):
+    config = _config(tmp_path, trials=4, workers=2, prune=False)
+    summary = S.run_study(config)
+    assert sum(summary.outcomes.values()) == 4
+    trials = _trials(config)
+    counted = [t for t in trials if S._counted(t)]
+    assert len(counted) == 4
+    workers = {t.user_attrs.get("worker") for t in counted}
+    frame = _records(config)
+    assert sorted(frame["trial"]) == sorted(t.number for t in counted)
+    assert len(workers) >= 1
