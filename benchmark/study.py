@@ -837,19 +837,24 @@ def run(args) -> int:
             configs = [_config_from_args(args, name) for name in regularizers.available()]
         else:
             configs = [_config_from_args(args, args.regularizer)]
+        status = 0
         for config in configs:
             summary = run_study(config)
             print(summary.line(), flush=True)
             if args.seeds:
-                rerun_best(config.resolved_name(), config.resolved_storage(), seeds=args.seeds, store=config.store,
-                           run_fn=config.run_fn, command=config.command)
+                try:
+                    rerun_best(config.resolved_name(), config.resolved_storage(), seeds=args.seeds,
+                               store=config.store, run_fn=config.run_fn, command=config.command)
+                except StudyError as error:  # e.g. every trial diverged: say so, go on with the others
+                    print(f"regbench study: {config.regularizer}: no rerun: {error}", file=sys.stderr, flush=True)
+                    status = 1
     except StudyError as error:
         print(f"regbench study: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("regbench study: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
-    return 0
+    return status
 
 
 def _remember_options(config: StudyConfig) -> None:
