@@ -58,7 +58,7 @@ _DEFAULTS: dict[str, Any] = {
     "best_valid": np.nan, "test_at_best": np.nan, "epochs": None, "wall_time_s": np.nan,
     "throughput": np.nan, "throughput_unit": "", "curve": "[]", "status": "", "reason": "",
     "study": None, "trial": None, "versions": "", "git_commit": "", "run_dir": "", "created_at": "",
-    "hidden_size": None, "command": "",
+    "hidden_size": None, "command": "", "settings": None,
 }
 
 
@@ -471,6 +471,9 @@ def _board_markdown(board: Board, store_label: str, out_label: str, plots: list[
                  + (f", cell {', '.join(cells)}" if cells else "")
                  + (f", hidden size {', '.join(hidden)}" if hidden else "")
                  + (f", epochs {', '.join(epochs)}" if epochs else "") + "; CPU.")
+    settings = sorted({json.dumps(v, sort_keys=True) for v in recs["settings"] if isinstance(v, dict) and v})
+    for text in settings:
+        lines.append(f"- Training settings: `{text}`")
     paper_task = reference_numbers.paper_task(board.task)
     if paper_task:
         lines.append(f"- Paper's figures ({reference_numbers.PAPER}): valid / test at full scale, GPU: "
@@ -540,16 +543,22 @@ def _board_markdown(board: Board, store_label: str, out_label: str, plots: list[
 
 
 def _cross_task(boards: list[Board]) -> list[dict]:
-    ranks: dict[str, list[tuple[str, int]]] = {}
+    """Mean rank per regularizer over the boards where it was run; a regularizer with no finished
+    run on a board (every run failed or diverged) counts as last there (finished rows + 1)."""
+    ranks: dict[str, list[tuple[str, int, bool]]] = {}
     for board in boards:
+        finished = sum(1 for row in board.rows if row.get("status") == OK)
         for row in board.rows:
             if row.get("status") == OK:
-                ranks.setdefault(row["regularizer"], []).append((board.key, row["rank"]))
+                ranks.setdefault(row["regularizer"], []).append((board.key, row["rank"], True))
+            else:
+                ranks.setdefault(row["regularizer"], []).append((board.key, finished + 1, False))
     out = []
     for regularizer, items in ranks.items():
-        values = [rank for _, rank in items]
+        values = [rank for _, rank, _ in items]
         out.append({"regularizer": regularizer, "mean_rank": float(np.mean(values)), "boards": len(values),
-                    "ranks": {key: rank for key, rank in sorted(items)}})
+                    "ranks": {key: rank for key, rank, _ in sorted(items)},
+                    "unfinished": sorted(key for key, _, ok in items if not ok)})
     out.sort(key=lambda r: (r["mean_rank"], -r["boards"], r["regularizer"]))
     return out
 
@@ -574,14 +583,16 @@ def _index_markdown(boards: list[Board], summary: list[dict], store_label: str, 
     lines.append("")
     lines.append("## Cross-task ranking")
     lines.append("")
-    lines.append("Mean rank of each regularizer over the boards where it has a finished row "
-                 "(ties share the better rank).")
+    lines.append("Mean rank of each regularizer over the boards where it was run (ties share the better "
+                 "rank). A regularizer with no finished run on a board (all failed or diverged) counts as last "
+                 "there, marked `*`.")
     lines.append("")
     keys = [b.key for b in boards]
     lines.append("| position | regularizer | mean rank | boards | " + " | ".join(keys) + " |")
     lines.append("|" + "|".join(["---"] * (4 + len(keys))) + "|")
     for position, row in enumerate(summary, start=1):
-        cells = [str(row["ranks"].get(k, "–")) for k in keys]
+        cells = [str(row["ranks"][k]) + ("*" if k in row["unfinished"] else "") if k in row["ranks"] else "–"
+                 for k in keys]
         lines.append(f"| {position} | {row['regularizer']} | {row['mean_rank']:.2f} | {row['boards']} | "
                      + " | ".join(cells) + " |")
     lines.append("")

@@ -157,6 +157,9 @@ def test_files_content_and_byte_identity(store_json, tmp_path):
     assert zo["test_mean"] == pytest.approx(0.26)
     summary = {r["regularizer"]: r for r in data["cross_task"]}
     assert summary["zoneout"]["mean_rank"] == 1.0 and summary["none"]["mean_rank"] == 2.5
+    # weight_noise never finished on digits (3 finished rows): it counts as last there
+    assert summary["weight_noise"]["mean_rank"] == 4.0 and summary["weight_noise"]["unfinished"] == ["digits"]
+    assert "| weight_noise | 4.00 | 1 | – | 4* |" in index
 
 
 def test_settings_split_into_boards(tmp_path):
@@ -173,3 +176,31 @@ def test_export_results_stable(store_json, tmp_path):
     again = L.build_boards(L.load_records(a))
     first = L.build_boards(L.load_records(store_json))
     assert [r.get("test_mean") for r in again[1].rows] == [r.get("test_mean") for r in first[1].rows]
+
+
+def test_reads_the_real_results_store(tmp_path):
+    """Records appended through benchmark.store.ResultsStore (its own column names) give the same rows."""
+    from benchmark.store import ResultsStore
+
+    store = ResultsStore(tmp_path / "results.sqlite")
+    renames = {"params": "hyperparameters", "best_valid": "best_val_metric", "test_at_best": "test_metric",
+               "curve": "val_curve"}
+    for record in synthetic_records():
+        row = {renames.get(k, k): v for k, v in record.items() if k != "versions"}
+        row["hyperparameters"] = json.loads(row["hyperparameters"])
+        row["val_curve"] = json.loads(row["val_curve"])
+        row["settings"] = {"hidden_size": 48}
+        if row["status"] == "ok" and row["regularizer"] == "zoneout" and row["trial"] == 3:
+            row.update(status="failed", reason="pruned: MedianPruner", pruned=True)
+        store.append(row)
+    from_store = {b.key: b for b in L.build_boards(L.load_records(store.path))}
+    from_json = {b.key: b for b in L.build_boards(L.load_records(L.pd.DataFrame(synthetic_records())))}
+    for key in from_json:
+        a = [(r["regularizer"], r.get("test_mean"), r.get("rank")) for r in from_store[key].rows]
+        b = [(r["regularizer"], r.get("test_mean"), r.get("rank")) for r in from_json[key].rows]
+        assert a == b
+    zo = next(r for r in from_store["digits"].rows if r["regularizer"] == "zoneout")
+    assert zo["tuning_trials"] == 4 and zo["tuning_trials_ok"] == 3  # the pruned trial is not 'ok'
+    assert zo["hidden_size"] == 48
+    files = L.write_leaderboards(store.path, tmp_path / "out", store_label="s.sqlite", out_label="lb")
+    assert "hidden size 48" in (tmp_path / "out" / "digits.md").read_text() and len(files) >= 6
