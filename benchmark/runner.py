@@ -102,9 +102,9 @@ class RunPlan:
 
 def _regularizer_params(task: Task, config: RunConfig, cls: type[Regularizer], spec_params: dict[str, str],
                         cell: str) -> dict[str, Any]:
-    """The paper's values for this task (preset "paper", LSTM), then the spec's, then ``config.params``."""
+    """The paper's values for this kind of task (LSTM only), then the spec's, then ``config.params``."""
     chosen: dict[str, Any] = {}
-    if config.preset == "paper" and cell == "lstm":
+    if cell == "lstm":
         chosen.update(task.paper_hyperparameters.get(cls.name, {}))
     for key, value in {**spec_params, **config.params}.items():
         if key not in cls.hyperparameters:
@@ -251,10 +251,13 @@ def _data_identity(datamodule) -> tuple[str, str]:
     return data.source, data.checksum
 
 
-def _record(plan: RunPlan, datamodule, run_dir: Path, history: RunHistory, checkpoint, status: str,
+def _record(plan: RunPlan, datamodule, run_dir: Path, history: dict[str, Any], status: str,
             reason: str | None, test_metric: float | None, epochs: int) -> dict[str, Any]:
+    """``history``: ``RunHistory.state_dict()`` taken after training (testing restores the best
+    checkpoint, callbacks' states included)."""
     source, checksum = _data_identity(datamodule)
-    curve = history.val_curve
+    curve = history["val_curve"]
+    throughput = history["items"] / history["train_seconds"] if history["train_seconds"] > 0 else None
     finite = [(v, i) for i, v in enumerate(curve) if v == v and abs(v) != float("inf")]
     best_value, best_epoch = min(finite) if finite else (None, None)
     return {
@@ -264,10 +267,26 @@ def _record(plan: RunPlan, datamodule, run_dir: Path, history: RunHistory, check
         "dataset": plan.task.dataset, "data_source": source, "data_checksum": checksum,
         "metric": plan.task.metric.name, "direction": plan.task.metric.direction,
         "best_val_metric": best_value, "test_metric": test_metric, "best_epoch": best_epoch, "epochs": epochs,
-        "wall_time_s": round(history.wall_seconds, 3), "throughput": history.throughput,
+        "wall_time_s": round(history["wall_seconds"], 3), "throughput": throughput,
         "throughput_unit": plan.task.throughput_unit, "val_curve": curve, "status": status, "reason": reason,
         **_provenance(), "run_dir": str(run_dir), "settings": asdict(plan.settings),
+        "command": command_line(plan),  # not a column: kept in the store's "extra"
     }
+
+
+def command_line(plan: RunPlan) -> str:
+    """The ``regbench run`` command that repeats this run (the leaderboards show it)."""
+    import shlex
+
+    c = plan.config
+    parts = ["regbench", "run", "--task", c.task, "--regularizer", plan.regularizer.spec, "--seeds", "1",
+             "--first-seed", str(c.seed), "--preset", c.preset, "--scale", plan.scale_label,
+             "--cell", plan.settings.cell]
+    for option, value in (("--epochs", c.epochs), ("--hidden-size", c.hidden_size), ("--lr", c.lr),
+                          ("--dropout", c.dropout), ("--data-dir", c.data_dir)):
+        if value is not None:
+            parts += [option, str(value)]
+    return shlex.join(parts)
 
 
 def _test_best(trainer, model, datamodule, checkpoint) -> float | None:
@@ -302,20 +321,21 @@ def run_experiment(config: RunConfig, callbacks: Iterable = (), store=None,
     history = RunHistory()
     trainer, checkpoint = _make_trainer(plan, run_dir, history, callbacks)
 
-    status, reason, test_metric = "ok", None, None
+    status, reason, test_metric, failure = "ok", None, None, None
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
+        trained = history.state_dict()  # before testing restores the best checkpoint's callback states
+        fit_end, epochs = time.perf_counter(), trainer.current_epoch
         if model.diverged_reason:
             status, reason = "diverged", model.diverged_reason
         else:
             test_metric = _test_best(trainer, model, datamodule, checkpoint)
     except Exception as error:  # recorded as failed, then re-raised for the caller to see
         status, reason = "failed", f"{type(error).__name__}: {error}".splitlines()[0][:500]
-        failure = error
-    else:
-        failure = None
-    record = _record(plan, datamodule, run_dir, history, checkpoint, status, reason, test_metric,
-                     trainer.current_epoch)
+        trained, epochs, failure = history.state_dict(), trainer.current_epoch, error
+        fit_end = time.perf_counter()
+    trained["wall_seconds"] += time.perf_counter() - fit_end  # plus testing
+    record = _record(plan, datamodule, run_dir, trained, status, reason, test_metric, epochs)
     record.update(record_extra or {})
     if store is not False:
         record["id"] = store.append(record)

@@ -1,0 +1,116 @@
+"""The ``regbench`` command (also ``python -m benchmark``).
+
+How subcommands are added
+-------------------------
+Every subcommand lives in its own module, listed in ``SUBCOMMANDS`` as (name, module). The
+module provides::
+
+    HELP = "one line for `regbench --help`"          # optional; else the docstring's first line
+    def add_arguments(parser: argparse.ArgumentParser) -> None: ...
+    def run(args: argparse.Namespace) -> int: ...    # the exit code
+    USER_ERRORS = (MyError,)                         # optional: exceptions that mean bad input
+
+For bad input (a name that does not exist, a value out of range, missing data), raise
+``benchmark.cli.UsageError`` (or one of the module's ``USER_ERRORS``) with a one-line message
+*before* any long work starts: ``main`` prints ``regbench <cmd>: error: <message>`` and exits
+with 2, without a traceback. ``DataNotFoundError`` and ``UnknownRegularizerError`` are
+treated the same way everywhere. Modules are imported only when they are listed and present,
+so keep their top-level imports light (import torch/Lightning inside ``run``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+__all__ = ["SUBCOMMANDS", "UsageError", "build_parser", "main", "one_line"]
+
+SUBCOMMANDS: list[tuple[str, str]] = [
+    ("run", "benchmark.run_command"),
+    ("list", "benchmark.list_command"),
+    ("study", "benchmark.study"),
+    ("leaderboard", "benchmark.leaderboard"),
+    ("gradient-flow", "benchmark.gradient_flow"),
+]
+
+
+class UsageError(Exception):
+    """Bad input from the user; its message is shown as one line and the command exits with 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line (argparse prints the whole usage block by default)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def one_line(error: BaseException) -> str:
+    """An exception's message on one line (some, like DataNotFoundError, span several)."""
+    return " ".join(part.strip() for part in str(error).splitlines() if part.strip()) or type(error).__name__
+
+
+def _load_subcommands() -> list[tuple[str, object]]:
+    """The listed modules that exist and implement the protocol above."""
+    loaded = []
+    for name, module_name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name == module_name:  # not written yet
+                continue
+            raise
+        if hasattr(module, "add_arguments") and hasattr(module, "run"):
+            loaded.append((name, module))
+    return loaded
+
+
+def _help(module) -> str:
+    text = getattr(module, "HELP", None) or (module.__doc__ or "").strip().split("\n")[0]
+    return text.strip().rstrip(".")
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
+    parser = _Parser(prog="regbench", description="Benchmark regularizers of recurrent neural networks "
+                                                 "(zoneout and friends) with PyTorch Lightning.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    modules = {}
+    for name, module in _load_subcommands():
+        sub = commands.add_parser(name, help=_help(module), description=_help(module))
+        module.add_arguments(sub)
+        modules[name] = module
+    return parser, modules
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, modules = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    module = modules[args.command]
+    from regularizers import UnknownRegularizerError
+
+    from .data import DataNotFoundError
+
+    user_errors = (UsageError, DataNotFoundError, UnknownRegularizerError, *getattr(module, "USER_ERRORS", ()))
+    try:
+        return int(module.run(args) or 0)
+    except user_errors as error:
+        if os.environ.get("REGBENCH_DEBUG"):
+            raise
+        print(f"regbench {args.command}: error: {one_line(error)}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # e.g. `regbench list | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except KeyboardInterrupt:
+        print(f"\nregbench {args.command}: interrupted; run the same command again to resume "
+              "from the last checkpoint", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""``regbench run``: train regularizers on tasks, store the results, write the leaderboards.
+
+With no arguments it runs the default suite: every registered regularizer on the two
+embedded tasks (no download), 3 seeds, preset ``cpu`` at the ``tiny`` scale, in parallel
+worker processes.
+Unspecified options take the suite's defaults: ``--task char_ptb`` alone runs every
+regularizer on char-PTB (1 seed, ``small`` scale).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any
+
+HELP = "train regularizers on tasks and store the results (no arguments: the default suite, a few minutes)"
+
+SUITE_TASKS = ("digits", "embedded_text")
+SUITE_SCALE = "tiny"
+SUITE_PRESET = "cpu"
+SUITE_SEEDS = 3
+TASK_SEEDS = 1  # with --task
+TASK_SCALE = "small"
+DEFAULT_LEADERBOARD_DIR = os.path.join("regbench_runs", "leaderboards")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .tasks import DEFAULT_PRESET
+
+    parser.add_argument("--task", action="append", metavar="TASK",
+                        help=f"task to run, repeatable (default: {', '.join(SUITE_TASKS)}); see `regbench list`")
+    parser.add_argument("--regularizer", action="append", metavar="NAME_OR_SPEC",
+                        help="regularizer name or spec like zoneout:z_cells=0.5, repeatable "
+                             "(default: every registered one that supports the cell type)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
+                        help="hyperparameter of the (one) regularizer, repeatable: --set z_cells=0.5")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help=f"number of seeds (default: {SUITE_SEEDS} for the suite, {TASK_SEEDS} with --task)")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed, first-seed+1, ... (0)")
+    parser.add_argument("--data-dir", default=None,
+                        help="folder with the data files, or a parent with ptb/, ptb_char/, mnist/ (e.g. shared/data)")
+    parser.add_argument("--preset", default=None,
+                        help=f"task preset (default: {SUITE_PRESET} for the suite, {DEFAULT_PRESET} with --task)")
+    parser.add_argument("--scale", default=None,
+                        help=f"tiny | small | paper | a number in (0, 1] (default: {SUITE_SCALE} for the suite, "
+                             f"{TASK_SCALE} with --task)")
+    parser.add_argument("--epochs", type=int, default=None, help="override the preset's number of epochs")
+    parser.add_argument("--cell", choices=("lstm", "gru", "rnn"), default=None, help="recurrent cell (default lstm)")
+    parser.add_argument("--hidden-size", type=int, default=None, help="override the scaled hidden size")
+    parser.add_argument("--lr", type=float, default=None, help="override the preset's learning rate")
+    parser.add_argument("--dropout", type=float, default=None,
+                        help="non-recurrent dropout (Zaremba et al.) on embeddings, between layers and outputs")
+    parser.add_argument("--store", default=None,
+                        help="results store (default: $REGBENCH_STORE or regbench_runs/results.sqlite)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="folder for run directories: logs and checkpoints (default: regbench_runs)")
+    parser.add_argument("--leaderboards", default=None, metavar="DIR",
+                        help=f"where to write the leaderboards (default: {DEFAULT_LEADERBOARD_DIR})")
+    parser.add_argument("--no-leaderboard", action="store_true", help="do not write the leaderboards at the end")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="parallel runs in worker processes (default: 2 when there are several runs "
+                             "and at least 2 cores, else 1)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per run (default: 1 with several workers, else torch's default)")
+    resume = parser.add_mutually_exclusive_group()
+    resume.add_argument("--resume", dest="resume", action="store_true", default=None,
+                        help="resume from the last checkpoint; fail if there is none "
+                             "(default: resume when an unfinished run of the same configuration has one)")
+    resume.add_argument("--no-resume", dest="resume", action="store_false", help="always start afresh")
+    try:
+        from . import study
+    except ImportError:
+        study = None
+    if study is not None and hasattr(study, "add_from_study_arguments"):
+        study.add_from_study_arguments(parser)
+
+
+# ------------------------------------------------------------------------------ planning
+
+
+def _parse_settings(pairs: list[str]) -> dict[str, str]:
+    from .cli import UsageError
+
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise UsageError(f"--set expects KEY=VALUE, got {pair!r}")
+        params[key.strip()] = value.strip()
+    return params
+
+
+def _regularizers_for(args, cell: str) -> list[str]:
+    import regularizers
+
+    if args.regularizer:
+        return list(args.regularizer)
+    return [name for name in regularizers.available() if cell in regularizers.get(name).cell_types]
+
+
+def build_configs(args) -> list:
+    """Every (task, regularizer, seed) of the command line as a RunConfig; nothing validated yet."""
+    from .cli import UsageError
+    from .runner import DEFAULT_OUT_DIR, RunConfig
+    from .tasks import DEFAULT_PRESET
+
+    suite = not args.task
+    tasks = list(args.task or SUITE_TASKS)
+    seeds = args.seeds if args.seeds is not None else (SUITE_SEEDS if suite else TASK_SEEDS)
+    if seeds < 1:
+        raise UsageError(f"--seeds must be at least 1, got {seeds}")
+    scale = args.scale or (SUITE_SCALE if suite else TASK_SCALE)
+    preset = args.preset or (SUITE_PRESET if suite else DEFAULT_PRESET)
+    params = _parse_settings(args.settings)
+    specs = _regularizers_for(args, args.cell or "lstm")
+    if params and len(specs) != 1:
+        raise UsageError("--set applies to one regularizer; give exactly one --regularizer "
+                         "(or several specs like --regularizer zoneout:z_cells=0.3)")
+    return [RunConfig(task=task, regularizer=spec, params=dict(params), seed=seed, cell=args.cell,
+                      preset=preset, scale=scale, epochs=args.epochs, hidden_size=args.hidden_size,
+                      lr=args.lr, dropout=args.dropout, data_dir=args.data_dir, out_dir=args.out or DEFAULT_OUT_DIR,
+                      store_path=args.store, resume=args.resume)
+            for task in tasks for spec in specs for seed in range(args.first_seed, args.first_seed + seeds)]
+
+
+def validate(configs: list) -> None:
+    """Check every configuration and load each data set once, before any training starts."""
+    from .cli import UsageError
+    from .runner import plan_run, prepare
+
+    plans = []
+    for config in configs:
+        try:
+            plans.append(plan_run(config))
+        except ValueError as error:  # includes UnknownRegularizerError
+            raise UsageError(str(error)) from None
+    loaded = set()
+    for plan in plans:
+        key = (plan.task.dataset, plan.config.data_dir)
+        if key not in loaded:
+            loaded.add(key)
+            prepare(plan)  # DataNotFoundError reaches the command line as a one-line error
+
+
+# ------------------------------------------------------------------------------ reporting
+
+
+def _progress_line(done: int, total: int, record: dict[str, Any]) -> str:
+    head = f"[{done}/{total}] {record.get('task')} {record.get('spec') or record.get('regularizer')} " \
+           f"seed {record.get('seed')}"
+    if record.get("status") != "ok":
+        return f"{head}: {str(record.get('status')).upper()} ({record.get('reason')})"
+    test = record.get("test_metric")
+    test = f", test {test:.4f}" if test is not None else ""
+    rate = record.get("throughput")
+    rate = f", {rate:,.0f} {record.get('throughput_unit')}" if rate else ""
+    return (f"{head}: {record.get('metric')} {record.get('best_val_metric'):.4f} (valid){test} "
+            f"in {record.get('wall_time_s', 0):.1f} s{rate}")
+
+
+def _print_summary(records: list[dict[str, Any]]) -> None:
+    from .suite import summarize
+
+    summary = summarize(records)
+    if summary.empty:
+        return
+    print("\nSummary (mean ± std over seeds; lower is better):")
+    for task, rows in summary.groupby("task", sort=False):
+        print(f"  {task} ({rows['metric'].iloc[0]})")
+        for row in rows.itertuples():
+            std = f" ± {row.val_std:.4f}" if row.val_std == row.val_std else ""
+            test = f"   test {row.test_mean:.4f}" if row.test_mean == row.test_mean else ""
+            print(f"    {row.regularizer:<22} valid {row.val_mean:.4f}{std}{test}   ({row.runs} runs)")
+
+
+def _write_leaderboards(args) -> None:
+    from .leaderboard import write_leaderboards
+    from .store import default_store_path
+
+    store = args.store or str(default_store_path())
+    out_dir = args.leaderboards or DEFAULT_LEADERBOARD_DIR
+    write_leaderboards(store, out_dir)
+    print(f"Leaderboards written to {out_dir}/ (from the store {store})")
+
+
+# ------------------------------------------------------------------------------ command
+
+
+def run(args: argparse.Namespace) -> int:
+    if getattr(args, "from_study", None):
+        from .study import run_from_study
+
+        return run_from_study(args)
+    from .cli import UsageError
+    from .suite import run_all
+
+    configs = build_configs(args)
+    cores = os.cpu_count() or 1
+    workers = args.workers if args.workers is not None else (2 if len(configs) > 1 and cores >= 2 else 1)
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    validate(configs)
+
+    tasks = sorted({c.task for c in configs})
+    print(f"regbench run: {len(configs)} run(s): {', '.join(tasks)} x {len({c.regularizer for c in configs})} "
+          f"regularizer(s) x {len({c.seed for c in configs})} seed(s), scale {configs[0].scale}, "
+          f"{workers} worker(s)", flush=True)
+    started = time.perf_counter()
+    records = run_all(configs, workers=workers, threads=args.threads,
+                      on_result=lambda done, total, record: print(_progress_line(done, total, record), flush=True))
+    elapsed = time.perf_counter() - started
+    _print_summary(records)
+    print(f"\n{len(records)} run(s) in {elapsed:.0f} s", flush=True)
+    if not args.no_leaderboard:
+        _write_leaderboards(args)
+    failed = [r for r in records if r.get("status") == "failed"]
+    if failed:
+        print(f"{len(failed)} run(s) failed; see the reasons above", file=sys.stderr)
+    return 1 if failed else 0

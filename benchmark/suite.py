@@ -1,0 +1,100 @@
+"""Run many configurations, in parallel worker processes when asked, and summarize them.
+
+Small models gain little from several threads, so on a machine with few cores it is faster to
+run several single-threaded runs side by side (``workers``) than one run on every core.
+Each run appends its own record to the store (SQLite takes concurrent appends), so a crash or
+Ctrl-C loses at most the runs in flight; their ``last.ckpt`` lets the next attempt resume.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import replace
+from typing import Any, Callable, Iterable
+
+import pandas as pd
+
+from .runner import RunConfig
+
+__all__ = ["run_all", "summarize", "expected_cost"]
+
+# Relative cost of one training step, to start the slowest runs first (better packing).
+_SLOW_REGULARIZERS = {"recurrent_batchnorm": 3.0, "zoneout": 1.3, "rnndrop": 1.2}
+
+
+def expected_cost(config: RunConfig) -> float:
+    name = config.regularizer.split(":")[0]
+    return _SLOW_REGULARIZERS.get(name, 1.0) * (2.0 if config.task == "embedded_text" else 1.0)
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _run_one(config: RunConfig, threads: int | None) -> dict[str, Any]:
+    """One run; failures come back as a record instead of an exception (the runner stored them)."""
+    _set_threads(threads)
+    from .runner import run_experiment
+
+    started = time.perf_counter()
+    try:
+        return run_experiment(config)
+    except Exception as error:  # noqa: BLE001 -- one failed run must not stop the suite
+        import traceback
+
+        from .cli import one_line
+
+        traceback.print_exc()
+
+        return {"task": config.task, "regularizer": config.regularizer, "seed": config.seed, "status": "failed",
+                "reason": f"{type(error).__name__}: {one_line(error)}"[:300],
+                "wall_time_s": time.perf_counter() - started}
+
+
+def run_all(configs: Iterable[RunConfig], workers: int = 1, threads: int | None = None,
+            on_result: Callable[[int, int, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Run every configuration; with ``workers`` > 1 in that many spawned processes.
+
+    ``on_result(done, total, record)`` is called as each run finishes. Returns the records in
+    the order of ``configs``.
+    """
+    configs = list(configs)
+    total = len(configs)
+    records: list[dict[str, Any] | None] = [None] * total
+    if workers <= 1 or total == 1:
+        for done, (index, config) in enumerate(enumerate(configs), start=1):
+            records[index] = _run_one(config, threads)
+            if on_result:
+                on_result(done, total, records[index])
+        return records
+    # Slowest first; spawn, not fork: the parent has torch's thread pools initialised.
+    order = sorted(range(total), key=lambda i: -expected_cost(configs[i]))
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = {pool.submit(_run_one, replace(configs[i], progress_bar=False), threads or 1): i for i in order}
+        for done, future in enumerate(as_completed(futures), start=1):
+            index = futures[future]
+            records[index] = future.result()
+            if on_result:
+                on_result(done, total, records[index])
+    return records
+
+
+def summarize(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Mean and standard deviation over seeds of the validation and test metrics, per task and regularizer."""
+    frame = pd.DataFrame([{
+        "task": r.get("task"), "regularizer": r.get("regularizer"), "metric": r.get("metric"),
+        "status": r.get("status"), "val": r.get("best_val_metric"), "test": r.get("test_metric"),
+        "seconds": r.get("wall_time_s")} for r in records])
+    ok = frame[frame["status"] == "ok"]
+    if ok.empty:
+        return pd.DataFrame()
+    grouped = ok.groupby(["task", "metric", "regularizer"])
+    summary = grouped.agg(runs=("val", "size"), val_mean=("val", "mean"), val_std=("val", "std"),
+                          test_mean=("test", "mean"), test_std=("test", "std"), seconds=("seconds", "mean"))
+    return summary.reset_index().sort_values(["task", "val_mean"]).reset_index(drop=True)
