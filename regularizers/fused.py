@@ -22,6 +22,8 @@ Masks are constants here (no gradient); each is ``None`` or a tensor of shape
 
 from __future__ import annotations
 
+import sys
+
 import torch
 
 
@@ -42,10 +44,11 @@ class RecurrentProduct:
     float64 for gradcheck, builds without oneDNN) uses a plain matrix product.
     """
 
-    def __init__(self, weight: torch.Tensor, batch: int, bias: torch.Tensor | None = None) -> None:
+    def __init__(self, weight: torch.Tensor, batch: int, bias: torch.Tensor | None = None,
+                 onednn: bool | None = None) -> None:
         self.weight, self.bias = weight, bias
         self.packed = None
-        if _ONEDNN_LINEAR and weight.device.type == "cpu" and weight.dtype == torch.float32:
+        if _use_onednn(weight) if onednn is None else onednn:
             self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), batch)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -81,162 +84,199 @@ def _weight_grads(d_recurrent: torch.Tensor, h0: torch.Tensor, hidden: torch.Ten
     return grad_weight, grad_bias
 
 
+# -- the loops, in Python ---------------------------------------------------------------------
+# ``csrc/fused_loops.cpp`` implements the same functions with the same signatures and the same
+# tensor operations, without Python's per-operation overhead (see ``native.py``). Each returns
+# a list: the outputs, then what the backward pass needs.
+
+def lstm_forward(xp, w_hh, b_hh, h0, c0, m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, onednn):
+    steps, batch, gate_width = xp.shape
+    H = gate_width // 4
+    if b_hh is not None:
+        xp = xp + b_hh
+    gates = xp.new_empty(steps, batch, gate_width)  # activations i, f, g, o
+    cells = xp.new_empty(steps, batch, H)
+    tanh_cells = xp.new_empty(steps, batch, H)  # tanh(ĉ_t), reused by the backward pass
+    hidden = xp.new_empty(steps, batch, H)
+    recurrent_product = RecurrentProduct(w_hh, batch, onednn=onednn)
+    h, c = h0, c0
+    for t in range(steps):
+        g_t = torch.add(xp[t], recurrent_product(_masked(h, _at(m_hidden_input, t))), out=gates[t])
+        g_t[:, : 2 * H].sigmoid_()
+        g_t[:, 2 * H: 3 * H].tanh_()
+        g_t[:, 3 * H:].sigmoid_()
+        i, f, g, o = g_t[:, :H], g_t[:, H: 2 * H], g_t[:, 2 * H: 3 * H], g_t[:, 3 * H:]
+        update = i * g
+        if m_candidate is not None:
+            update.mul_(_at(m_candidate, t))
+        u_c = _at(u_cell, t)
+        cell_hat = torch.addcmul(update, f, c, out=None if u_c is not None else cells[t])
+        if m_cell is not None:
+            cell_hat.mul_(_at(m_cell, t))
+        torch.tanh(cell_hat, out=tanh_cells[t])
+        if u_c is not None:
+            torch.lerp(c, cell_hat, u_c.expand_as(c), out=cells[t])
+        u_h = _at(u_hidden, t)
+        if u_h is None:
+            torch.mul(o, tanh_cells[t], out=hidden[t])
+        else:
+            torch.lerp(h, o * tanh_cells[t], u_h.expand_as(h), out=hidden[t])
+        h, c = hidden[t], cells[t]
+    return [hidden, cells, gates, tanh_cells]
+
+
+def lstm_backward(grad_hidden, grad_cells, w_hh, h0, c0, gates, cells, tanh_cells, hidden,
+                  m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, has_bias, onednn):
+    steps, batch, gate_width = gates.shape
+    H = gate_width // 4
+    i, f, g, o = gates.view(steps, batch, 4, H).unbind(2)
+
+    # Factors that do not depend on the recurrent gradient, for all steps at once, written
+    # straight into the gradient buffer, which the loop then scales in place:
+    # d(pre-activations of i, f, g) = dĉ * factor, d(pre-activation of o) = dĥ * factor.
+    d_gates = gates.new_empty(steps, batch, gate_width)
+    d_i, d_f, d_g, d_o = d_gates.view(steps, batch, 4, H).unbind(2)
+    torch.mul(_masked(g, m_candidate), i * (1 - i), out=d_i)  # ∂ĉ/∂i_pre
+    torch.mul(_previous(c0, cells), f * (1 - f), out=d_f)  # ∂ĉ/∂f_pre
+    torch.mul(_masked(i, m_candidate), 1 - g * g, out=d_g)  # ∂ĉ/∂g_pre
+    torch.mul(tanh_cells, o * (1 - o), out=d_o)  # ∂ĥ/∂o_pre
+    cell_from_hidden = o * (1 - tanh_cells * tanh_cells)  # ∂ĥ/∂ĉ
+    keep_cell = None if u_cell is None else 1 - u_cell
+    keep_hidden = None if u_hidden is None else 1 - u_hidden
+
+    d_ifg = d_gates.view(steps, batch, 4, H)[:, :, :3]
+    backward_product = RecurrentProduct(w_hh.t(), batch, onednn=onednn)  # d_gates @ W_hh
+    d_h = torch.zeros_like(h0)
+    d_c = torch.zeros_like(c0)
+    for t in range(steps - 1, -1, -1):
+        if grad_hidden is not None:
+            d_h = d_h + grad_hidden[t]
+        if grad_cells is not None:
+            d_c = d_c + grad_cells[t]
+        u_h = _at(u_hidden, t)
+        d_hidden_hat = d_h if u_h is None else d_h * u_h
+        u_c = _at(u_cell, t)
+        d_cell_hat = torch.addcmul(d_c if u_c is None else d_c * u_c, d_hidden_hat, cell_from_hidden[t])
+        if m_cell is not None:
+            d_cell_hat.mul_(_at(m_cell, t))
+        d_ifg[t].mul_(d_cell_hat.unsqueeze(1))
+        d_o[t].mul_(d_hidden_hat)
+        d_c_previous = d_cell_hat * f[t]
+        if u_c is not None:
+            d_c_previous.addcmul_(d_c, _at(keep_cell, t))
+        d_h_previous = backward_product(d_gates[t])
+        if m_hidden_input is not None:
+            d_h_previous.mul_(_at(m_hidden_input, t))
+        if u_h is not None:
+            d_h_previous.addcmul_(d_h, _at(keep_hidden, t))
+        d_h, d_c = d_h_previous, d_c_previous
+
+    grad_w, grad_b = _weight_grads(d_gates, h0, hidden, m_hidden_input, has_bias)
+    return [d_gates, grad_w, grad_b, d_h, d_c]
+
+
+def gru_forward(xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn):
+    steps, batch, gate_width = xp.shape
+    H = gate_width // 3
+    activations = xp.new_empty(steps, batch, gate_width)  # r, z, n
+    hidden_n = xp.new_empty(steps, batch, H)  # W_hn h + b_hn, which r multiplies
+    hidden = xp.new_empty(steps, batch, H)
+    recurrent_product = RecurrentProduct(w_hh, batch, b_hh, onednn=onednn)
+    h = h0
+    for t in range(steps):
+        recurrent = recurrent_product(_masked(h, _at(m_hidden_input, t)))
+        a_t = activations[t]
+        torch.add(xp[t, :, : 2 * H], recurrent[:, : 2 * H], out=a_t[:, : 2 * H]).sigmoid_()
+        hidden_n[t].copy_(recurrent[:, 2 * H:])
+        r, z = a_t[:, :H], a_t[:, H: 2 * H]
+        torch.addcmul(xp[t, :, 2 * H:], r, hidden_n[t], out=a_t[:, 2 * H:]).tanh_()
+        n = _masked(a_t[:, 2 * H:], _at(m_candidate, t))
+        u_h = _at(u_hidden, t)
+        if u_h is None:
+            torch.lerp(n, h, z, out=hidden[t])  # (1 - z) n + z h
+        else:
+            torch.lerp(h, torch.lerp(n, h, z), u_h.expand_as(h), out=hidden[t])
+        h = hidden[t]
+    return [hidden, activations, hidden_n]
+
+
+def gru_backward(grad_hidden, w_hh, h0, activations, hidden_n, hidden, m_hidden_input, m_candidate, u_hidden,
+                 has_bias, onednn):
+    steps, batch, gate_width = activations.shape
+    H = gate_width // 3
+    r, z, n = activations.view(steps, batch, 3, H).unbind(2)
+    h_previous = _previous(h0, hidden)
+
+    # d(pre-activations of r, z, n) = dĥ * factor, for all steps at once.
+    d_input = activations.new_empty(steps, batch, gate_width)
+    d_r, d_z, d_n = d_input.view(steps, batch, 3, H).unbind(2)
+    torch.mul(_masked(1 - z, m_candidate), 1 - n * n, out=d_n)
+    torch.mul(d_n, hidden_n * r * (1 - r), out=d_r)
+    torch.mul(h_previous - _masked(n, m_candidate), z * (1 - z), out=d_z)
+    recurrent_n_factor = d_n * r  # ∂ĥ/∂(W_hn h + b_hn)
+    keep_hidden = None if u_hidden is None else 1 - u_hidden
+
+    d_recurrent = activations.new_empty(steps, batch, gate_width)
+    backward_product = RecurrentProduct(w_hh.t(), batch, onednn=onednn)
+    d_h = torch.zeros_like(h0)
+    for t in range(steps - 1, -1, -1):
+        d_h = d_h + grad_hidden[t]
+        u_h = _at(u_hidden, t)
+        d_hidden_hat = d_h if u_h is None else d_h * u_h
+        d_input[t].view(batch, 3, H).mul_(d_hidden_hat.unsqueeze(1))
+        d_recurrent[t, :, : 2 * H].copy_(d_input[t, :, : 2 * H])
+        torch.mul(d_hidden_hat, recurrent_n_factor[t], out=d_recurrent[t, :, 2 * H:])
+        d_h_previous = backward_product(d_recurrent[t])
+        if m_hidden_input is not None:
+            d_h_previous.mul_(_at(m_hidden_input, t))
+        d_h_previous.addcmul_(d_hidden_hat, z[t])
+        if u_h is not None:
+            d_h_previous.addcmul_(d_h, _at(keep_hidden, t))
+        d_h = d_h_previous
+
+    grad_w, grad_b = _weight_grads(d_recurrent, h0, hidden, m_hidden_input, has_bias)
+    return [d_input, grad_w, grad_b, d_h]
+
+
+def _loops():
+    """The compiled loops where they could be built, else the Python ones above."""
+    from . import native
+
+    return native.loops() or sys.modules[__name__]
+
+
+def _use_onednn(tensor: torch.Tensor) -> bool:
+    return _ONEDNN_LINEAR and tensor.device.type == "cpu" and tensor.dtype == torch.float32
+
+
 class _LSTMRecurrence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xp, w_hh, b_hh, h0, c0, m_hidden_input, m_candidate, m_cell, u_cell, u_hidden):
-        steps, batch, gate_width = xp.shape
-        H = gate_width // 4
-        if b_hh is not None:
-            xp = xp + b_hh
-        gates = xp.new_empty(steps, batch, gate_width)  # activations i, f, g, o
-        cells = xp.new_empty(steps, batch, H)
-        tanh_cells = xp.new_empty(steps, batch, H)  # tanh(ĉ_t), reused by the backward pass
-        hidden = xp.new_empty(steps, batch, H)
-        recurrent_product = RecurrentProduct(w_hh, batch)
-        h, c = h0, c0
-        for t in range(steps):
-            g_t = torch.add(xp[t], recurrent_product(_masked(h, _at(m_hidden_input, t))), out=gates[t])
-            g_t[:, : 2 * H].sigmoid_()
-            g_t[:, 2 * H: 3 * H].tanh_()
-            g_t[:, 3 * H:].sigmoid_()
-            i, f, g, o = g_t[:, :H], g_t[:, H: 2 * H], g_t[:, 2 * H: 3 * H], g_t[:, 3 * H:]
-            update = i * g
-            if m_candidate is not None:
-                update.mul_(_at(m_candidate, t))
-            u_c = _at(u_cell, t)
-            cell_hat = torch.addcmul(update, f, c, out=None if u_c is not None else cells[t])
-            if m_cell is not None:
-                cell_hat.mul_(_at(m_cell, t))
-            torch.tanh(cell_hat, out=tanh_cells[t])
-            if u_c is not None:
-                torch.lerp(c, cell_hat, u_c.expand_as(c), out=cells[t])
-            u_h = _at(u_hidden, t)
-            if u_h is None:
-                torch.mul(o, tanh_cells[t], out=hidden[t])
-            else:
-                torch.lerp(h, o * tanh_cells[t], u_h.expand_as(h), out=hidden[t])
-            h, c = hidden[t], cells[t]
-        ctx.save_for_backward(w_hh, h0, c0, gates, cells, tanh_cells, hidden,
-                              m_hidden_input, m_candidate, m_cell, u_cell, u_hidden)
-        ctx.has_bias = b_hh is not None
+        masks = (m_hidden_input, m_candidate, m_cell, u_cell, u_hidden)
+        ctx.loops, ctx.onednn, ctx.has_bias = _loops(), _use_onednn(xp), b_hh is not None
+        hidden, cells, gates, tanh_cells = ctx.loops.lstm_forward(xp, w_hh, b_hh, h0, c0, *masks, ctx.onednn)
+        ctx.save_for_backward(w_hh, h0, c0, gates, cells, tanh_cells, hidden, *masks)
         return hidden, cells
 
     @staticmethod
     def backward(ctx, grad_hidden, grad_cells):
-        (w_hh, h0, c0, gates, cells, tanh_cells, hidden,
-         m_hidden_input, m_candidate, m_cell, u_cell, u_hidden) = ctx.saved_tensors
-        steps, batch, gate_width = gates.shape
-        H = gate_width // 4
-        i, f, g, o = gates.view(steps, batch, 4, H).unbind(2)
-
-        # Factors that do not depend on the recurrent gradient, for all steps at once, written
-        # straight into the gradient buffer, which the loop then scales in place:
-        # d(pre-activations of i, f, g) = dĉ * factor, d(pre-activation of o) = dĥ * factor.
-        d_gates = gates.new_empty(steps, batch, gate_width)
-        d_i, d_f, d_g, d_o = d_gates.view(steps, batch, 4, H).unbind(2)
-        torch.mul(_masked(g, m_candidate), i * (1 - i), out=d_i)  # ∂ĉ/∂i_pre
-        torch.mul(_previous(c0, cells), f * (1 - f), out=d_f)  # ∂ĉ/∂f_pre
-        torch.mul(_masked(i, m_candidate), 1 - g * g, out=d_g)  # ∂ĉ/∂g_pre
-        torch.mul(tanh_cells, o * (1 - o), out=d_o)  # ∂ĥ/∂o_pre
-        cell_from_hidden = o * (1 - tanh_cells * tanh_cells)  # ∂ĥ/∂ĉ
-
-        d_ifg = d_gates.view(steps, batch, 4, H)[:, :, :3]
-        backward_product = RecurrentProduct(w_hh.t(), batch)  # d_gates @ W_hh
-        d_h = torch.zeros_like(h0)
-        d_c = torch.zeros_like(c0)
-        for t in range(steps - 1, -1, -1):
-            if grad_hidden is not None:
-                d_h = d_h + grad_hidden[t]
-            if grad_cells is not None:
-                d_c = d_c + grad_cells[t]
-            u_h = _at(u_hidden, t)
-            d_hidden_hat = d_h if u_h is None else d_h * u_h
-            u_c = _at(u_cell, t)
-            d_cell_hat = torch.addcmul(d_c if u_c is None else d_c * u_c, d_hidden_hat, cell_from_hidden[t])
-            if m_cell is not None:
-                d_cell_hat.mul_(_at(m_cell, t))
-            d_ifg[t].mul_(d_cell_hat.unsqueeze(1))
-            d_o[t].mul_(d_hidden_hat)
-            d_c_previous = d_cell_hat * f[t]
-            if u_c is not None:
-                d_c_previous.addcmul_(d_c, 1 - u_c)
-            d_h_previous = backward_product(d_gates[t])
-            if m_hidden_input is not None:
-                d_h_previous.mul_(_at(m_hidden_input, t))
-            if u_h is not None:
-                d_h_previous.addcmul_(d_h, 1 - u_h)
-            d_h, d_c = d_h_previous, d_c_previous
-
-        grad_w, grad_b = _weight_grads(d_gates, h0, hidden, m_hidden_input, ctx.has_bias)
-        return d_gates, grad_w, grad_b, d_h, d_c, None, None, None, None, None
+        grads = ctx.loops.lstm_backward(grad_hidden, grad_cells, *ctx.saved_tensors, ctx.has_bias, ctx.onednn)
+        return (*grads, None, None, None, None, None)
 
 
 class _GRURecurrence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden):
-        steps, batch, gate_width = xp.shape
-        H = gate_width // 3
-        activations = xp.new_empty(steps, batch, gate_width)  # r, z, n
-        hidden_n = xp.new_empty(steps, batch, H)  # W_hn h + b_hn, which r multiplies
-        hidden = xp.new_empty(steps, batch, H)
-        recurrent_product = RecurrentProduct(w_hh, batch, b_hh)
-        h = h0
-        for t in range(steps):
-            recurrent = recurrent_product(_masked(h, _at(m_hidden_input, t)))
-            a_t = activations[t]
-            torch.add(xp[t, :, : 2 * H], recurrent[:, : 2 * H], out=a_t[:, : 2 * H]).sigmoid_()
-            hidden_n[t].copy_(recurrent[:, 2 * H:])
-            r, z = a_t[:, :H], a_t[:, H: 2 * H]
-            torch.addcmul(xp[t, :, 2 * H:], r, hidden_n[t], out=a_t[:, 2 * H:]).tanh_()
-            n = _masked(a_t[:, 2 * H:], _at(m_candidate, t))
-            u_h = _at(u_hidden, t)
-            if u_h is None:
-                torch.lerp(n, h, z, out=hidden[t])  # (1 - z) n + z h
-            else:
-                torch.lerp(h, torch.lerp(n, h, z), u_h.expand_as(h), out=hidden[t])
-            h = hidden[t]
-        ctx.save_for_backward(w_hh, h0, activations, hidden_n, hidden, m_hidden_input, m_candidate, u_hidden)
-        ctx.has_bias = b_hh is not None
+        masks = (m_hidden_input, m_candidate, u_hidden)
+        ctx.loops, ctx.onednn, ctx.has_bias = _loops(), _use_onednn(xp), b_hh is not None
+        hidden, activations, hidden_n = ctx.loops.gru_forward(xp, w_hh, b_hh, h0, *masks, ctx.onednn)
+        ctx.save_for_backward(w_hh, h0, activations, hidden_n, hidden, *masks)
         return hidden
 
     @staticmethod
     def backward(ctx, grad_hidden):
-        w_hh, h0, activations, hidden_n, hidden, m_hidden_input, m_candidate, u_hidden = ctx.saved_tensors
-        steps, batch, gate_width = activations.shape
-        H = gate_width // 3
-        r, z, n = activations.view(steps, batch, 3, H).unbind(2)
-        h_previous = _previous(h0, hidden)
-
-        # d(pre-activations of r, z, n) = dĥ * coefficient, for all steps at once.
-        n_coefficient = _masked(1 - z, m_candidate) * (1 - n * n)
-        coefficients = torch.stack([
-            n_coefficient * hidden_n * r * (1 - r),
-            (h_previous - _masked(n, m_candidate)) * z * (1 - z),
-            n_coefficient,
-        ], dim=2)
-        recurrent_n_coefficient = n_coefficient * r  # ∂ĥ/∂(W_hn h + b_hn)
-
-        d_input = activations.new_empty(steps, batch, gate_width)
-        d_recurrent = activations.new_empty(steps, batch, gate_width)
-        backward_product = RecurrentProduct(w_hh.t(), batch)
-        d_h = torch.zeros_like(h0)
-        for t in range(steps - 1, -1, -1):
-            d_h = d_h + grad_hidden[t]
-            u_h = _at(u_hidden, t)
-            d_hidden_hat = d_h if u_h is None else d_h * u_h
-            torch.mul(d_hidden_hat.unsqueeze(1), coefficients[t], out=d_input[t].view(batch, 3, H))
-            d_recurrent[t, :, : 2 * H].copy_(d_input[t, :, : 2 * H])
-            torch.mul(d_hidden_hat, recurrent_n_coefficient[t], out=d_recurrent[t, :, 2 * H:])
-            d_h_previous = backward_product(d_recurrent[t])
-            if m_hidden_input is not None:
-                d_h_previous.mul_(_at(m_hidden_input, t))
-            d_h_previous.addcmul_(d_hidden_hat, z[t])
-            if u_h is not None:
-                d_h_previous.addcmul_(d_h, 1 - u_h)
-            d_h = d_h_previous
-
-        grad_w, grad_b = _weight_grads(d_recurrent, h0, hidden, m_hidden_input, ctx.has_bias)
-        return d_input, grad_w, grad_b, d_h, None, None, None
+        grads = ctx.loops.gru_backward(grad_hidden, *ctx.saved_tensors, ctx.has_bias, ctx.onednn)
+        return (*grads, None, None, None)
 
 
 class _RNNRecurrence(torch.autograd.Function):
