@@ -33,6 +33,7 @@ SUBCOMMANDS: list[tuple[str, str]] = [
     ("study", "benchmark.study"),
     ("leaderboard", "benchmark.leaderboard"),
     ("gradient-flow", "benchmark.gradient_flow"),
+    ("perf", "benchmark.perf"),
 ]
 
 

@@ -1,4 +1,4 @@
-"""``regbench perf``: the speed of the regularized layers against torch's fused layers.
+"""``regbench perf``: speed and memory of the regularized layers against torch's fused layers.
 
 One training step (forward + backward of ``output.sum()``) of every regularizer's layer
 and of ``torch.nn.LSTM`` / ``torch.nn.GRU`` at the same shape, interleaved in one process
@@ -148,8 +148,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from benchmark.cli import UsageError
+
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit("regbench perf: --device cuda asked for, but torch sees no CUDA device")
+        raise UsageError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
     for name in args.regularizers or []:
         regularizers.get(name)  # unknown names fail here, with the list of valid ones
     print(f"regbench perf: batch {args.batch}, {args.steps} steps, input {args.input_size}, device {args.device}, "
