@@ -22,6 +22,7 @@ import torch
 
 import regularizers
 
+HELP = "speed and peak memory of every regularizer's layer against torch.nn.LSTM / GRU (one process, interleaved)"
 
 @dataclass
 class PerfRow:
