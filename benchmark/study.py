@@ -190,12 +190,20 @@ def open_storage(url: str, heartbeat: int | None = 10):
     kwargs: dict[str, Any] = {}
     if heartbeat:
         kwargs = {"heartbeat_interval": int(heartbeat), "grace_period": int(heartbeat) * 3}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
-    except Exception as error:  # sqlalchemy errors, bad URLs, missing drivers
-        raise StudyError(f"cannot open the study storage {_redact(given)}: {_short(error)}") from None
+    for attempt in range(6):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+        except Exception as error:  # sqlalchemy errors, bad URLs, missing drivers
+            # Workers that start together on a fresh database race to create its tables; the
+            # loser sees a duplicate-key error and simply opens the tables the winner made.
+            if attempt < 5 and type(error).__name__ in ("IntegrityError", "ProgrammingError") \
+                    and "duplicate" in str(error).lower() or attempt < 5 and "already exists" in str(error):
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            raise StudyError(f"cannot open the study storage {_redact(given)}: {_short(error)}") from None
+    raise AssertionError("unreachable")
 
 
 def _postgres_driver(url: str) -> str:
