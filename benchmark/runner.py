@@ -11,8 +11,8 @@ hyperparameters, missing data) raises ``ValueError`` or ``DataNotFoundError`` fr
 :func:`plan_run` / :func:`prepare` before any training. The validation metric is logged as
 ``val_metric`` (lower is better for every task). A run whose loss becomes NaN is returned and
 stored with status ``diverged``; an exception during training is stored as ``failed`` and
-re-raised. An interrupted run leaves ``last.ckpt`` in its run directory; running the same
-configuration again resumes from it.
+re-raised. A failed or interrupted (Ctrl-C: nothing stored) run leaves ``last.ckpt`` in its run
+directory, and running the same configuration again resumes from it.
 """
 
 from __future__ import annotations
@@ -207,21 +207,35 @@ def _run_dir_and_checkpoint(plan: RunPlan) -> tuple[Path, Path | None]:
         attempt += 1
 
 
-def _make_trainer(plan: RunPlan, run_dir: Path, history: RunHistory, callbacks: Iterable):
+def _batch_limit(limit: int | float, loader) -> int | float:
+    """A fraction of the batches as a count, at least one (Lightning refuses a fraction that rounds to 0)."""
+    if isinstance(limit, float) and limit < 1:
+        return max(1, int(len(loader()) * limit))
+    return limit
+
+
+def _make_trainer(plan: RunPlan, datamodule, run_dir: Path, history: RunHistory, callbacks: Iterable):
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     s = plan.settings
+    # Both at the end of the epoch, so that a resume starts the next one. save_last=True would
+    # refresh last.ckpt only in epochs that improve the metric, hence a checkpoint of its own.
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-{epoch}", monitor="val_metric",
-                                 mode="min", save_last=True, save_top_k=1)
-    all_callbacks = [checkpoint, history, *callbacks]
+                                 mode="min", save_top_k=1, save_on_train_epoch_end=True)
+    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
+                           save_on_train_epoch_end=True, enable_version_counter=False)
+    all_callbacks = [checkpoint, last, history, *callbacks]
     if s.early_stopping_patience:
         all_callbacks.append(EarlyStopping(monitor="val_metric", mode="min", patience=s.early_stopping_patience))
-    limits = {k: v for k, v in (("limit_train_batches", s.limit_train_batches),
-                                ("limit_val_batches", s.limit_val_batches),
-                                ("limit_test_batches", s.limit_test_batches)) if v is not None}
-    loggers = [CSVLogger(run_dir, name="csv", version=""), TensorBoardLogger(run_dir, name="tensorboard", version="")]
+    limits = {f"limit_{split}_batches": _batch_limit(limit, loader)
+              for split, limit, loader in (("train", s.limit_train_batches, datamodule.train_dataloader),
+                                           ("val", s.limit_val_batches, datamodule.val_dataloader),
+                                           ("test", s.limit_test_batches, datamodule.test_dataloader))
+              if limit is not None}
+    # version_0, version_1, ...: one per session, so that a resumed run keeps the logs of the first.
+    loggers = [CSVLogger(run_dir, name="csv"), TensorBoardLogger(run_dir, name="tensorboard")]
     trainer = pl.Trainer(
         default_root_dir=run_dir, max_epochs=s.epochs, gradient_clip_val=s.gradient_clip,
         callbacks=all_callbacks, logger=loggers, deterministic=True, num_sanity_val_steps=0,
@@ -319,7 +333,7 @@ def run_experiment(config: RunConfig, callbacks: Iterable = (), store=None,
     seed_everything(config.seed, workers=True, verbose=False)
     model = build_model(plan, datamodule)
     history = RunHistory()
-    trainer, checkpoint = _make_trainer(plan, run_dir, history, callbacks)
+    trainer, checkpoint = _make_trainer(plan, datamodule, run_dir, history, callbacks)
 
     status, reason, test_metric, failure = "ok", None, None, None
     try:
@@ -339,8 +353,9 @@ def run_experiment(config: RunConfig, callbacks: Iterable = (), store=None,
     record.update(record_extra or {})
     if store is not False:
         record["id"] = store.append(record)
+    if failure is not None:
+        # No finished marker: the next attempt of this configuration resumes from last.ckpt.
+        raise failure
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / FINISHED_MARKER).write_text(json.dumps(record, indent=1, default=str))
-    if failure is not None:
-        raise failure
     return record
