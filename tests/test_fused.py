@@ -34,6 +34,7 @@ COMMON = [
     ["recurrent_dropout:p=0.4"],
     ["recurrent_dropout:p=0.4,per_sequence=true"],
     ["variational_dropout:p_input=0.3,p_hidden=0.4"],
+    ["variational_dropout:p_input=0.3,p_hidden=0"],  # only the input mask: torch's kernel runs the loop
     ["stochastic_depth:p=0.3"],
     ["weight_noise:sigma=0.1,include_bias=true"],
     ["norm_stabilizer:beta=5"],
@@ -128,10 +129,14 @@ def test_fused_equals_reference_through_the_layer(cell, regs, training, draws, f
     assert len(fused_calls) == used_fused, "the reference layer used the fused loop"
     # the fused layer ran its fast paths: the fused loop when a mask acts inside the recurrence
     # (torch's own kernel or a regularizer's own loop otherwise)
-    per_forward = any(r.startswith(("zoneout", "recurrent_dropout", "variational_dropout", "rnndrop",
-                                    "stochastic_depth")) and "static_mask" not in r for r in regs)
-    if training and per_forward and "recurrent_batchnorm" not in regs:
+    mask_based = ("zoneout", "recurrent_dropout", "variational_dropout", "rnndrop", "stochastic_depth")
+    per_forward = any(r.startswith(mask_based) and "static_mask" not in r for r in regs)
+    inside_recurrence = any(r.startswith(mask_based) and "p_hidden=0" not in r for r in regs)
+    if training and inside_recurrence and "recurrent_batchnorm" not in regs:
         assert used_fused == 2, "the fused loop was not used"
+    if not training and not any(r.startswith(("zoneout", "stochastic_depth", "recurrent_batchnorm")) or "on=cells" in r
+                                for r in regs):
+        assert used_fused == 0, "no mask acts in eval: torch's kernel should have run"
 
     # the same seed drew the same masks in both
     assert len(fused_draws) == len(draws)
