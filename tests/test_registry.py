@@ -351,3 +351,21 @@ def test_zoneout_search_space_works_on_a_gru(cell):
     cls = R.get("zoneout")
     chosen = cls.search_space(optuna.trial.FixedTrial({"z_cells": 0.3, "z_states": 0.2}))
     CLASSES[cell](3, 4, regularizers=[cls(**chosen)])
+
+
+# -- infinities -----------------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="Hyperparameter.validate rejects NaN but accepts inf where there is no upper "
+                                       "bound (weight_noise:sigma=inf builds, and every output is NaN); the range "
+                                       "is shown as '[0, inf]', a closed bracket")
+def test_infinite_values_are_out_of_range():
+    with pytest.raises(ValueError, match="sigma"):
+        R.build("weight_noise:sigma=inf")
+
+
+@pytest.mark.xfail(strict=True, raises=OverflowError,
+                   reason="Hyperparameter.validate converts an infinite float for an int parameter with int(), "
+                          "which raises OverflowError instead of the ValueError naming the parameter")
+def test_infinite_integer_is_a_value_error():
+    with pytest.raises(ValueError, match="max_steps"):
+        R.build("recurrent_batchnorm", max_steps=float("inf"))
