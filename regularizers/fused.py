@@ -238,11 +238,22 @@ def gru_backward(grad_hidden, w_hh, h0, activations, hidden_n, hidden, m_hidden_
     return [d_input, grad_w, grad_b, d_h]
 
 
+class _PythonLoops:
+    """The Python loops, under the names the compiled module gives them."""
+
+    def __getattr__(self, name):
+        if name.startswith("batchnorm_"):
+            from . import fused_batchnorm
+
+            return getattr(fused_batchnorm, name)
+        return getattr(sys.modules[__name__], name)
+
+
 def _loops():
-    """The compiled loops where they could be built, else the Python ones above."""
+    """The compiled loops where they could be built, else the Python ones."""
     from . import native
 
-    return native.loops() or sys.modules[__name__]
+    return native.loops() or _PythonLoops()
 
 
 def _use_onednn(tensor: torch.Tensor) -> bool:

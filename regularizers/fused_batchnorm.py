@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from .fused import RecurrentProduct, _at, _masked, _previous
+from .fused import RecurrentProduct, _at, _loops, _masked, _previous, _use_onednn
 
 
 def _normalize(value: torch.Tensor, eps: float, mean=None, var=None):
@@ -41,130 +41,149 @@ def _normalize_backward(d_out: torch.Tensor, normalized: torch.Tensor, rstd: tor
     return centered.mul_(gamma * rstd)
 
 
+def batchnorm_lstm_forward(xp, w_hh, b_hh, h0, c0, gamma_hidden, gamma_cell, beta_cell, running, eps,
+                           m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, onednn):
+    """``running`` is None in training, or [mean_h, var_h, mean_c, var_c] per step in eval.
+
+    Returns the hidden states, the cells, the batch statistics of every step (mean_h, var_h,
+    mean_c, var_c; for the running averages), then what the backward pass needs.
+    """
+    steps, batch, gate_width = xp.shape
+    H = gate_width // 4
+    batch_statistics = running is None
+    if b_hh is not None:
+        xp = xp + b_hh
+    gates = xp.new_empty(steps, batch, gate_width)
+    normalized_hidden = xp.new_empty(steps, batch, gate_width)  # BN_t(W_h h_{t-1})
+    normalized_cells = xp.new_empty(steps, batch, H)  # BN_t(ĉ_t)
+    tanh_cells = xp.new_empty(steps, batch, H)
+    cells = xp.new_empty(steps, batch, H)
+    hidden = xp.new_empty(steps, batch, H)
+    statistics = [xp.new_empty(steps, gate_width), xp.new_empty(steps, gate_width),
+                  xp.new_empty(steps, H), xp.new_empty(steps, H)]  # mean/var of â and ĉ
+    rstd_hidden = xp.new_empty(steps, gate_width)
+    rstd_cells = xp.new_empty(steps, H)
+    recurrent_product = RecurrentProduct(w_hh, batch, onednn=onednn)
+    h, c = h0, c0
+    for t in range(steps):
+        projection = recurrent_product(_masked(h, _at(m_hidden_input, t)))
+        given = (None, None) if batch_statistics else (running[0][t], running[1][t])
+        x_hat, rstd, mean, var = _normalize(projection, eps, *given)
+        normalized_hidden[t] = x_hat
+        rstd_hidden[t], statistics[0][t], statistics[1][t] = rstd, mean, var
+        g_t = torch.addcmul(xp[t], x_hat, gamma_hidden, out=gates[t])
+        g_t[:, : 2 * H].sigmoid_()
+        g_t[:, 2 * H: 3 * H].tanh_()
+        g_t[:, 3 * H:].sigmoid_()
+        i, f, g, o = g_t[:, :H], g_t[:, H: 2 * H], g_t[:, 2 * H: 3 * H], g_t[:, 3 * H:]
+        update = i * g
+        if m_candidate is not None:
+            update.mul_(_at(m_candidate, t))
+        cell_hat = torch.addcmul(update, f, c)
+        if m_cell is not None:
+            cell_hat.mul_(_at(m_cell, t))
+        given = (None, None) if batch_statistics else (running[2][t], running[3][t])
+        c_hat_normalized, rstd, mean, var = _normalize(cell_hat, eps, *given)
+        normalized_cells[t] = c_hat_normalized
+        rstd_cells[t], statistics[2][t], statistics[3][t] = rstd, mean, var
+        torch.addcmul(beta_cell, c_hat_normalized, gamma_cell, out=tanh_cells[t]).tanh_()
+        u_c = _at(u_cell, t)
+        if u_c is None:
+            cells[t] = cell_hat
+        else:
+            torch.lerp(c, cell_hat, u_c.expand_as(c), out=cells[t])
+        u_h = _at(u_hidden, t)
+        if u_h is None:
+            torch.mul(o, tanh_cells[t], out=hidden[t])
+        else:
+            torch.lerp(h, o * tanh_cells[t], u_h.expand_as(h), out=hidden[t])
+        h, c = hidden[t], cells[t]
+    return [hidden, cells, *statistics, gates, normalized_hidden, normalized_cells, rstd_hidden, rstd_cells,
+            tanh_cells]
+
+
+def batchnorm_lstm_backward(grad_hidden, grad_cells, w_hh, h0, c0, gamma_hidden, gamma_cell, gates,
+                            normalized_hidden, normalized_cells, rstd_hidden, rstd_cells, tanh_cells, cells, hidden,
+                            m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, has_bias, batch_statistics,
+                            onednn):
+    steps, batch, gate_width = gates.shape
+    H = gate_width // 4
+    i, f, g, o = gates.view(steps, batch, 4, H).unbind(2)
+
+    # As in fused.py: factors of the gate gradients for all steps, scaled in place in the loop.
+    d_gates = gates.new_empty(steps, batch, gate_width)
+    d_i, d_f, d_g, d_o = d_gates.view(steps, batch, 4, H).unbind(2)
+    torch.mul(_masked(g, m_candidate), i * (1 - i), out=d_i)
+    torch.mul(_previous(c0, cells), f * (1 - f), out=d_f)
+    torch.mul(_masked(i, m_candidate), 1 - g * g, out=d_g)
+    torch.mul(tanh_cells, o * (1 - o), out=d_o)
+    normalized_from_hidden = o * (1 - tanh_cells * tanh_cells)  # ∂ĥ/∂(γ_c BN(ĉ) + β_c)
+    keep_cell = None if u_cell is None else 1 - u_cell
+    keep_hidden = None if u_hidden is None else 1 - u_hidden
+
+    d_ifg = d_gates.view(steps, batch, 4, H)[:, :, :3]
+    d_projection = gates.new_empty(steps, batch, gate_width)  # gradient of W_h h_{t-1}
+    d_cell_output = gates.new_empty(steps, batch, H)  # gradient of γ_c BN(ĉ) + β_c
+    backward_product = RecurrentProduct(w_hh.t(), batch, onednn=onednn)
+    d_h = torch.zeros_like(h0)
+    d_c = torch.zeros_like(c0)
+    for t in range(steps - 1, -1, -1):
+        if grad_hidden is not None:
+            d_h = d_h + grad_hidden[t]
+        if grad_cells is not None:
+            d_c = d_c + grad_cells[t]
+        u_h = _at(u_hidden, t)
+        d_hidden_hat = d_h if u_h is None else d_h * u_h
+        torch.mul(d_hidden_hat, normalized_from_hidden[t], out=d_cell_output[t])
+        d_cell_hat = _normalize_backward(d_cell_output[t], normalized_cells[t], rstd_cells[t], gamma_cell,
+                                         batch_statistics)
+        u_c = _at(u_cell, t)
+        d_cell_hat.add_(d_c if u_c is None else d_c * u_c)
+        if m_cell is not None:
+            d_cell_hat.mul_(_at(m_cell, t))
+        d_ifg[t].mul_(d_cell_hat.unsqueeze(1))
+        d_o[t].mul_(d_hidden_hat)
+        d_c_previous = d_cell_hat * f[t]
+        if u_c is not None:
+            d_c_previous.addcmul_(d_c, _at(keep_cell, t))
+        d_projection[t] = _normalize_backward(d_gates[t], normalized_hidden[t], rstd_hidden[t], gamma_hidden,
+                                              batch_statistics)
+        d_h_previous = backward_product(d_projection[t])
+        if m_hidden_input is not None:
+            d_h_previous.mul_(_at(m_hidden_input, t))
+        if u_h is not None:
+            d_h_previous.addcmul_(d_h, _at(keep_hidden, t))
+        d_h, d_c = d_h_previous, d_c_previous
+
+    recurrent_inputs = _masked(_previous(h0, hidden), m_hidden_input)
+    grad_w = d_projection.reshape(-1, gate_width).t() @ recurrent_inputs.reshape(-1, H)
+    grad_b = d_gates.sum((0, 1)) if has_bias else None
+    grad_gamma_hidden = (d_gates * normalized_hidden).sum((0, 1))
+    grad_gamma_cell = (d_cell_output * normalized_cells).sum((0, 1))
+    grad_beta_cell = d_cell_output.sum((0, 1))
+    return [d_gates, grad_w, grad_b, d_h, d_c, grad_gamma_hidden, grad_gamma_cell, grad_beta_cell]
+
+
 class BatchNormLSTMRecurrence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xp, w_hh, b_hh, h0, c0, gamma_hidden, gamma_cell, beta_cell, running, eps,
                 m_hidden_input, m_candidate, m_cell, u_cell, u_hidden):
-        """``running`` is None in training, or (mean_h, var_h, mean_c, var_c) per step in eval.
-
-        Returns the hidden states, the cells, and the batch statistics of every step
-        (mean_h, var_h, mean_c, var_c; for the running averages, without gradient).
-        """
-        steps, batch, gate_width = xp.shape
-        H = gate_width // 4
-        batch_statistics = running is None
-        if b_hh is not None:
-            xp = xp + b_hh
-        gates = xp.new_empty(steps, batch, gate_width)
-        normalized_hidden = xp.new_empty(steps, batch, gate_width)  # BN_t(W_h h_{t-1})
-        normalized_cells = xp.new_empty(steps, batch, H)  # BN_t(ĉ_t)
-        tanh_cells = xp.new_empty(steps, batch, H)
-        cells = xp.new_empty(steps, batch, H)
-        hidden = xp.new_empty(steps, batch, H)
-        statistics = [xp.new_empty(steps, gate_width), xp.new_empty(steps, gate_width),
-                      xp.new_empty(steps, H), xp.new_empty(steps, H)]  # mean/var of â and ĉ
-        rstd_hidden = xp.new_empty(steps, gate_width)
-        rstd_cells = xp.new_empty(steps, H)
-        recurrent_product = RecurrentProduct(w_hh, batch)
-        h, c = h0, c0
-        for t in range(steps):
-            projection = recurrent_product(_masked(h, _at(m_hidden_input, t)))
-            given = (None, None) if batch_statistics else (running[0][t], running[1][t])
-            x_hat, rstd, mean, var = _normalize(projection, eps, *given)
-            normalized_hidden[t] = x_hat
-            rstd_hidden[t], statistics[0][t], statistics[1][t] = rstd, mean, var
-            g_t = torch.addcmul(xp[t], x_hat, gamma_hidden, out=gates[t])
-            g_t[:, : 2 * H].sigmoid_()
-            g_t[:, 2 * H: 3 * H].tanh_()
-            g_t[:, 3 * H:].sigmoid_()
-            i, f, g, o = g_t[:, :H], g_t[:, H: 2 * H], g_t[:, 2 * H: 3 * H], g_t[:, 3 * H:]
-            update = i * g
-            if m_candidate is not None:
-                update.mul_(_at(m_candidate, t))
-            cell_hat = torch.addcmul(update, f, c)
-            if m_cell is not None:
-                cell_hat.mul_(_at(m_cell, t))
-            given = (None, None) if batch_statistics else (running[2][t], running[3][t])
-            c_hat_normalized, rstd, mean, var = _normalize(cell_hat, eps, *given)
-            normalized_cells[t] = c_hat_normalized
-            rstd_cells[t], statistics[2][t], statistics[3][t] = rstd, mean, var
-            torch.addcmul(beta_cell, c_hat_normalized, gamma_cell, out=tanh_cells[t]).tanh_()
-            u_c = _at(u_cell, t)
-            if u_c is None:
-                cells[t] = cell_hat
-            else:
-                torch.lerp(c, cell_hat, u_c.expand_as(c), out=cells[t])
-            u_h = _at(u_hidden, t)
-            if u_h is None:
-                torch.mul(o, tanh_cells[t], out=hidden[t])
-            else:
-                torch.lerp(h, o * tanh_cells[t], u_h.expand_as(h), out=hidden[t])
-            h, c = hidden[t], cells[t]
+        """Returns the hidden states, the cells, and every step's batch statistics (no gradient)."""
+        masks = (m_hidden_input, m_candidate, m_cell, u_cell, u_hidden)
+        ctx.loops, ctx.onednn = _loops(), _use_onednn(xp)
+        ctx.has_bias, ctx.batch_statistics = b_hh is not None, running is None
+        outputs = ctx.loops.batchnorm_lstm_forward(xp, w_hh, b_hh, h0, c0, gamma_hidden, gamma_cell, beta_cell,
+                                                   None if running is None else list(running), eps, *masks,
+                                                   ctx.onednn)
+        hidden, cells, statistics, saved = outputs[0], outputs[1], outputs[2:6], outputs[6:]
+        gates, normalized_hidden, normalized_cells, rstd_hidden, rstd_cells, tanh_cells = saved
         ctx.save_for_backward(w_hh, h0, c0, gamma_hidden, gamma_cell, gates, normalized_hidden, normalized_cells,
-                              rstd_hidden, rstd_cells, tanh_cells, cells, hidden,
-                              m_hidden_input, m_candidate, m_cell, u_cell, u_hidden)
-        ctx.has_bias, ctx.batch_statistics = b_hh is not None, batch_statistics
+                              rstd_hidden, rstd_cells, tanh_cells, cells, hidden, *masks)
         ctx.mark_non_differentiable(*statistics)
         return (hidden, cells, *statistics)
 
     @staticmethod
     def backward(ctx, grad_hidden, grad_cells, *unused_statistics_grads):
-        (w_hh, h0, c0, gamma_hidden, gamma_cell, gates, normalized_hidden, normalized_cells,
-         rstd_hidden, rstd_cells, tanh_cells, cells, hidden,
-         m_hidden_input, m_candidate, m_cell, u_cell, u_hidden) = ctx.saved_tensors
-        steps, batch, gate_width = gates.shape
-        H = gate_width // 4
-        batch_statistics = ctx.batch_statistics
-        i, f, g, o = gates.view(steps, batch, 4, H).unbind(2)
-
-        # As in fused.py: factors of the gate gradients for all steps, scaled in place in the loop.
-        d_gates = gates.new_empty(steps, batch, gate_width)
-        d_i, d_f, d_g, d_o = d_gates.view(steps, batch, 4, H).unbind(2)
-        torch.mul(_masked(g, m_candidate), i * (1 - i), out=d_i)
-        torch.mul(_previous(c0, cells), f * (1 - f), out=d_f)
-        torch.mul(_masked(i, m_candidate), 1 - g * g, out=d_g)
-        torch.mul(tanh_cells, o * (1 - o), out=d_o)
-        normalized_from_hidden = o * (1 - tanh_cells * tanh_cells)  # ∂ĥ/∂(γ_c BN(ĉ) + β_c)
-
-        d_ifg = d_gates.view(steps, batch, 4, H)[:, :, :3]
-        d_projection = gates.new_empty(steps, batch, gate_width)  # gradient of W_h h_{t-1}
-        d_cell_output = gates.new_empty(steps, batch, H)  # gradient of γ_c BN(ĉ) + β_c
-        backward_product = RecurrentProduct(w_hh.t(), batch)
-        d_h = torch.zeros_like(h0)
-        d_c = torch.zeros_like(c0)
-        for t in range(steps - 1, -1, -1):
-            if grad_hidden is not None:
-                d_h = d_h + grad_hidden[t]
-            if grad_cells is not None:
-                d_c = d_c + grad_cells[t]
-            u_h = _at(u_hidden, t)
-            d_hidden_hat = d_h if u_h is None else d_h * u_h
-            torch.mul(d_hidden_hat, normalized_from_hidden[t], out=d_cell_output[t])
-            d_cell_hat = _normalize_backward(d_cell_output[t], normalized_cells[t], rstd_cells[t], gamma_cell,
-                                             batch_statistics)
-            u_c = _at(u_cell, t)
-            d_cell_hat.add_(d_c if u_c is None else d_c * u_c)
-            if m_cell is not None:
-                d_cell_hat.mul_(_at(m_cell, t))
-            d_ifg[t].mul_(d_cell_hat.unsqueeze(1))
-            d_o[t].mul_(d_hidden_hat)
-            d_c_previous = d_cell_hat * f[t]
-            if u_c is not None:
-                d_c_previous.addcmul_(d_c, 1 - u_c)
-            d_projection[t] = _normalize_backward(d_gates[t], normalized_hidden[t], rstd_hidden[t], gamma_hidden,
-                                                  batch_statistics)
-            d_h_previous = backward_product(d_projection[t])
-            if m_hidden_input is not None:
-                d_h_previous.mul_(_at(m_hidden_input, t))
-            if u_h is not None:
-                d_h_previous.addcmul_(d_h, 1 - u_h)
-            d_h, d_c = d_h_previous, d_c_previous
-
-        recurrent_inputs = _masked(_previous(h0, hidden), m_hidden_input)
-        grad_w = d_projection.reshape(-1, gate_width).t() @ recurrent_inputs.reshape(-1, H)
-        grad_b = d_gates.sum((0, 1)) if ctx.has_bias else None
-        grad_gamma_hidden = (d_gates * normalized_hidden).sum((0, 1))
-        grad_gamma_cell = (d_cell_output * normalized_cells).sum((0, 1))
-        grad_beta_cell = d_cell_output.sum((0, 1))
-        return (d_gates, grad_w, grad_b, d_h, d_c, grad_gamma_hidden, grad_gamma_cell, grad_beta_cell,
-                None, None, None, None, None, None, None)
+        grads = ctx.loops.batchnorm_lstm_backward(grad_hidden, grad_cells, *ctx.saved_tensors, ctx.has_bias,
+                                                  ctx.batch_statistics, ctx.onednn)
+        return (*grads, None, None, None, None, None, None, None)

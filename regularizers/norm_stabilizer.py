@@ -27,7 +27,7 @@ class NormStabilizer(Regularizer):
 
     @property
     def needs_cells(self) -> bool:
-        return self.on == "cells"
+        return self.on == "cells" and self.training  # the penalty is computed in training only
 
     def penalty(self, outputs: LayerOutputs, ctx: SequenceContext) -> torch.Tensor | None:
         if not ctx.training or ctx.steps < 2:

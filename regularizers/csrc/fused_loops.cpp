@@ -1,4 +1,5 @@
-// The fused LSTM and GRU loops of regularizers/fused.py, operation for operation, in C++.
+// The fused LSTM and GRU loops of regularizers/fused.py, and the batch-normalized LSTM loop of
+// regularizers/fused_batchnorm.py, operation for operation, in C++.
 //
 // Why: at the benchmark's shapes a step is about twenty small tensor operations, and from
 // Python each costs several microseconds of interpreter and binding overhead, more than
@@ -251,9 +252,176 @@ std::vector<std::optional<Tensor>> gru_backward(const Tensor& grad_hidden, const
   return {d_input, grad_w, grad_b, d_h};
 }
 
+// -- batch-normalized LSTM (regularizers/fused_batchnorm.py) ----------------------------------------
+
+namespace {
+
+struct Normalized {
+  Tensor value, rstd, mean, var;
+};
+
+// x̂ and 1/σ, from the batch (training) or from given statistics (eval).
+Normalized normalize(const Tensor& value, double eps, const Tensor& mean_given, const Tensor& var_given) {
+  Tensor mean = mean_given, var = var_given;
+  if (!mean.defined()) std::tie(var, mean) = at::var_mean(value, {0}, /*correction=*/0, /*keepdim=*/false);
+  Tensor rstd = (var + eps).rsqrt();
+  return {(value - mean) * rstd, rstd, mean, var};
+}
+
+// Gradient through γ ⊙ BN(x) with respect to x.
+Tensor normalize_backward(const Tensor& d_out, const Tensor& normalized, const Tensor& rstd, const Tensor& gamma,
+                          bool batch_statistics) {
+  if (!batch_statistics) return d_out * (gamma * rstd);
+  Tensor centered = d_out - d_out.mean(0);
+  centered.sub_(normalized * (d_out * normalized).mean(0));
+  return centered.mul_(gamma * rstd);
+}
+
+}  // namespace
+
+std::vector<Tensor> batchnorm_lstm_forward(Tensor xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
+                                           const Tensor& h0, const Tensor& c0, const Tensor& gamma_hidden,
+                                           const Tensor& gamma_cell, const Tensor& beta_cell,
+                                           const std::optional<std::vector<Tensor>>& running, double eps,
+                                           const Mask& m_hidden_input, const Mask& m_candidate, const Mask& m_cell,
+                                           const Mask& u_cell, const Mask& u_hidden, bool onednn) {
+  at::NoGradGuard no_grad;
+  const int64_t steps = xp.size(0), batch = xp.size(1), gate_width = xp.size(2), H = gate_width / 4;
+  const bool batch_statistics = !running.has_value();
+  if (b_hh.has_value() && b_hh->defined()) xp = xp + *b_hh;
+  auto options = xp.options();
+  Tensor gates = at::empty({steps, batch, gate_width}, options);
+  Tensor normalized_hidden = at::empty({steps, batch, gate_width}, options);
+  Tensor normalized_cells = at::empty({steps, batch, H}, options);
+  Tensor tanh_cells = at::empty({steps, batch, H}, options);
+  Tensor cells = at::empty({steps, batch, H}, options);
+  Tensor hidden = at::empty({steps, batch, H}, options);
+  Tensor mean_h = at::empty({steps, gate_width}, options), var_h = at::empty({steps, gate_width}, options);
+  Tensor mean_c = at::empty({steps, H}, options), var_c = at::empty({steps, H}, options);
+  Tensor rstd_hidden = at::empty({steps, gate_width}, options), rstd_cells = at::empty({steps, H}, options);
+  RecurrentProduct recurrent_product(w_hh, batch, std::nullopt, onednn);
+  Tensor h = h0, c = c0;
+  for (int64_t t = 0; t < steps; ++t) {
+    Tensor projection = recurrent_product(masked(h, at_step(m_hidden_input, t)));
+    Normalized nh = batch_statistics ? normalize(projection, eps, Tensor(), Tensor())
+                                     : normalize(projection, eps, (*running)[0][t], (*running)[1][t]);
+    normalized_hidden.select(0, t).copy_(nh.value);
+    rstd_hidden.select(0, t).copy_(nh.rstd);
+    mean_h.select(0, t).copy_(nh.mean);
+    var_h.select(0, t).copy_(nh.var);
+    Tensor g_t = gates.select(0, t);
+    at::addcmul_out(g_t, xp.select(0, t), nh.value, gamma_hidden);
+    g_t.narrow(1, 0, 2 * H).sigmoid_();
+    g_t.narrow(1, 2 * H, H).tanh_();
+    g_t.narrow(1, 3 * H, H).sigmoid_();
+    Tensor i = g_t.narrow(1, 0, H), f = g_t.narrow(1, H, H), g = g_t.narrow(1, 2 * H, H),
+           o = g_t.narrow(1, 3 * H, H);
+    Tensor update = i * g;
+    Tensor m = at_step(m_candidate, t);
+    if (m.defined()) update.mul_(m);
+    Tensor cell_hat = at::addcmul(update, f, c);
+    m = at_step(m_cell, t);
+    if (m.defined()) cell_hat.mul_(m);
+    Normalized nc = batch_statistics ? normalize(cell_hat, eps, Tensor(), Tensor())
+                                     : normalize(cell_hat, eps, (*running)[2][t], (*running)[3][t]);
+    normalized_cells.select(0, t).copy_(nc.value);
+    rstd_cells.select(0, t).copy_(nc.rstd);
+    mean_c.select(0, t).copy_(nc.mean);
+    var_c.select(0, t).copy_(nc.var);
+    Tensor tanh_t = tanh_cells.select(0, t);
+    at::addcmul_out(tanh_t, beta_cell, nc.value, gamma_cell).tanh_();
+    Tensor u_c = at_step(u_cell, t), cell_t = cells.select(0, t);
+    if (u_c.defined()) {
+      at::lerp_out(cell_t, c, cell_hat, u_c.expand_as(c));
+    } else {
+      cell_t.copy_(cell_hat);
+    }
+    Tensor u_h = at_step(u_hidden, t), hidden_t = hidden.select(0, t);
+    if (u_h.defined()) {
+      at::lerp_out(hidden_t, h, o * tanh_t, u_h.expand_as(h));
+    } else {
+      at::mul_out(hidden_t, o, tanh_t);
+    }
+    h = hidden_t;
+    c = cell_t;
+  }
+  return {hidden, cells, mean_h, var_h, mean_c, var_c, gates, normalized_hidden, normalized_cells,
+          rstd_hidden, rstd_cells, tanh_cells};
+}
+
+std::vector<std::optional<Tensor>> batchnorm_lstm_backward(
+    const std::optional<Tensor>& grad_hidden, const std::optional<Tensor>& grad_cells, const Tensor& w_hh,
+    const Tensor& h0, const Tensor& c0, const Tensor& gamma_hidden, const Tensor& gamma_cell, const Tensor& gates,
+    const Tensor& normalized_hidden, const Tensor& normalized_cells, const Tensor& rstd_hidden,
+    const Tensor& rstd_cells, const Tensor& tanh_cells, const Tensor& cells, const Tensor& hidden,
+    const Mask& m_hidden_input, const Mask& m_candidate, const Mask& m_cell, const Mask& u_cell,
+    const Mask& u_hidden, bool has_bias, bool batch_statistics, bool onednn) {
+  at::NoGradGuard no_grad;
+  const int64_t steps = gates.size(0), batch = gates.size(1), gate_width = gates.size(2), H = gate_width / 4;
+  auto split = gates.view({steps, batch, 4, H}).unbind(2);
+  const Tensor &i = split[0], &f = split[1], &g = split[2], &o = split[3];
+
+  Tensor d_gates = at::empty({steps, batch, gate_width}, gates.options());
+  auto d_split = d_gates.view({steps, batch, 4, H}).unbind(2);
+  Tensor d_o = d_split[3];
+  at::mul_out(d_split[0], masked(g, m_candidate), i * (1 - i));
+  at::mul_out(d_split[1], previous(c0, cells), f * (1 - f));
+  at::mul_out(d_split[2], masked(i, m_candidate), 1 - g * g);
+  at::mul_out(d_o, tanh_cells, o * (1 - o));
+  Tensor normalized_from_hidden = o * (1 - tanh_cells * tanh_cells);
+  Mask keep_cell, keep_hidden;
+  if (u_cell.has_value() && u_cell->defined()) keep_cell = 1 - *u_cell;
+  if (u_hidden.has_value() && u_hidden->defined()) keep_hidden = 1 - *u_hidden;
+  const bool with_grad_hidden = grad_hidden.has_value() && grad_hidden->defined();
+  const bool with_grad_cells = grad_cells.has_value() && grad_cells->defined();
+
+  Tensor d_ifg = d_gates.view({steps, batch, 4, H}).narrow(2, 0, 3);
+  Tensor d_projection = at::empty({steps, batch, gate_width}, gates.options());
+  Tensor d_cell_output = at::empty({steps, batch, H}, gates.options());
+  RecurrentProduct backward_product(w_hh.t(), batch, std::nullopt, onednn);
+  Tensor d_h = at::zeros_like(h0), d_c = at::zeros_like(c0);
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    if (with_grad_hidden) d_h = d_h + grad_hidden->select(0, t);
+    if (with_grad_cells) d_c = d_c + grad_cells->select(0, t);
+    Tensor u_h = at_step(u_hidden, t);
+    Tensor d_hidden_hat = u_h.defined() ? d_h * u_h : d_h;
+    Tensor d_cell_output_t = d_cell_output.select(0, t);
+    at::mul_out(d_cell_output_t, d_hidden_hat, normalized_from_hidden.select(0, t));
+    Tensor d_cell_hat = normalize_backward(d_cell_output_t, normalized_cells.select(0, t), rstd_cells.select(0, t),
+                                           gamma_cell, batch_statistics);
+    Tensor u_c = at_step(u_cell, t);
+    d_cell_hat.add_(u_c.defined() ? d_c * u_c : d_c);
+    Tensor m = at_step(m_cell, t);
+    if (m.defined()) d_cell_hat.mul_(m);
+    d_ifg.select(0, t).mul_(d_cell_hat.unsqueeze(1));
+    d_o.select(0, t).mul_(d_hidden_hat);
+    Tensor d_c_previous = d_cell_hat * f.select(0, t);
+    if (u_c.defined()) d_c_previous.addcmul_(d_c, at_step(keep_cell, t));
+    Tensor d_projection_t = d_projection.select(0, t);
+    d_projection_t.copy_(normalize_backward(d_gates.select(0, t), normalized_hidden.select(0, t),
+                                            rstd_hidden.select(0, t), gamma_hidden, batch_statistics));
+    Tensor d_h_previous = backward_product(d_projection_t);
+    m = at_step(m_hidden_input, t);
+    if (m.defined()) d_h_previous.mul_(m);
+    if (u_h.defined()) d_h_previous.addcmul_(d_h, at_step(keep_hidden, t));
+    d_h = d_h_previous;
+    d_c = d_c_previous;
+  }
+  Tensor inputs = masked(previous(h0, hidden), m_hidden_input);
+  Tensor grad_w = at::mm(d_projection.reshape({-1, gate_width}).t(), inputs.reshape({-1, H}));
+  std::optional<Tensor> grad_b;
+  if (has_bias) grad_b = d_gates.sum({0, 1});
+  Tensor grad_gamma_hidden = (d_gates * normalized_hidden).sum({0, 1});
+  Tensor grad_gamma_cell = (d_cell_output * normalized_cells).sum({0, 1});
+  Tensor grad_beta_cell = d_cell_output.sum({0, 1});
+  return {d_gates, grad_w, grad_b, d_h, d_c, grad_gamma_hidden, grad_gamma_cell, grad_beta_cell};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lstm_forward", &lstm_forward);
   m.def("lstm_backward", &lstm_backward);
   m.def("gru_forward", &gru_forward);
   m.def("gru_backward", &gru_backward);
+  m.def("batchnorm_lstm_forward", &batchnorm_lstm_forward);
+  m.def("batchnorm_lstm_backward", &batchnorm_lstm_backward);
 }
