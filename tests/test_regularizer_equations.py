@@ -329,10 +329,11 @@ def test_recurrent_dropout_gru_rnn_equation(fused, draws, cell):
     torch.testing.assert_close(out, torch.stack(outputs))
 
 
-@pytest.mark.parametrize("spec", ["recurrent_dropout:p=0.5", "variational_dropout:p_input=0.5,p_hidden=0.5",
-                                  "rnndrop:p=0.5"])
-def test_dropouts_add_no_noise_in_eval(fused, draws, spec):
-    layer = make([spec], fused=fused, num_layers=2).eval()
+@pytest.mark.parametrize("cell,spec", [(c, s) for c in ("lstm", "gru", "rnn")
+                                       for s in ("recurrent_dropout:p=0.5", "variational_dropout:p_input=0.5,p_hidden=0.5",
+                                                 "rnndrop:p=0.5") if c == "lstm" or not s.startswith("rnndrop")])
+def test_dropouts_add_no_noise_in_eval(fused, draws, cell, spec):
+    layer = make([spec], cell=cell, fused=fused, num_layers=2).eval()
     x = rand(5, 4, 3)
     torch.testing.assert_close(layer(x)[0], plain_torch(layer)(x)[0])
     assert draws == []
@@ -797,3 +798,31 @@ def test_two_candidate_masks_multiply(fused, draws):
         h = o * tanh(c)
         outputs.append(h)
     torch.testing.assert_close(out, torch.stack(outputs))
+
+
+@pytest.mark.parametrize("name", BUILT_INS)
+def test_unbatched_and_batch_first_inputs_see_the_same_regularizer(fused, name):
+    spec = "stochastic_depth:p=0.3" if name == "stochastic_depth" else name
+    layer = make([spec], fused=fused, num_layers=2).train()
+    if name == "recurrent_batchnorm":  # training needs a batch of two: compare in eval, after a training step
+        layer(rand(6, 4, 3))
+        layer.eval()
+    x = rand(6, 1, 3)
+    torch.manual_seed(4)
+    batched, (h_b, c_b) = layer(x)
+    penalty_batched = R.penalty(layer)
+    torch.manual_seed(4)
+    unbatched, (h_u, c_u) = layer(x[:, 0])
+    torch.testing.assert_close(unbatched, batched[:, 0])
+    torch.testing.assert_close(h_u, h_b[:, 0])
+    torch.testing.assert_close(c_u, c_b[:, 0])
+    torch.testing.assert_close(R.penalty(layer), penalty_batched)
+    if name == "recurrent_batchnorm":
+        return  # needs a batch of two in training
+    layer_bf = make([spec], fused=fused, num_layers=2, batch_first=True).train()
+    layer_bf.load_state_dict(layer.state_dict())
+    x = rand(6, 4, 3)
+    torch.manual_seed(5)
+    time_first = layer(x)[0]
+    torch.manual_seed(5)
+    torch.testing.assert_close(layer_bf(x.transpose(0, 1))[0], time_first.transpose(0, 1))
