@@ -1,0 +1,350 @@
+"""The Zoneout paper's gradient-flow experiment (Figure 6): how much gradient reaches early steps.
+
+    regbench gradient-flow                               # embedded digits, 64 permuted pixels
+    regbench gradient-flow --task pmnist --data-dir shared/data --limit-train-batches 200
+
+Three one-layer LSTMs are trained for one epoch on permuted sequential pixels: unregularized,
+zoneout on the cells (``z_cells = 0.5, z_states = 0``) and dropout on the cells (a fresh zero
+mask at every step, ``c_t = d ⊙ ĉ_t`` with ``d ~ Bernoulli(0.5)``, no rescaling; the expectation
+``0.5 ĉ_t`` in eval). Then, with the regularizer active as in training, the gradient of the loss
+with respect to every cell ``c_t`` is measured on ``--grad-batches`` batches of the validation
+split: ``g_t = mean over examples of ‖∂L/∂c_t‖₂``, normalised by ``Σ_t g_t``. The paper's
+finding: zoneout carries the most gradient back to early steps; per-step cell dropout the least.
+
+``∂L/∂c_t`` (total derivative of the cell state carried to the next step) is read off a zero
+probe added to every ``c_t`` in a loop that repeats the LSTM branch of the library's reference
+recurrence with the layer's own masks (:func:`cell_gradients`); training uses the layer as usual.
+
+Output (``--out``, default ``leaderboards/gradient_flow``): ``gradient_flow_<task>.png`` (the
+curves), ``.csv`` (every step) and ``.md`` (a table, the settings and the command).
+
+The per-step cell dropout is :class:`CellDropout`, a regularizer defined here and not
+registered (it is not one of the benchmark's eight: ``rnndrop`` uses one mask per sequence).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HELP = "the paper's gradient-flow experiment (Figure 6): normalised mean |dL/dc_t| per step"
+
+VARIANTS: tuple[tuple[str, str], ...] = (
+    ("none", "unregularized"),
+    ("zoneout", "zoneout z_cells=0.5, z_states=0"),
+    ("cell_dropout", "dropout on cells p=0.5 (per-step mask)"),
+)
+
+
+def _cell_dropout_class():
+    from regularizers.base import Regularizer, SequenceContext
+    from regularizers.hyperparameters import probability
+
+    class CellDropout(Regularizer):
+        """Dropout on the memory cell with a fresh mask at every step: ``c_t = d_t ⊙ ĉ_t``."""
+
+        name = "cell_dropout"
+        cell_types = ("lstm",)
+        paper = "Krueger et al. 2016, Figure 6 baseline"
+        hyperparameters = {"p": probability(0.5, "probability of zeroing a cell unit at a step", search=None,
+                                            allow_one=False)}
+
+        def masks(self, ctx: SequenceContext):
+            if not ctx.training:
+                return {"cell": ctx.constant(1 - self.p)}
+            return {"cell": ctx.bernoulli(1 - self.p)}
+
+    return CellDropout
+
+
+_CELL_DROPOUT = None
+
+
+def cell_dropout(p: float = 0.5):
+    """A per-step cell-dropout regularizer instance (see the module docstring)."""
+    global _CELL_DROPOUT
+    if _CELL_DROPOUT is None:
+        _CELL_DROPOUT = _cell_dropout_class()
+    return _CELL_DROPOUT(p=p)
+
+
+def make_regularizer(variant: str):
+    import regularizers
+
+    if variant == "none":
+        return "none"
+    if variant == "zoneout":
+        return regularizers.build("zoneout", z_cells=0.5, z_states=0.0)
+    if variant == "cell_dropout":
+        return cell_dropout(0.5)
+    raise ValueError(f"unknown variant {variant!r}")
+
+
+def cell_gradients(lstm, x, loss_fn) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """Run a 1-layer ``RegularizedLSTM`` and return (loss, ‖∂L/∂c_t‖₂ per example), the latter (T, B).
+
+    ``c_t`` is the cell state carried to step t+1, and ``∂L/∂c_t`` its total derivative: through
+    the next steps and, where ``h_t`` is computed from it (no regularizer, cell dropout), through
+    ``h_t``; zoneout's ``h_t`` uses ``ĉ_t``, not the zoned-out ``c_t`` (paper, eq. 5). It is read off
+    a zero probe ``δ_t`` added to ``c_t`` (``∂L/∂δ_t = ∂L/∂c_t``) in a loop that repeats the LSTM
+    branch of ``regularizers.reference.reference_recurrence`` with the layer's own masks, weights
+    and mask helpers, so the forward values are the layer's (the tests check this).
+    ``x`` and ``loss_fn``'s argument use the layer's layout (batch_first or not).
+    """
+    import torch
+    import torch.nn.functional as F
+    from regularizers.reference import _apply, _at, _update
+
+    if lstm.num_layers != 1 or lstm.cell_type != "lstm":
+        raise ValueError("cell_gradients takes a one-layer RegularizedLSTM")
+    if any(r.changes_cell for r in lstm.regularizers):
+        raise ValueError("cell_gradients does not support regularizers that change the cell's equations")
+    seq = x.transpose(0, 1) if lstm.batch_first else x
+    ctx = lstm._context(0, seq)
+    masks = lstm._masks(ctx)
+    weights = lstm._weights(0)
+    for regularizer in lstm.regularizers:
+        weights = regularizer.transform_weights(weights, ctx)
+    if "input" in masks:
+        seq = seq * masks["input"]
+    xp = F.linear(seq, weights["weight_ih"], weights["bias_ih"])
+    w_hh, b_hh = weights["weight_hh"], weights["bias_hh"]
+    h = seq.new_zeros(seq.size(1), lstm.hidden_size)
+    c = seq.new_zeros(seq.size(1), lstm.hidden_size)
+    hiddens, probes = [], []
+    for t in range(seq.size(0)):
+        recurrent = _apply(h, _at(masks.get("hidden_input"), t)) @ w_hh.t()
+        if b_hh is not None:
+            recurrent = recurrent + b_hh
+        i, f, g, o = (xp[t] + recurrent).chunk(4, dim=1)
+        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+        cell_hat = f * c + i * _apply(g, _at(masks.get("candidate"), t))
+        cell_hat = _apply(cell_hat, _at(masks.get("cell"), t))
+        probe = torch.zeros_like(cell_hat, requires_grad=True)
+        probes.append(probe)
+        update = _at(masks.get("cell_update"), t)
+        if update is None:  # c_t is ĉ_t itself, and h_t is computed from it
+            cell_hat = cell_hat + probe
+            new_cell = cell_hat
+        else:  # zoneout: c_t = d c_{t-1} + (1-d) ĉ_t; h_t uses ĉ_t
+            new_cell = _update(c, cell_hat, update) + probe
+        hidden_hat = o * torch.tanh(cell_hat)
+        h = _update(h, hidden_hat, _at(masks.get("hidden_update"), t))
+        c = new_cell
+        hiddens.append(h)
+    output = torch.stack(hiddens)
+    output = output.transpose(0, 1) if lstm.batch_first else output
+    loss = loss_fn(output)
+    grads = torch.autograd.grad(loss, probes, allow_unused=True)
+    norms = torch.stack([g.norm(dim=-1) if g is not None else p.new_zeros(p.size(0))
+                         for g, p in zip(grads, probes)])
+    return loss.detach(), norms.detach()
+
+
+def layer_output(lstm, x):
+    """The forward output of the loop used by :func:`cell_gradients` (to compare with ``lstm(x)``)."""
+    captured = {}
+
+    def keep(output):
+        captured["output"] = output
+        return output.sum()
+
+    cell_gradients(lstm, x, keep)
+    return captured["output"].detach()
+
+
+@dataclass
+class FlowResult:
+    variant: str
+    label: str
+    normalized: list[float]  # per step, sums to 1
+    raw: list[float]  # mean ‖∂L/∂c_t‖ per step
+    train_loss: float
+    valid_error: float
+
+
+def _load(task: str, data_dir, seed: int):
+    from .data import load_pixels
+
+    if task == "digits":
+        return load_pixels("digits", permuted=True, seed=seed)
+    if task == "pmnist":
+        return load_pixels("mnist", data_dir=data_dir, permuted=True, seed=seed)
+    raise ValueError(f"gradient-flow runs on permuted pixels: --task digits or pmnist, not {task!r}")
+
+
+def run_gradient_flow(task: str = "digits", data_dir=None, hidden_size: int = 100, epochs: int = 1,
+                      batch_size: int = 32, lr: float = 0.001, seed: int = 0, limit_train_batches: int | None = None,
+                      grad_batches: int = 8, variants=VARIANTS) -> tuple[list[FlowResult], Any]:
+    """Train each variant for ``epochs`` (RMSprop, clip 1, the paper's pMNIST setting), then measure."""
+    import torch
+    from torch import nn
+
+    import regularizers
+
+    data = _load(task, data_dir, seed)
+    results = []
+    threads = torch.get_num_threads()
+    for variant, label in variants:
+        torch.manual_seed(seed)
+        lstm = regularizers.RegularizedLSTM(1, hidden_size, batch_first=True,
+                                            regularizers=[make_regularizer(variant)])
+        head = nn.Linear(hidden_size, data.num_classes)
+        params = list(lstm.parameters()) + list(head.parameters())
+        optimizer = torch.optim.RMSprop(params, lr=lr, alpha=0.5)
+        generator = torch.Generator().manual_seed(seed)
+        losses = []
+        for _ in range(epochs):
+            order = torch.randperm(len(data.train_x), generator=generator)
+            lstm.train()
+            for index, start in enumerate(range(0, len(order), batch_size)):
+                if limit_train_batches is not None and index >= limit_train_batches:
+                    break
+                batch = order[start:start + batch_size]
+                out, _ = lstm(data.train_x[batch])
+                loss = nn.functional.cross_entropy(head(out[:, -1]), data.train_y[batch])
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                losses.append(float(loss.detach()))
+        lstm.eval()
+        with torch.no_grad():
+            out, _ = lstm(data.valid_x)
+            error = float((head(out[:, -1]).argmax(-1) != data.valid_y).float().mean())
+        # gradient flow, with the regularizer active as in training
+        lstm.train()
+        torch.manual_seed(seed + 1)
+        total = None
+        count = 0
+        for start in range(0, min(len(data.valid_x), grad_batches * batch_size), batch_size):
+            x = data.valid_x[start:start + batch_size]
+            y = data.valid_y[start:start + batch_size]
+            optimizer.zero_grad()
+            _, norms = cell_gradients(lstm, x, lambda o: nn.functional.cross_entropy(head(o[:, -1]), y))
+            total = norms.sum(dim=1) if total is None else total + norms.sum(dim=1)
+            count += norms.size(1)
+        raw = (total / count).double()
+        normalized = raw / raw.sum()
+        results.append(FlowResult(variant, label, [float(v) for v in normalized], [float(v) for v in raw],
+                                  float(sum(losses[-10:]) / max(1, len(losses[-10:]))), error))
+    torch.set_num_threads(threads)
+    return results, data
+
+
+def early_mass(values: list[float], fraction: float = 0.5) -> float:
+    """Share of the normalised gradient in the first ``fraction`` of the steps."""
+    cut = max(1, int(round(len(values) * fraction)))
+    return float(sum(values[:cut]))
+
+
+def write_outputs(results: list[FlowResult], data, out_dir, task: str, command: str, settings: dict) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    steps = len(results[0].normalized)
+    stem = f"gradient_flow_{task}"
+    png, csv, md = out / f"{stem}.png", out / f"{stem}.csv", out / f"{stem}.md"
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for result in results:
+        ax.plot(range(1, steps + 1), result.normalized, label=result.label, linewidth=1.5)
+    ax.set_yscale("log")
+    ax.set_xlabel("time step t")
+    ax.set_ylabel("mean |dL/dc_t|, normalised over t")
+    ax.set_title(f"Gradient flow after {settings['epochs']} epoch(s): {task}, {steps} steps", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, format="png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+
+    header = ["step"] + [r.variant for r in results] + [f"{r.variant}_raw" for r in results]
+    lines = [",".join(header)]
+    for t in range(steps):
+        lines.append(",".join([str(t + 1)] + [f"{r.normalized[t]:.8e}" for r in results]
+                              + [f"{r.raw[t]:.8e}" for r in results]))
+    csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    text = [f"# Gradient flow ({task})", "",
+            "The Zoneout paper's Figure 6: mean over examples of ‖∂L/∂c_t‖₂ at every step t, normalised by "
+            "its sum over t, measured with the regularizer active after training. Higher values at early "
+            "steps mean more gradient reaches the start of the sequence.", "",
+            f"- Data: {data.name} (permuted pixels, {steps} steps); source: {data.source}; sha256: `{data.checksum}`",
+            "- Settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()) + "; CPU.",
+            "- The paper: pMNIST (784 steps), 1 x 100 LSTM, after one epoch, GPU.", "",
+            "| variant | valid error | share of the gradient in the first 10 % of steps | first half | last 10 % |",
+            "|---|---|---|---|---|"]
+    for r in results:
+        first10 = early_mass(r.normalized, 0.1)
+        last10 = 1.0 - early_mass(r.normalized, 0.9)
+        text.append(f"| {r.label} | {r.valid_error:.4f} | {first10:.3e} | {early_mass(r.normalized):.3e} | "
+                    f"{last10:.4f} |")
+    text += ["", f"![{png.name}]({png.name})", "", "Normalised gradient per step (every step in "
+             f"[{csv.name}]({csv.name})):", ""]
+    every = max(1, steps // 32)
+    text.append("| step | " + " | ".join(r.variant for r in results) + " |")
+    text.append("|---|" + "---|" * len(results))
+    for t in range(0, steps, every):
+        text.append(f"| {t + 1} | " + " | ".join(f"{r.normalized[t]:.3e}" for r in results) + " |")
+    if (steps - 1) % every:
+        text.append(f"| {steps} | " + " | ".join(f"{r.normalized[-1]:.3e}" for r in results) + " |")
+    text += ["", "Reproduce:", "", "```", command, "```", ""]
+    md.write_text("\n".join(text), encoding="utf-8")
+    return [csv, md, png]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", default="digits", choices=("digits", "pmnist"),
+                        help="digits: embedded 8x8 digits, 64 steps (default); pmnist: MNIST, 784 steps")
+    parser.add_argument("--data-dir", default=None, help="folder with the MNIST files (pmnist)")
+    parser.add_argument("--hidden-size", type=int, default=100, help="LSTM units (paper: 100)")
+    parser.add_argument("--epochs", type=int, default=1, help="training epochs before measuring (paper: 1)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=0.001, help="RMSprop learning rate (paper: 0.001)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit-train-batches", type=int, default=None,
+                        help="train on at most this many batches per epoch (for pmnist on a CPU)")
+    parser.add_argument("--grad-batches", type=int, default=8, help="validation batches the gradient is averaged on")
+    parser.add_argument("--out", default="leaderboards/gradient_flow", help="output folder")
+
+
+def run(args) -> int:
+    for name in ("hidden_size", "epochs", "batch_size", "grad_batches"):
+        if getattr(args, name) < 1:
+            print(f"regbench gradient-flow: error: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
+            return 2
+    settings = {"hidden_size": args.hidden_size, "epochs": args.epochs, "batch_size": args.batch_size,
+                "lr": args.lr, "optimizer": "RMSprop(alpha=0.5)", "clip": 1.0, "seed": args.seed,
+                "limit_train_batches": args.limit_train_batches, "grad_batches": args.grad_batches}
+    results, data = run_gradient_flow(args.task, args.data_dir, args.hidden_size, args.epochs, args.batch_size,
+                                      args.lr, args.seed, args.limit_train_batches, args.grad_batches)
+    argv = sys.argv[1:]
+    if argv[:1] == ["gradient-flow"]:
+        argv = argv[1:]
+    command = shlex.join(["regbench", "gradient-flow", *argv])
+    for path in write_outputs(results, data, args.out, args.task, command, settings):
+        print(path)
+    for r in results:
+        print(f"{r.label}: share of gradient in the first half of the steps {early_mass(r.normalized):.3e}, "
+              f"valid error {r.valid_error:.4f}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmark.gradient_flow", description=HELP)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
