@@ -1,0 +1,122 @@
+"""The compiled loops (regularizers/csrc/fused_loops.cpp) equal the Python loops they mirror.
+
+The rest of the suite runs whichever of the two this machine has; this file runs both side by
+side on the same inputs, on every code path (masks of every shape, biases, oneDNN products or
+plain ones), so that the Python fallback stays exact where the compiled loops are built.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from regularizers import fused, fused_batchnorm, native
+
+T, B, H = 6, 4, 5
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    module = native.loops()
+    if module is None:
+        pytest.skip("the native loops could not be built on this machine (no C++ compiler or ninja, "
+                    "or REGBENCH_NATIVE=0); the Python loops are tested by the rest of the suite")
+    return module
+
+
+def _mask(shape, scale=1.0, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.rand(shape, generator=generator) > 0.3).float() * scale
+
+
+MASK_SETS = {
+    "none": {},
+    "per-step": {"hidden_input": _mask((T, B, H), 1.4, 1), "candidate": _mask((T, B, H), 1.4, 2),
+                 "cell": _mask((T, B, H), 1.4, 3), "cell_update": _mask((T, B, H), 1, 4),
+                 "hidden_update": _mask((T, B, H), 1, 5)},
+    "broadcast": {"hidden_input": _mask((1, B, H), 1.4, 6), "candidate": _mask((T, B, 1), 1.4, 7),
+                  "cell": _mask((1, B, H), 1.4, 8), "cell_update": torch.full((1, 1, 1), 0.7),
+                  "hidden_update": _mask((T, B, 1), 1, 9)},
+}
+LSTM_ONLY = ("cell", "cell_update")
+
+
+def _inputs(gates, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    make = lambda *shape: torch.randn(*shape, generator=generator)  # noqa: E731
+    return make(T, B, gates * H), make(gates * H, H) * 0.5, make(gates * H), make(B, H), make(B, H)
+
+
+def _close(left, right):
+    assert len(left) == len(right)
+    for a, b in zip(left, right):
+        if a is None or b is None:
+            assert a is None and b is None
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("mask_set", list(MASK_SETS))
+def test_lstm_loops_agree(compiled, mask_set, bias, onednn):
+    if onednn and not fused._ONEDNN_LINEAR:
+        pytest.skip("torch was built without oneDNN")
+    masks = MASK_SETS[mask_set]
+    xp, w, b, h0, c0 = _inputs(4)
+    order = [masks.get(k) for k in ("hidden_input", "candidate", "cell", "cell_update", "hidden_update")]
+    python_out = fused.lstm_forward(xp, w, b if bias else None, h0, c0, *order, onednn)
+    native_out = compiled.lstm_forward(xp, w, b if bias else None, h0, c0, *order, onednn)
+    _close(python_out, native_out)
+    hidden, cells, gates, tanh_cells = python_out
+    grad_h, grad_c = torch.randn_like(hidden), torch.randn_like(cells)
+    saved = (w, h0, c0, gates, cells, tanh_cells, hidden, *order)
+    _close(fused.lstm_backward(grad_h, grad_c, *saved, bias, onednn),
+           compiled.lstm_backward(grad_h, grad_c, *saved, bias, onednn))
+    _close(fused.lstm_backward(grad_h, None, *saved, bias, onednn),
+           compiled.lstm_backward(grad_h, None, *saved, bias, onednn))
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("mask_set", list(MASK_SETS))
+def test_gru_loops_agree(compiled, mask_set, bias, onednn):
+    if onednn and not fused._ONEDNN_LINEAR:
+        pytest.skip("torch was built without oneDNN")
+    masks = {k: v for k, v in MASK_SETS[mask_set].items() if k not in LSTM_ONLY}
+    xp, w, b, h0, _ = _inputs(3)
+    order = [masks.get(k) for k in ("hidden_input", "candidate", "hidden_update")]
+    python_out = fused.gru_forward(xp, w, b if bias else None, h0, *order, onednn)
+    native_out = compiled.gru_forward(xp, w, b if bias else None, h0, *order, onednn)
+    _close(python_out, native_out)
+    hidden, activations, hidden_n = python_out
+    grad_h = torch.randn_like(hidden)
+    saved = (w, h0, activations, hidden_n, hidden, *order)
+    _close(fused.gru_backward(grad_h, *saved, bias, onednn), compiled.gru_backward(grad_h, *saved, bias, onednn))
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["batch-statistics", "running-statistics"])
+@pytest.mark.parametrize("mask_set", list(MASK_SETS))
+def test_batchnorm_loops_agree(compiled, mask_set, training):
+    masks = MASK_SETS[mask_set]
+    xp, w, b, h0, c0 = _inputs(4)
+    gamma_h, gamma_c, beta_c = torch.full((4 * H,), 0.1), torch.full((H,), 0.1), torch.randn(H) * 0.1
+    running = None if training else [torch.randn(T, 4 * H), torch.rand(T, 4 * H) + 0.5,
+                                     torch.randn(T, H), torch.rand(T, H) + 0.5]
+    order = [masks.get(k) for k in ("hidden_input", "candidate", "cell", "cell_update", "hidden_update")]
+    args = (xp, w, b, h0, c0, gamma_h, gamma_c, beta_c, running, 1e-5, *order, fused._ONEDNN_LINEAR)
+    python_out = fused_batchnorm.batchnorm_lstm_forward(*args)
+    _close(python_out, compiled.batchnorm_lstm_forward(*args))
+    hidden, cells, *_, gates, n_hidden, n_cells, rstd_hidden, rstd_cells, tanh_cells = python_out
+    grad_h, grad_c = torch.randn_like(hidden), torch.randn_like(cells)
+    saved = (w, h0, c0, gamma_h, gamma_c, gates, n_hidden, n_cells, rstd_hidden, rstd_cells, tanh_cells, cells,
+             hidden, *order)
+    _close(fused_batchnorm.batchnorm_lstm_backward(grad_h, grad_c, *saved, True, training, fused._ONEDNN_LINEAR),
+           compiled.batchnorm_lstm_backward(grad_h, grad_c, *saved, True, training, fused._ONEDNN_LINEAR))
+
+
+def test_disabled_native_falls_back_to_python(monkeypatch):
+    monkeypatch.setenv("REGBENCH_NATIVE", "0")
+    assert native.loops() is None
+    assert isinstance(fused._loops(), fused._PythonLoops)
+    assert fused._loops().batchnorm_lstm_forward is fused_batchnorm.batchnorm_lstm_forward
