@@ -196,12 +196,32 @@ def inputs(cell, bias, seed=1):
     return [r(T, B, gates), r(gates, H), r(gates) if bias else None, r(B, H), r(B, H) if cell == "lstm" else None]
 
 
+@pytest.fixture(params=["python", "native"])
+def loops(request, monkeypatch):
+    """Run the fused Functions on the Python loops, or on the compiled twin where it is built."""
+    import regularizers.fused as fused_module
+    import regularizers.fused_batchnorm as batchnorm_module
+
+    if request.param == "python":
+        chosen = lambda: fused_module._PythonLoops()  # noqa: E731
+    else:
+        from regularizers import native
+
+        if native.loops() is None:
+            pytest.skip("the native loops are not built here (no compiler, or REGBENCH_NATIVE=0)")
+        chosen = native.loops
+    for module in (fused_module, batchnorm_module):
+        if hasattr(module, "_loops"):
+            monkeypatch.setattr(module, "_loops", chosen)
+    return request.param
+
+
 GRADCHECK_CASES = list(itertools.product(["lstm", "gru", "rnn"], MASK_SHAPES, ["binary", "scaled"], [True, False]))
 
 
 @pytest.mark.parametrize("cell,shape,kind,bias", GRADCHECK_CASES,
                          ids=[f"{c}-{s}-{k}-{'bias' if b else 'nobias'}" for c, s, k, b in GRADCHECK_CASES])
-def test_fused_gradcheck_and_equals_reference(cell, shape, kind, bias):
+def test_fused_gradcheck_and_equals_reference(cell, shape, kind, bias, loops):
     masks = make_masks(cell, shape, kind)
     xp, w_hh, b_hh, h0, c0 = inputs(cell, bias)
     differentiable = [t for t in (xp, w_hh, b_hh, h0, c0) if t is not None]
@@ -231,7 +251,7 @@ def test_fused_gradcheck_and_equals_reference(cell, shape, kind, bias):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_fused_gradcheck_without_masks_and_only_cells_used(cell):
+def test_fused_gradcheck_without_masks_and_only_cells_used(cell, loops):
     xp, w_hh, b_hh, h0, c0 = inputs(cell, True)
     differentiable = [t for t in (xp, w_hh, b_hh, h0, c0) if t is not None]
     assert torch.autograd.gradcheck(lambda *a: fused_recurrence(cell, *a, *([None] if cell != "lstm" else []), {})[0],
@@ -252,7 +272,7 @@ def test_fused_rejects_normalize_hooks():
 @pytest.mark.parametrize("training", [True, False], ids=["batch_statistics", "running_statistics"])
 @pytest.mark.parametrize("shape", ["TBH", "111"])
 @pytest.mark.parametrize("bias", [True, False])
-def test_batchnorm_recurrence_gradcheck(training, shape, bias):
+def test_batchnorm_recurrence_gradcheck(training, shape, bias, loops):
     from regularizers.fused_batchnorm import BatchNormLSTMRecurrence
 
     masks = make_masks("lstm", shape, "scaled")
