@@ -42,7 +42,11 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    """Argument errors as one line (argparse prints the whole usage block by default)."""
+    """Argument errors as one line (argparse prints the whole usage block by default); no abbreviations."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)  # --epoch must not silently mean --epochs
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

@@ -102,11 +102,13 @@ class RunPlan:
 
 def _regularizer_params(task: Task, config: RunConfig, cls: type[Regularizer], spec_params: dict[str, str],
                         cell: str) -> dict[str, Any]:
-    """The paper's values for this kind of task (LSTM only), then the spec's, then ``config.params``."""
+    """The spec's values and ``config.params``; when neither sets any, the paper's values for this
+    kind of task (LSTM only; they can be a combination, like pMNIST's shared zoneout mask)."""
+    given = {**spec_params, **config.params}
     chosen: dict[str, Any] = {}
-    if cell == "lstm":
+    if cell == "lstm" and not given:
         chosen.update(task.paper_hyperparameters.get(cls.name, {}))
-    for key, value in {**spec_params, **config.params}.items():
+    for key, value in given.items():
         if key not in cls.hyperparameters:
             valid = ", ".join(cls.hyperparameters) or "none"
             raise ValueError(f"{cls.name}: unknown hyperparameter {key!r}; valid: {valid}")

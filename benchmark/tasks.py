@@ -85,8 +85,8 @@ class Task:
     scales: dict[str, dict[str, Any]]  # named scale -> settings it overrides
     permuted: bool = False  # classifiers: pixels in one fixed random order
     needs_download: bool = True
-    # The paper's regularizer hyperparameters for this kind of task, used (with LSTM cells) for
-    # whatever the user does not set explicitly.
+    # The paper's regularizer hyperparameters for this kind of task, used (with LSTM cells) when
+    # the user sets none of that regularizer's hyperparameters.
     paper_hyperparameters: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property

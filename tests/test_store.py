@@ -1,0 +1,89 @@
+"""The SQLite results store: round trip, validation, concurrent appends from several processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import benchmark  # noqa: E402
+from benchmark.store import COLUMNS, ResultsStore, default_store_path  # noqa: E402
+
+
+def a_record(**changes):
+    record = {"task": "digits", "regularizer": "zoneout", "hyperparameters": {"z_cells": 0.5, "z_states": 0.05},
+              "spec": "zoneout:z_cells=0.5,z_states=0.05", "cell": "lstm", "seed": 0, "preset": "cpu",
+              "scale": "tiny", "metric": "error_rate", "direction": "min", "best_val_metric": 0.25,
+              "test_metric": 0.3, "val_curve": [0.5, 0.25], "status": "ok"}
+    record.update(changes)
+    return record
+
+
+def test_round_trip_decodes_json_and_keeps_unknown_keys(tmp_path):
+    store = ResultsStore(tmp_path / "sub" / "results.sqlite")
+    first = store.append(a_record(command="regbench run --task digits", val_curve=[1.0, float("nan")]))
+    second = store.append(a_record(seed=1, scale=0.25, study="s", trial=3))
+    assert (first, second) == (1, 2) and len(store) == 2
+    frame = benchmark.load_results(tmp_path / "sub" / "results.sqlite")
+    assert list(frame.columns) == ["id", *COLUMNS]
+    assert frame.loc[0, "hyperparameters"] == {"z_cells": 0.5, "z_states": 0.05}
+    assert frame.loc[0, "val_curve"] == [1.0, None]  # NaN is not JSON: stored as null
+    assert frame.loc[0, "extra"] == {"command": "regbench run --task digits"}
+    assert frame.loc[1, "scale"] == "0.25" and frame.loc[1, "study"] == "s" and frame.loc[1, "trial"] == 3
+    assert frame.loc[0, "created_at"].endswith("+00:00")
+    assert sqlite3.connect(tmp_path / "sub" / "results.sqlite").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_record_needs_a_valid_status(tmp_path):
+    store = ResultsStore(tmp_path / "results.sqlite")
+    with pytest.raises(ValueError, match="status"):
+        store.append(a_record(status="great"))
+    assert len(store) == 0
+
+
+def test_default_path_is_under_the_current_directory(monkeypatch):
+    monkeypatch.delenv("REGBENCH_STORE", raising=False)
+    assert default_store_path() == Path("regbench_runs") / "results.sqlite"
+    monkeypatch.setenv("REGBENCH_STORE", "/somewhere/else.sqlite")
+    assert default_store_path() == Path("/somewhere/else.sqlite")
+
+
+def test_an_older_store_gains_the_new_columns(tmp_path):
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, task TEXT, status TEXT)")
+        connection.execute("INSERT INTO runs (task, status) VALUES ('digits', 'ok')")
+    store = ResultsStore(path)
+    store.append(a_record())
+    frame = store.dataframe()
+    assert len(frame) == 2 and frame.loc[1, "spec"].startswith("zoneout") and pd.isna(frame.loc[0, "spec"])
+
+
+def _append_many(path: str, worker: int, count: int, start) -> None:
+    start.wait()  # all workers write at the same moment
+    store = ResultsStore(path)
+    for index in range(count):
+        store.append(a_record(seed=index, trial=worker, study="concurrency"))
+
+
+def test_concurrent_appends_from_several_processes_lose_nothing(tmp_path):
+    path = str(tmp_path / "results.sqlite")
+    workers, count = 4, 30
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(workers)
+    processes = [context.Process(target=_append_many, args=(path, worker, count, start)) for worker in range(workers)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+        assert process.exitcode == 0
+    frame = ResultsStore(path).dataframe()
+    assert len(frame) == workers * count
+    assert set(zip(frame["trial"], frame["seed"])) == {(w, i) for w in range(workers) for i in range(count)}
+    assert frame["id"].is_unique
