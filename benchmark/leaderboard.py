@@ -44,8 +44,10 @@ from . import reference_numbers
 
 __all__ = [
     "BASELINE", "load_records", "summarize", "confidence_interval", "build_boards",
-    "write_leaderboards", "export_results",
+    "write_leaderboards", "export_results", "add_arguments", "run",
 ]
+
+HELP = "write the leaderboards (markdown, JSON, plots) from the results store"
 
 BASELINE = "none"
 CONFIDENCE = 0.95
@@ -116,7 +118,13 @@ def load_records(store) -> pd.DataFrame:
     frame["seed"] = pd.Series([_int_or_none(v) for v in frame["seed"]], index=frame.index, dtype=object)
     frame["tuning"] = [v is not None for v in frame["trial"]]
     frame["curve_values"] = frame["curve"].map(_curve)
-    return frame
+    # A fixed order whatever the store's row order (an export, a merge): sums and means then give
+    # the same floats to the last bit.
+    keys = [json.dumps([_text(row.get(k)) for k in ("task", "regularizer", "spec", "study", "trial", "seed",
+                                                     "created_at", "run_dir", "status", "best_valid")])
+            for row in frame.to_dict("records")]
+    frame = frame.assign(_order=keys).sort_values("_order", kind="stable").drop(columns="_order")
+    return frame.reset_index(drop=True)
 
 
 _ALIASES = {"params": "hyperparameters", "best_valid": "best_val_metric", "test_at_best": "test_metric",
@@ -703,16 +711,19 @@ def _plot_zoneout_grid(board: Board, path: Path) -> bool:
 # ----------------------------------------------------------------------------- output
 
 
-def _jsonable(value):
+def _jsonable(value, exact: bool = False):
+    """JSON-ready copy; floats rounded to 10 decimals unless ``exact`` (exports must round-trip)."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in sorted(value.items())}
+        return {str(k): _jsonable(v, exact) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [_jsonable(v, exact) for v in value]
     if isinstance(value, (np.integer,)):
         return int(value)
     if isinstance(value, (float, np.floating)):
         value = float(value)
-        return None if math.isnan(value) or math.isinf(value) else round(value, 10)
+        if math.isnan(value) or math.isinf(value):
+            return None
+        return value if exact else round(value, 10)
     if isinstance(value, (np.bool_,)):
         return bool(value)
     return value
@@ -726,7 +737,7 @@ def export_results(store, path: str | os.PathLike) -> Path:
     """Write every record of ``store`` to a JSON file (sorted, stable), the form committed with leaderboards."""
     frame = load_records(store)
     columns = [c for c in frame.columns if c not in ("tuning", "curve_values")]
-    records = [{c: _jsonable(_native(row[c])) for c in sorted(columns)} for _, row in frame.iterrows()]
+    records = [{c: _jsonable(_native(row[c]), exact=True) for c in sorted(columns)} for _, row in frame.iterrows()]
     records.sort(key=lambda r: json.dumps(r, sort_keys=True))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -794,3 +805,42 @@ def write_leaderboards(store, out_dir: str | os.PathLike = "leaderboards", *, st
                             sort_keys=True, ensure_ascii=False) + "\n")
     written.append(data)
     return sorted(written)
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def add_arguments(parser) -> None:
+    """Arguments of ``regbench leaderboard``."""
+    parser.add_argument("--store", default=None,
+                        help="results store: its SQLite file or a JSON export (default: $REGBENCH_STORE or "
+                             "regbench_runs/results.sqlite)")
+    parser.add_argument("--out", default="leaderboards", help="output folder (default leaderboards/)")
+    parser.add_argument("--export", default=None, metavar="JSON",
+                        help="also write every record of the store to this JSON file (sorted, stable)")
+    parser.add_argument("--no-plots", action="store_true", help="markdown and JSON only")
+
+
+def run(args) -> int:
+    import sys
+
+    if args.store is None:
+        from .store import default_store_path
+
+        store = str(default_store_path())
+    else:
+        store = args.store
+    if not Path(store).exists():
+        print(f"regbench leaderboard: error: results store {store} does not exist (run `regbench run` or "
+              "`regbench study` first, or pass --store)", file=sys.stderr)
+        return 2
+    try:
+        if args.export:
+            print(export_results(store, args.export))
+        paths = write_leaderboards(store, args.out, plots=not args.no_plots)
+    except (ValueError, OSError) as error:
+        print(f"regbench leaderboard: error: {type(error).__name__}: {str(error).splitlines()[0]}", file=sys.stderr)
+        return 2
+    for path in paths:
+        print(path)
+    return 0

@@ -63,6 +63,7 @@ __all__ = [
     "pruning_callback", "tiny_run", "add_arguments", "run", "add_from_study_arguments", "run_from_study",
 ]
 
+HELP = "tune a regularizer with an Optuna study (equal budget per regularizer with --all)"
 DEFAULT_STORAGE = "sqlite:///regbench_runs/studies.sqlite"
 STORAGE_ENV = "REGBENCH_STUDY_STORAGE"
 MONITOR = "val_metric"
@@ -73,6 +74,9 @@ IDENTITY_KEYS = ("task", "regularizer", "preset", "scale", "seed")
 
 class StudyError(RuntimeError):
     """A problem the user can fix (bad storage, wrong study name, ...); its message is one line."""
+
+
+USER_ERRORS = (StudyError,)
 
 
 class TrialFailed(Exception):

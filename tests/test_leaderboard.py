@@ -204,3 +204,25 @@ def test_reads_the_real_results_store(tmp_path):
     assert zo["hidden_size"] == 48
     files = L.write_leaderboards(store.path, tmp_path / "out", store_label="s.sqlite", out_label="lb")
     assert "hidden size 48" in (tmp_path / "out" / "digits.md").read_text() and len(files) >= 6
+
+
+def test_export_round_trip_and_row_order_give_identical_files(tmp_path):
+    """A JSON export of the store, or the records in another order, give byte-identical leaderboards."""
+    from benchmark.store import ResultsStore
+
+    records = synthetic_records()
+    for index, record in enumerate(records):  # values whose mean depends on summation order
+        record["wall_time_s"] = 0.1 * (index + 1) / 3
+        record["throughput"] = 1e5 / (index + 7)
+    stores = []
+    for name, order in (("a", records), ("b", list(reversed(records)))):
+        store = ResultsStore(tmp_path / f"{name}.sqlite")
+        for record in order:
+            store.append({k: v for k, v in record.items() if k != "versions"})
+        stores.append(store.path)
+    exported = L.export_results(stores[0], tmp_path / "results.json")
+    outputs = []
+    for i, source in enumerate([stores[0], stores[1], exported]):
+        files = L.write_leaderboards(source, tmp_path / f"out{i}", store_label="results.json", out_label="lb")
+        outputs.append({p.name: p.read_bytes() for p in files})
+    assert outputs[0] == outputs[1] == outputs[2]
