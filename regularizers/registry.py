@@ -37,7 +37,7 @@ def register(name: str) -> Callable[[R], R]:
         if not (isinstance(cls, type) and issubclass(cls, Regularizer)):
             raise TypeError(f"@register({name!r}) must decorate a subclass of regularizers.Regularizer")
         existing = _REGISTRY.get(name)
-        if existing is not None and existing is not cls and existing.__qualname__ != cls.__qualname__:
+        if existing is not None and (existing.__module__, existing.__qualname__) != (cls.__module__, cls.__qualname__):
             raise ValueError(f"a regularizer named {name!r} is already registered ({existing.__module__}."
                              f"{existing.__qualname__}); choose another name")
         bad = sorted(set(cls.cell_types) - set(CELL_TYPES))

@@ -369,3 +369,26 @@ def test_infinite_values_are_out_of_range():
 def test_infinite_integer_is_a_value_error():
     with pytest.raises(ValueError, match="max_steps"):
         R.build("recurrent_batchnorm", max_steps=float("inf"))
+
+
+def test_a_class_of_the_same_name_from_another_module_cannot_replace_a_built_in(isolated_registry):
+    class Zoneout(R.Regularizer):  # same __qualname__ as the built-in, another module
+        pass
+
+    Zoneout.__qualname__ = "Zoneout"
+    with pytest.raises(ValueError, match="already registered"):
+        R.register("zoneout")(Zoneout)
+    assert R.get("zoneout").__module__ == "regularizers.zoneout"
+
+
+def test_registering_the_same_class_again_is_allowed(isolated_registry):
+    # re-running a module or a notebook cell defines the class anew, with the same module and name
+    def define():
+        class Rerun(R.Regularizer):
+            pass
+        return Rerun
+
+    first, second = define(), define()
+    R.register("test_rerun")(first)
+    R.register("test_rerun")(second)
+    assert R.get("test_rerun") is second
