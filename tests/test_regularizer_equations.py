@@ -826,3 +826,16 @@ def test_unbatched_and_batch_first_inputs_see_the_same_regularizer(fused, name):
     time_first = layer(x)[0]
     torch.manual_seed(5)
     torch.testing.assert_close(layer_bf(x.transpose(0, 1))[0], time_first.transpose(0, 1))
+
+
+def test_recurrent_batchnorm_limits(fused):
+    layer = make(["recurrent_batchnorm:max_steps=4"], fused=fused, hidden=4).train()
+    with pytest.raises(ValueError, match="max_steps"):
+        layer(rand(5, 3, 3))
+    with pytest.raises(ValueError, match="batch of at least 2"):
+        layer(rand(4, 1, 3))
+    layer(rand(4, 3, 3) + 1)
+    layer.eval()
+    x = rand(9, 2, 3)  # longer than max_steps: the last step's statistics serve the rest
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x)[0], hand_bn_lstm(layer, x, training=False, train_steps=4)[0])
