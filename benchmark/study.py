@@ -893,6 +893,13 @@ def add_from_study_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_study(args) -> int:
+    """``regbench run --from-study S``: the task, regularizer and settings come from the study."""
+    clashing = [flag for flag, attr in (("--task", "task"), ("--regularizer", "regularizer"))
+                if getattr(args, attr, None)]
+    if clashing:
+        print(f"regbench run: error: --from-study takes the task and regularizer from the study; "
+              f"drop {' and '.join(clashing)}", file=sys.stderr)
+        return 2
     seeds = getattr(args, "seeds", None) or 3
     if isinstance(seeds, (list, tuple)):
         seeds = len(seeds)
