@@ -238,3 +238,16 @@ def test_export_round_trip_and_row_order_give_identical_files(tmp_path):
         outputs.append({p.name: p.read_bytes() for p in files})
     assert outputs[0] == outputs[1] == outputs[2]
     assert "0.2600 ± 0.0100" in outputs[0]["digits.md"].decode()  # real rows, not an empty board
+
+
+def test_cli_subcommand(store_json, tmp_path, capsys):
+    from benchmark import cli
+
+    out = tmp_path / "lb"
+    assert cli.main(["leaderboard", "--store", str(store_json), "--out", str(out),
+                     "--export", str(tmp_path / "export.json")]) == 0
+    assert (out / "README.md").exists() and (out / "digits.md").exists() and (tmp_path / "export.json").exists()
+    assert cli.main(["leaderboard", "--store", str(tmp_path / "missing.sqlite"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"regbench leaderboard: error: results store {tmp_path / 'missing.sqlite'} does not exist "
+                   "(run `regbench run` or `regbench study` first, or pass --store)"]
