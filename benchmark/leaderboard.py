@@ -606,11 +606,17 @@ def _index_markdown(boards: list[Board], summary: list[dict], store_label: str, 
     lines.append("")
     lines.append("## Reproduce")
     lines.append("")
+    lines.append("The runs (each board's file lists its own), then the leaderboards:")
+    lines.append("")
     lines.append("```")
+    commands = []
+    for board in boards:
+        for command in _reproduce_commands(board, store_label, out_label)[:-1]:
+            if command not in commands:
+                commands.append(command)
+    lines.extend(commands)
     lines.append(f"regbench leaderboard --store {shlex.quote(store_label)} --out {shlex.quote(out_label)}")
     lines.append("```")
-    lines.append("")
-    lines.append("Each board's file lists the commands that produced its runs.")
     lines.append("")
     return "\n".join(lines)
 
