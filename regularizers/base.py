@@ -169,11 +169,11 @@ class Regularizer(nn.Module):
         return self.name + ":" + ",".join(f"{k}={_format(v)}" for k, v in self.params.items())
 
     @classmethod
-    def search_space(cls, trial) -> dict[str, Any]:
-        """Optuna suggestions for the tunable hyperparameters; the rest keep their defaults."""
+    def search_space(cls, trial, cell_type: str | None = None) -> dict[str, Any]:
+        """Optuna suggestions for the tunable hyperparameters (of ``cell_type``); the rest keep their defaults."""
         chosen = {}
         for key, spec in cls.hyperparameters.items():
-            if spec.search is None:
+            if spec.search is None or not spec.applies_to(cell_type):
                 continue
             low, high = spec.search
             if spec.kind is int:
@@ -181,6 +181,17 @@ class Regularizer(nn.Module):
             else:
                 chosen[key] = trial.suggest_float(key, low, high, log=spec.log)
         return chosen
+
+    def check_cell_type(self, cell_type: str) -> None:
+        """Raise if this regularizer can't act on ``cell_type``, or was given a parameter that doesn't apply."""
+        if cell_type not in self.cell_types:
+            raise ValueError(f"regularizer {self.name!r} does not support {cell_type.upper()} layers; it supports: "
+                             f"{', '.join(t.upper() for t in self.cell_types)}")
+        for key, spec in self.hyperparameters.items():
+            if not spec.applies_to(cell_type) and key in self.explicit and getattr(self, key) != spec.default:
+                where = ", ".join(t.upper() for t in spec.cell_types)
+                raise ValueError(f"{self.name}: {key} applies to {where} layers only; a {cell_type.upper()} layer "
+                                 f"would ignore {key}={_format(getattr(self, key))}")
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={_format(v)}" for k, v in self.params.items())

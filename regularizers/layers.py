@@ -82,9 +82,7 @@ class RegularizedRecurrent(nn.Module):
             if not isinstance(item, (str, Regularizer)):
                 raise TypeError(f"regularizers= takes Regularizer instances, names or spec strings, got {item!r}")
             regularizer = registry.build(item)
-            if self.cell_type not in regularizer.cell_types:
-                raise ValueError(f"regularizer {regularizer.name!r} does not support {self.cell_type.upper()} "
-                                 f"layers; it supports: {', '.join(t.upper() for t in regularizer.cell_types)}")
+            regularizer.check_cell_type(self.cell_type)
             if regularizer.name != "none":
                 resolved.append(regularizer)
         return resolved

@@ -23,7 +23,7 @@ class Zoneout(Regularizer):
     paper = "Krueger et al. 2016, arXiv:1606.01305"
     hyperparameters = {
         "z_cells": probability(0.5, "probability that a cell unit keeps its previous value (LSTM only)",
-                               search=(0.0, 0.7)),
+                               search=(0.0, 0.7), cell_types=("lstm",)),
         "z_states": probability(0.05, "probability that a hidden unit keeps its previous value",
                                 search=(0.0, 0.5)),
         "shared_mask": Hyperparameter(False, "one mask for cells and states (the paper's pMNIST setting); "
@@ -38,9 +38,6 @@ class Zoneout(Regularizer):
                              f"({self.z_cells:g}) and z_states ({self.z_states:g}) must be equal")
 
     def bind(self, layer) -> None:
-        if layer.cell_type != "lstm" and "z_cells" in self.explicit and self.z_cells != 0:
-            raise ValueError(f"zoneout: z_cells applies to LSTM cells; a {layer.cell_type.upper()} has no "
-                             "cells, so set z_states (its hidden state's zoneout probability) instead")
         if self.static_mask:
             # One keep/update decision per unit and layer, drawn now and kept for all of training.
             shape = (layer.num_layers, 1, 1, layer.hidden_size)

@@ -1,8 +1,7 @@
 """The README's "Write your own regularizer" example runs as written.
 
 The code is the first ```python block under the heading ``## Write your own regularizer`` in
-README.md, or, while README.md lacks that section, in tests/readme_example.md (the section
-as it is meant to be pasted). It runs in a subprocess in a temporary folder (its benchmark
+README.md. It runs in a subprocess in a temporary folder (its benchmark
 run writes its results there).
 """
 
@@ -18,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADING = "## Write your own regularizer"
-SOURCES = [ROOT / "README.md", Path(__file__).resolve().parent / "readme_example.md"]
+SOURCES = [ROOT / "README.md"]
 
 
 def section_code() -> tuple[Path, str]:
@@ -37,7 +36,7 @@ def section_code() -> tuple[Path, str]:
         match = re.search(r"^```python[ \t]*\n(.*?)^```", "\n".join(body) + "\n", flags=re.S | re.M)
         assert match, f"{path.name}: no ```python block under {HEADING!r}"
         return path, match.group(1)
-    pytest.fail(f"neither README.md nor tests/readme_example.md has a section {HEADING!r}")
+    pytest.fail(f"README.md has no section {HEADING!r}")
 
 
 def test_the_example_shows_the_whole_protocol():

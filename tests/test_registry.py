@@ -125,10 +125,10 @@ def test_unknown_name_lists_available_and_the_closest_match():
     ("rnndrop:p=2", "p", "[0, 1)"),
     ("variational_dropout:p_hidden=1", "p_hidden", "[0, 1)"),
     ("stochastic_depth:p=1.01", "p", "[0, 1]"),
-    ("weight_noise:sigma=-0.01", "sigma", "[0, inf]"),
-    ("norm_stabilizer:beta=-1", "beta", "[0, inf]"),
-    ("recurrent_batchnorm:gamma_init=0", "gamma_init", "(0, inf]"),
-    ("recurrent_batchnorm:max_steps=0", "max_steps", "[1, inf]"),
+    ("weight_noise:sigma=-0.01", "sigma", "[0, inf)"),
+    ("norm_stabilizer:beta=-1", "beta", "[0, inf)"),
+    ("recurrent_batchnorm:gamma_init=0", "gamma_init", "(0, inf)"),
+    ("recurrent_batchnorm:max_steps=0", "max_steps", "[1, inf)"),
     ("zoneout:z_cells=nan", "z_cells", "[0, 1]"),
 ])
 def test_out_of_range_names_the_parameter_and_its_range(spec, name, range_text):
@@ -334,8 +334,6 @@ def test_search_space_in_a_real_study(name):
 
 # -- zoneout on layers without cells --------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="Zoneout.spec always writes z_cells, and Zoneout.bind rejects an explicit "
-                                       "z_cells on GRU/RNN: the spec of a GRU's own zoneout does not rebuild on a GRU")
 @pytest.mark.parametrize("cell", ["gru", "rnn"])
 def test_zoneout_spec_of_a_gru_layer_rebuilds_on_that_layer(cell):
     layer = CLASSES[cell](3, 4, regularizers=["zoneout:z_states=0.2"])
@@ -343,29 +341,30 @@ def test_zoneout_spec_of_a_gru_layer_rebuilds_on_that_layer(cell):
     assert again.regularizers[0].z_states == 0.2
 
 
-@pytest.mark.xfail(strict=True, reason="Zoneout.search_space suggests z_cells whatever the cell type, and "
-                                       "Zoneout.bind rejects an explicit z_cells on GRU/RNN: every trial of a zoneout "
-                                       "study on a GRU or tanh-RNN fails")
 @pytest.mark.parametrize("cell", ["gru", "rnn"])
 def test_zoneout_search_space_works_on_a_gru(cell):
     cls = R.get("zoneout")
-    chosen = cls.search_space(optuna.trial.FixedTrial({"z_cells": 0.3, "z_states": 0.2}))
+    chosen = cls.search_space(optuna.trial.FixedTrial({"z_cells": 0.3, "z_states": 0.2}), cell_type=cell)
+    assert chosen == {"z_states": 0.2}  # a layer without cells has no z_cells to search
     CLASSES[cell](3, 4, regularizers=[cls(**chosen)])
+    assert set(cls.search_space(optuna.trial.FixedTrial({"z_cells": 0.3, "z_states": 0.2}), cell_type="lstm")) == {
+        "z_cells", "z_states"}
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn"])
+def test_zoneout_z_cells_set_on_a_layer_without_cells_is_an_error(cell):
+    with pytest.raises(ValueError, match="z_cells applies to LSTM layers only"):
+        CLASSES[cell](3, 4, regularizers=["zoneout:z_cells=0.3"])
 
 
 # -- infinities -----------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="Hyperparameter.validate rejects NaN but accepts inf where there is no upper "
-                                       "bound (weight_noise:sigma=inf builds, and every output is NaN); the range "
-                                       "is shown as '[0, inf]', a closed bracket")
 def test_infinite_values_are_out_of_range():
     with pytest.raises(ValueError, match="sigma"):
         R.build("weight_noise:sigma=inf")
+    assert R.get("weight_noise").hyperparameters["sigma"].describe_range() == "[0, inf)"
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError,
-                   reason="Hyperparameter.validate converts an infinite float for an int parameter with int(), "
-                          "which raises OverflowError instead of the ValueError naming the parameter")
 def test_infinite_integer_is_a_value_error():
     with pytest.raises(ValueError, match="max_steps"):
         R.build("recurrent_batchnorm", max_steps=float("inf"))
