@@ -663,6 +663,9 @@ def _plot_curves(board: Board, path: Path) -> bool:
             if len(curves) > 1:
                 ax.fill_between(epochs, low, high, color=color, alpha=0.2, linewidth=0)
         metric = _first(board.records["metric"]) or "metric"
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"validation {metric}")
         ax.set_title(f"{board.key}: validation {metric} per epoch (mean, band = min..max over seeds)",
@@ -685,7 +688,7 @@ def _plot_zoneout_grid(board: Board, path: Path) -> bool:
             points.append((round(float(values["z_cells"]), 3), round(float(values["z_states"]), 3), float(valid)))
     cells = sorted({p[0] for p in points})
     states = sorted({p[1] for p in points})
-    if len(cells) < 2 or len(states) < 2:
+    if len(cells) < 2 or len(states) < 2 or len({(c, s) for c, s, _ in points}) < 3:
         return False
     grid = np.full((len(states), len(cells)), np.nan)
     for i, zs in enumerate(states):
@@ -695,6 +698,22 @@ def _plot_zoneout_grid(board: Board, path: Path) -> bool:
                 grid[i, j] = float(np.mean(hits))
     plt = _matplotlib()
     metric = _first(board.records["metric"]) or "metric"
+    if np.isfinite(grid).mean() < 0.75:
+        # Not a grid (e.g. a study's continuous proposals): the runs as points, coloured by the metric.
+        fig, ax = plt.subplots(figsize=(6.5, 5))
+        xs, ys, vs = zip(*sorted(points))
+        image = ax.scatter(xs, ys, c=vs, cmap="viridis_r", s=60, edgecolors="black", linewidths=0.5)
+        for x, y, v in sorted(points):
+            ax.annotate(_fmt(v, metric), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=7)
+        ax.set_xlabel("z_cells")
+        ax.set_ylabel("z_states")
+        ax.grid(True, alpha=0.3)
+        fig.colorbar(image, ax=ax, label=f"validation {metric}")
+        ax.set_title(f"{board.key}: zoneout runs by z_cells and z_states", fontsize=9)
+        fig.tight_layout()
+        _save(fig, path)
+        plt.close(fig)
+        return True
     fig, ax = plt.subplots(figsize=(6.5, 5))
     image = ax.imshow(np.ma.masked_invalid(grid), origin="lower", cmap="viridis_r", aspect="auto")
     ax.set_xticks(range(len(cells)), [f"{c:g}" for c in cells], rotation=90 if len(cells) > 8 else 0, fontsize=7)
