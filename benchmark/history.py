@@ -20,7 +20,7 @@ class RunHistory(Callback):
         self.train_seconds = 0.0
         self.previous_wall_seconds = 0.0  # of earlier, interrupted sessions of this run
         self.session_start = time.perf_counter()
-        self._epoch_start: float | None = None
+        self._batch_start: float | None = None
 
     @property
     def wall_seconds(self) -> float:
@@ -30,18 +30,16 @@ class RunHistory(Callback):
     def throughput(self) -> float | None:
         return self.items / self.train_seconds if self.train_seconds > 0 else None
 
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._epoch_start = time.perf_counter()
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._batch_start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # Forward, backward, clipping and the optimizer step; validation is not counted.
+        if self._batch_start is not None:
+            self.train_seconds += time.perf_counter() - self._batch_start
+            self._batch_start = None
         targets = batch[1]  # (batch, steps) token targets or (batch,) labels
         self.items += targets.numel()
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        # Includes the optimizer and clipping, excludes validation.
-        if self._epoch_start is not None:
-            self.train_seconds += time.perf_counter() - self._epoch_start
-            self._epoch_start = None
 
     def on_validation_end(self, trainer, pl_module) -> None:
         # By now the epoch's logged metrics have reached callback_metrics.

@@ -62,8 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None,
                         help="parallel runs in worker processes (default: 2 when there are several runs "
                              "and at least 2 cores, else 1)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads per run (default: 1 with several workers, else torch's default)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per run (default 1: small recurrent models run fastest on one "
+                             "thread, and far faster when other processes share the cores; raise it for "
+                             "--scale paper on an otherwise idle machine)")
     resume = parser.add_mutually_exclusive_group()
     resume.add_argument("--resume", dest="resume", action="store_true", default=None,
                         help="resume from the last checkpoint; fail if there is none "
@@ -128,12 +130,14 @@ def build_configs(args) -> list:
 def validate(configs: list) -> None:
     """Check every configuration and load each data set once, before any training starts."""
     from .cli import UsageError
-    from .runner import plan_run, prepare
+    from .runner import plan_run, prepare, resume_point
 
     plans = []
     for config in configs:
         try:
             plans.append(plan_run(config))
+            if config.resume:  # --resume: there must be something to resume
+                resume_point(plans[-1])
         except ValueError as error:  # includes UnknownRegularizerError
             raise UsageError(str(error)) from None
     loaded = set()

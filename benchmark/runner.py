@@ -41,8 +41,8 @@ RECURRENT_LAYERS = {"lstm": regularizers.RegularizedLSTM, "gru": regularizers.Re
 if TYPE_CHECKING:
     from .history import RunHistory
 
-__all__ = ["RunConfig", "RunPlan", "plan_run", "prepare", "build_model", "run_experiment", "DEFAULT_OUT_DIR",
-           "quiet_lightning"]
+__all__ = ["RunConfig", "RunPlan", "plan_run", "prepare", "build_model", "resume_point", "run_experiment",
+           "command_line", "DEFAULT_OUT_DIR", "quiet_lightning"]
 
 DEFAULT_OUT_DIR = "regbench_runs"
 FINISHED_MARKER = "record.json"  # written into a run directory when its run is finished
@@ -187,7 +187,7 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated.*")
 
 
-def _run_dir_and_checkpoint(plan: RunPlan) -> tuple[Path, Path | None]:
+def resume_point(plan: RunPlan) -> tuple[Path, Path | None]:
     """The run directory to use and the checkpoint to resume from (None: start fresh).
 
     Attempts of one configuration live in ``base``, ``base-2``, ``base-3``, ...; a finished
@@ -329,7 +329,7 @@ def run_experiment(config: RunConfig, callbacks: Iterable = (), store=None,
     quiet_lightning()
     plan = plan_run(config)
     datamodule = prepare(plan)
-    run_dir, resume_from = _run_dir_and_checkpoint(plan)
+    run_dir, resume_from = resume_point(plan)
     if store is None:
         store = ResultsStore(config.store_path)
     seed_everything(config.seed, workers=True, verbose=False)
@@ -346,6 +346,11 @@ def run_experiment(config: RunConfig, callbacks: Iterable = (), store=None,
             status, reason = "diverged", model.diverged_reason
         else:
             test_metric = _test_best(trainer, model, datamodule, checkpoint)
+    except SystemExit:
+        # Lightning turns Ctrl-C into SystemExit(1); give callers the KeyboardInterrupt back.
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
     except Exception as error:  # recorded as failed, then re-raised for the caller to see
         status, reason = "failed", f"{type(error).__name__}: {error}".splitlines()[0][:500]
         trained, epochs, failure = history.state_dict(), trainer.current_epoch, error
