@@ -337,6 +337,8 @@ def run_experiment(config: RunConfig, callbacks: Iterable = (), store=None,
     history = RunHistory()
     trainer, checkpoint = _make_trainer(plan, datamodule, run_dir, history, callbacks)
 
+    if resume_from is not None:
+        print(f"regbench: resuming {run_dir} from {resume_from.name}", flush=True)
     status, reason, test_metric, failure = "ok", None, None, None
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)

@@ -84,3 +84,18 @@ def test_run_trains_stores_and_writes_leaderboards(tmp_path):
     assert all(h["z_states"] == 0.1 for h in frame["hyperparameters"])
     assert all((Path(tmp_path / d) / "checkpoints" / "last.ckpt").exists() for d in frame["run_dir"])
     assert any((tmp_path / "boards").iterdir())
+
+
+def test_no_arguments_is_the_default_suite_of_every_regularizer_on_the_embedded_tasks():
+    from benchmark.cli import build_parser
+    from benchmark.run_command import build_configs
+
+    parser, _ = build_parser()
+    configs = build_configs(parser.parse_args(["run"]))
+    assert {c.task for c in configs} == {"digits", "embedded_text"}
+    assert {c.regularizer for c in configs} == set(regularizers.available())
+    assert {c.seed for c in configs} == {0, 1, 2} and len(configs) == 2 * 3 * len(regularizers.available())
+    assert {(c.preset, c.scale) for c in configs} == {("cpu", "tiny")}
+    gru = build_configs(parser.parse_args(["run", "--cell", "gru"]))
+    assert {c.regularizer for c in gru} == {n for n in regularizers.available()
+                                            if "gru" in regularizers.get(n).cell_types}

@@ -296,3 +296,21 @@ def test_an_interrupted_run_stores_nothing_and_resumes_from_its_last_checkpoint(
     assert again["run_dir"] == record["run_dir"] + "-2" and len(store) == 2
     with pytest.raises(ValueError, match="nothing to resume"):
         run_experiment(tiny_config(tmp_path, epochs=3, resume=True))
+
+
+def test_word_ptb_schedule_and_initialisation_follow_zaremba():
+    settings = tasks.resolve_settings("word_ptb", "paper", "paper", hidden_size=8)
+    model = RecurrentLanguageModel(50, hidden_size=8, num_layers=2, init=settings.init, init_range=settings.init_range,
+                                   optimizer=settings.optimizer, lr=settings.lr, lr_decay=settings.lr_decay,
+                                   lr_decay_start=settings.lr_decay_start, metric="perplexity")
+    assert all(p.abs().max() <= 0.04 for p in model.parameters())
+    configured = model.configure_optimizers()
+    optimizer, schedule = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+    assert isinstance(optimizer, torch.optim.SGD) and configured["lr_scheduler"]["interval"] == "epoch"
+    rates = []
+    for _ in range(17):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates[:14] == [1.0] * 14  # 14 epochs at the full rate
+    assert rates[14:] == pytest.approx([1 / 1.15, 1 / 1.15 ** 2, 1 / 1.15 ** 3])
