@@ -433,6 +433,15 @@ def _paper(row: dict, metric: str) -> str:
     return f"{_fmt(valid, metric)} / {_fmt(test, metric)}"
 
 
+def _short_spec(row: dict) -> str:
+    """The configuration for a table cell: numbers to 4 significant digits (JSON keeps the exact spec)."""
+    params = row.get("params") or {}
+    if not params:
+        return row["spec"]
+    return row["regularizer"] + ":" + ",".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={_fmt_param(v)}" for k, v in params.items())
+
+
 def _md_escape(text: str) -> str:
     return str(text).replace("|", "\\|")
 
@@ -464,7 +473,8 @@ def _board_markdown(board: Board, store_label: str, out_label: str, plots: list[
     lines = [f"# {board.task}" + (f" ({board.preset}, scale {board.scale})" if board.key != _slug(board.task) else ""), ""]
     lines.append(f"Metric: **{metric or 'metric'}** (lower is better). Rows are ranked by the mean "
                  f"**{board.rank_by}** {metric} of each regularizer's best configuration (lowest mean "
-                 "validation metric over its finished seeds).")
+                 "validation metric over its finished seeds). Numbers in the configurations are shown to 4 "
+                 "significant digits; the exact spec is in `leaderboard.json`.")
     lines.append("")
     lines.append("## Setting")
     lines.append("")
@@ -509,7 +519,7 @@ def _board_markdown(board: Board, store_label: str, out_label: str, plots: list[
                 f"{row['tuning_trials_ok']}/{row['tuning_trials']}"] + ["–"] * 8) + " |")
             continue
         seeds = str(row["seeds"]) + (f" ({row['seeds_failed']} failed)" if row["seeds_failed"] else "")
-        spec = f"`{_md_escape(row['spec'])}`" + (" (tuning only)" if row["source"] != "final" else "")
+        spec = f"`{_md_escape(_short_spec(row))}`" + (" (tuning only)" if row["source"] != "final" else "")
         vs = _fmt(row.get(f"{'test' if board.rank_by == 'test' else 'valid'}_vs_none"), metric, signed=True)
         lines.append("| " + " | ".join([
             str(row["rank"]), row["regularizer"], spec, seeds,
