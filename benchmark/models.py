@@ -128,8 +128,9 @@ class RecurrentLanguageModel(_RegularizedRecurrentModule):
         self.embedding = nn.Embedding(vocab_size, embedding_size)
         self.decoder = nn.Linear(hidden_size, vocab_size)
         self._initialise(init, init_range)
-        self.val_nll = MeanMetric()
-        self.test_nll = MeanMetric()
+        # NaN must reach val_metric (and mark the run diverged), not be dropped with a warning.
+        self.val_nll = MeanMetric(nan_strategy="disable")
+        self.test_nll = MeanMetric(nan_strategy="disable")
         self.carried_state: dict[str, Any] = {}  # the detached hidden state per stage
 
     def forward(self, tokens: torch.Tensor, state=None):
