@@ -80,7 +80,8 @@ class SequenceContext:
         """
         shape = (self.steps if steps is None else steps, self.batch_size,
                  self.hidden_size if units is None else units)
-        mask = torch.empty(shape, device=self.device, dtype=self.dtype).bernoulli_(keep_probability)
+        # P(U < p) = p for U ~ Uniform[0, 1); on the CPU this is ~6x faster than bernoulli_(p).
+        mask = torch.rand(shape, device=self.device, dtype=self.dtype).lt_(keep_probability)
         if scale and keep_probability > 0:
             mask.div_(keep_probability)
         return mask
