@@ -449,7 +449,7 @@ def _objective(config: StudyConfig, study_name: str, target: int, store, worker:
         if ahead >= target:
             trial.set_user_attr("surplus", True)
             raise SurplusTrial(f"budget of {target} trials already taken")
-        params = cls.search_space(trial)
+        params = cls.search_space(trial, cell_type=config.run_options.get("cell", "lstm"))
         spec = _spec(config.regularizer, params)
         trial.set_user_attr("spec", spec)
         trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
