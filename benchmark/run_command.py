@@ -68,9 +68,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--scale paper on an otherwise idle machine)")
     resume = parser.add_mutually_exclusive_group()
     resume.add_argument("--resume", dest="resume", action="store_true", default=None,
-                        help="resume from the last checkpoint; fail if there is none "
-                             "(default: resume when an unfinished run of the same configuration has one)")
-    resume.add_argument("--no-resume", dest="resume", action="store_false", help="always start afresh")
+                        help="resume interrupted runs from their last checkpoint; fail if none has one "
+                             "(default: resume those that have one, start the others)")
+    resume.add_argument("--no-resume", dest="resume", action="store_false",
+                        help="start interrupted runs afresh instead of resuming them")
+    parser.add_argument("--rerun", action="store_true",
+                        help="run configurations again that already finished (default: skip them and "
+                             "reuse their records, so that rerunning a command only completes it)")
     try:
         from . import study
     except ImportError:
@@ -123,12 +127,15 @@ def build_configs(args) -> list:
     return [RunConfig(task=task, regularizer=spec, params=dict(params), seed=seed, cell=args.cell,
                       preset=preset, scale=scale, epochs=args.epochs, hidden_size=args.hidden_size,
                       lr=args.lr, dropout=args.dropout, data_dir=args.data_dir, out_dir=args.out or DEFAULT_OUT_DIR,
-                      store_path=args.store, resume=args.resume)
+                      store_path=args.store, resume=False if args.resume is False else None)
             for task in tasks for spec in specs for seed in range(args.first_seed, args.first_seed + seeds)]
 
 
-def validate(configs: list) -> None:
-    """Check every configuration and load each data set once, before any training starts."""
+def validate(configs: list, require_checkpoint: bool = False) -> list:
+    """Check every configuration and load each data set once, before any training starts.
+
+    Returns the plans. ``require_checkpoint`` (``--resume``): some unfinished run must have one.
+    """
     from .cli import UsageError
     from .runner import plan_run, prepare, resume_point
 
@@ -136,16 +143,26 @@ def validate(configs: list) -> None:
     for config in configs:
         try:
             plans.append(plan_run(config))
-            if config.resume:  # --resume: there must be something to resume
-                resume_point(plans[-1])
         except ValueError as error:  # includes UnknownRegularizerError
             raise UsageError(str(error)) from None
+    if require_checkpoint and not any(resume_point(plan)[1] for plan in plans):
+        raise UsageError("nothing to resume: none of these runs has an unfinished run directory with a "
+                         "last.ckpt (leave out --resume to start them)")
     loaded = set()
     for plan in plans:
         key = (plan.task.dataset, plan.config.data_dir)
         if key not in loaded:
             loaded.add(key)
             prepare(plan)  # DataNotFoundError reaches the command line as a one-line error
+    return plans
+
+
+def _finished(plans: list) -> dict[int, dict[str, Any]]:
+    """Index -> record of the configurations that already have a finished run."""
+    from .runner import finished_record
+
+    records = {index: finished_record(plan) for index, plan in enumerate(plans)}
+    return {index: record for index, record in records.items() if record is not None}
 
 
 # ------------------------------------------------------------------------------ reporting
@@ -205,17 +222,22 @@ def run(args: argparse.Namespace) -> int:
     workers = args.workers if args.workers is not None else (2 if len(configs) > 1 and cores >= 2 else 1)
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
-    validate(configs)
+    plans = validate(configs, require_checkpoint=bool(args.resume))
+    done = {} if args.rerun else _finished(plans)
+    if done:
+        print(f"regbench run: {len(done)} of {len(configs)} run(s) already finished, reusing their records "
+              "(--rerun runs them again)", flush=True)
+    to_run = [config for index, config in enumerate(configs) if index not in done]
 
     tasks = sorted({c.task for c in configs})
-    print(f"regbench run: {len(configs)} run(s): {', '.join(tasks)} x {len({c.regularizer for c in configs})} "
-          f"regularizer(s) x {len({c.seed for c in configs})} seed(s), scale {configs[0].scale}, "
-          f"{workers} worker(s)", flush=True)
+    print(f"regbench run: {len(to_run)} run(s): {', '.join(tasks)} x {len({c.regularizer for c in configs})} "
+          f"regularizer(s) x {len({c.seed for c in configs})} seed(s), preset {configs[0].preset}, "
+          f"scale {configs[0].scale}, {workers} worker(s)", flush=True)
     started = time.perf_counter()
-    records = run_all(configs, workers=workers, threads=args.threads,
-                      on_result=lambda done, total, record: print(_progress_line(done, total, record), flush=True))
+    records = run_all(to_run, workers=workers, threads=args.threads,
+                      on_result=lambda n, total, record: print(_progress_line(n, total, record), flush=True))
     elapsed = time.perf_counter() - started
-    _print_summary(records)
+    _print_summary(list(done.values()) + records)
     print(f"\n{len(records)} run(s) in {elapsed:.0f} s", flush=True)
     if not args.no_leaderboard:
         _write_leaderboards(args)

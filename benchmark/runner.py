@@ -41,7 +41,8 @@ RECURRENT_LAYERS = {"lstm": regularizers.RegularizedLSTM, "gru": regularizers.Re
 if TYPE_CHECKING:
     from .history import RunHistory
 
-__all__ = ["RunConfig", "RunPlan", "plan_run", "prepare", "build_model", "resume_point", "run_experiment",
+__all__ = ["RunConfig", "RunPlan", "plan_run", "prepare", "build_model", "resume_point", "finished_record",
+           "run_experiment",
            "command_line", "DEFAULT_OUT_DIR", "quiet_lightning"]
 
 DEFAULT_OUT_DIR = "regbench_runs"
@@ -206,6 +207,19 @@ def resume_point(plan: RunPlan) -> tuple[Path, Path | None]:
                 raise ValueError(f"nothing to resume: no unfinished run with a last.ckpt at {base}")
             if not run_dir.exists() or not last.exists():
                 return run_dir, None
+        attempt += 1
+
+
+def finished_record(plan: RunPlan) -> dict[str, Any] | None:
+    """The record of the latest finished attempt of this configuration, if any (from its record.json)."""
+    base, record, attempt = plan.base_run_dir, None, 1
+    while True:
+        run_dir = base if attempt == 1 else base.with_name(f"{base.name}-{attempt}")
+        if not run_dir.exists():
+            return record
+        marker = run_dir / FINISHED_MARKER
+        if marker.exists():
+            record = json.loads(marker.read_text())
         attempt += 1
 
 

@@ -16,7 +16,7 @@ import regularizers  # noqa: E402
 from benchmark.store import ResultsStore  # noqa: E402
 
 
-def regbench(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+def regbench(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
     env.pop("REGBENCH_DATA_DIR", None)
     env.pop("REGBENCH_STORE", None)
@@ -74,9 +74,10 @@ def test_list_shows_every_task_regularizer_and_default(tmp_path):
 
 
 def test_run_trains_stores_and_writes_leaderboards(tmp_path):
-    result = regbench("run", "--task", "digits", "--regularizer", "zoneout", "--set", "z_states=0.1", "--seeds", "2",
-                      "--scale", "0.05", "--epochs", "1", "--store", "results.sqlite", "--out", "runs",
-                      "--leaderboards", "boards", "--workers", "2", cwd=tmp_path)
+    args = ("run", "--task", "digits", "--regularizer", "zoneout", "--set", "z_states=0.1", "--seeds", "2",
+            "--scale", "0.05", "--epochs", "1", "--store", "results.sqlite", "--out", "runs",
+            "--leaderboards", "boards", "--workers", "2")
+    result = regbench(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "[2/2] digits zoneout:" in result.stdout
     frame = ResultsStore(tmp_path / "results.sqlite").dataframe()
@@ -84,6 +85,11 @@ def test_run_trains_stores_and_writes_leaderboards(tmp_path):
     assert all(h["z_states"] == 0.1 for h in frame["hyperparameters"])
     assert all((Path(tmp_path / d) / "checkpoints" / "last.ckpt").exists() for d in frame["run_dir"])
     assert any((tmp_path / "boards").iterdir())
+    # The same command again only completes what is missing: nothing here.
+    again = regbench(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "2 of 2 run(s) already finished" in again.stdout and "[1/" not in again.stdout
+    assert len(ResultsStore(tmp_path / "results.sqlite")) == 2
 
 
 def test_no_arguments_is_the_default_suite_of_every_regularizer_on_the_embedded_tasks():
