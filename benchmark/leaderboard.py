@@ -322,6 +322,10 @@ def _board_rows(task: str, records: pd.DataFrame) -> tuple[list[dict], str]:
             "studies": sorted(set(s for s in tuning["study"] if s)),
             "source": source,
         }
+        problems = mine[mine["status"].isin(["failed", "diverged"])]
+        row["failures"] = sorted(f"{status} ({'tuning trial' if tuning_ else 'run'}): {reason or 'no reason given'}"
+                                 for status, reason, tuning_ in zip(problems["status"], problems["reason"],
+                                                                    problems["tuning"]))
         if best is None:
             failures = sorted(set(r for r in mine["reason"] if r))
             row.update({"spec": "", "seeds": 0, "seeds_failed": int(len(mine)),
@@ -537,12 +541,14 @@ def _board_markdown(board: Board, store_label: str, out_label: str, plots: list[
                  "`seeds` counts finished seeds of the best configuration; wall time and throughput are "
                  "means over those seeds.")
     lines.append("")
-    failed = [r for r in board.rows if r.get("reasons")]
+    failed = [r for r in board.rows if r.get("failures")]
     if failed:
         lines.append("## Failed or diverged runs")
         lines.append("")
-        for row in failed:
-            for reason in row["reasons"]:
+        lines.append("Every failed or diverged run of the board (pruned tuning trials are not listed).")
+        lines.append("")
+        for row in sorted(failed, key=lambda r: r["regularizer"]):
+            for reason in row["failures"]:
                 lines.append(f"- {row['regularizer']}: {_md_escape(reason)}")
         lines.append("")
     if plots:
@@ -616,6 +622,11 @@ def _index_markdown(boards: list[Board], summary: list[dict], store_label: str, 
     lines.append("")
     lines.append("## Reproduce")
     lines.append("")
+    if store_label.endswith(".json"):
+        lines.append(f"`{store_label}` is the JSON export of the results store the runs wrote "
+                     "(`regbench leaderboard --store STORE.sqlite --export FILE.json`); every row above comes "
+                     "from it.")
+        lines.append("")
     lines.append("The runs (each board's file lists its own), then the leaderboards:")
     lines.append("")
     lines.append("```")

@@ -145,7 +145,7 @@ def test_files_content_and_byte_identity(store_json, tmp_path):
     md = (out1 / "digits.md").read_text()
     assert "abc123abc123" in md and "preset `tiny`" in md and "regbench leaderboard --store results.json" in md
     assert "regbench run --from-study s-zo --seeds 2" in md or "regbench run --from-study s-zo --seeds 3" in md
-    assert "NaN loss at epoch 2" in md
+    assert "diverged (run): NaN loss at epoch 2" in md and "failed (run): RuntimeError: boom" in md
     zo_line = next(line for line in md.splitlines() if "| zoneout |" in line)
     assert "0.2600 ± 0.0100" in zo_line  # test mean ± std of 0.26, 0.27, 0.25
     ptb_md = (out1 / "char_ptb.md").read_text()
