@@ -34,7 +34,7 @@ def postgres_url(tmp_path_factory):
     folder = tmp_path_factory.mktemp("postgres")
     try:
         started = subprocess.run(["bash", str(SCRIPT), "start", str(folder), str(_free_port())],
-                                 capture_output=True, text=True, timeout=600)
+                                 capture_output=True, text=True, timeout=180)
     except (OSError, subprocess.TimeoutExpired) as error:
         pytest.skip(f"PostgreSQL could not be started: {error}")
     if started.returncode != 0:
@@ -56,7 +56,8 @@ def test_two_workers_share_a_postgres_study(postgres_url, tmp_path):
     argv = [sys.executable, "-m", "benchmark.study", "--task", "digits", "--regularizer", "zoneout",
             "--trials", "6", "--storage", postgres_url, "--study-name", name, "--store", str(store),
             "--objective", "test_study:slow_run", "--epochs", "1", "--no-prune", "--heartbeat", "2"]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]), OMP_NUM_THREADS="1")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]), OMP_NUM_THREADS="1",
+               REGBENCH_NATIVE="0")
     # two "machines": independent processes that only share the PostgreSQL storage
     workers = [subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True) for _ in range(2)]

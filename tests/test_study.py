@@ -32,6 +32,9 @@ def _env():
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests")])
     env["OMP_NUM_THREADS"] = "1"
+    # Tiny tensors: the Python loops are enough, and a worker process then never waits on (or
+    # is killed during) the JIT build of the native loops, whose lock file would stay behind.
+    env["REGBENCH_NATIVE"] = "0"
     return env
 
 
@@ -267,7 +270,8 @@ def test_killed_worker_loses_nothing_and_the_study_resumes(tmp_path):
     assert sorted(frame["trial"]) == sorted(counted)  # each trial stored exactly once
 
 
-def test_two_worker_processes_share_a_sqlite_study(tmp_path):
+def test_two_worker_processes_share_a_sqlite_study(tmp_path, monkeypatch):
+    monkeypatch.setenv("REGBENCH_NATIVE", "0")  # inherited by the spawned workers; see _env()
     config = _config(tmp_path, trials=4, workers=2, prune=False)
     summary = S.run_study(config)
     assert sum(summary.outcomes.values()) == 4
