@@ -12,11 +12,13 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 from types import ModuleType
 
 _SOURCE = Path(__file__).with_name("csrc") / "fused_loops.cpp"
+_NAME = "regbench_fused_loops"
 _lock = threading.Lock()
 _state: dict[str, ModuleType | None] = {}
 
@@ -36,15 +38,32 @@ def loops() -> ModuleType | None:
     return _state["module"]
 
 
+# A build takes about a minute; a lock this old was left by a process killed while building,
+# and torch's own lock would make every later process wait on it forever.
+_STALE_LOCK_SECONDS = 600
+
+
+def _remove_stale_lock(cpp_extension) -> None:
+    try:
+        lock = Path(cpp_extension._get_build_directory(_NAME, verbose=False)) / "lock"
+        if lock.exists() and time.time() - lock.stat().st_mtime > _STALE_LOCK_SECONDS:
+            lock.unlink()
+            warnings.warn(f"regbench: removed a stale build lock {lock} (left by an interrupted build)",
+                          RuntimeWarning, stacklevel=4)
+    except OSError:
+        pass
+
+
 def _build() -> ModuleType | None:
     try:
         from torch.utils import cpp_extension
 
         if not _SOURCE.exists():
             raise FileNotFoundError(_SOURCE)
+        _remove_stale_lock(cpp_extension)
         print("regbench: compiling the native recurrent loops (once per machine, about a minute)...",
               file=sys.stderr, flush=True) if not _is_built(cpp_extension) else None
-        return cpp_extension.load(name="regbench_fused_loops", sources=[str(_SOURCE)],
+        return cpp_extension.load(name=_NAME, sources=[str(_SOURCE)],
                                   extra_cflags=["-O3"], verbose=False)
     except Exception as error:  # no compiler, no ninja, unsupported platform: the Python loops work
         warnings.warn(f"regbench: the native recurrent loops could not be built ({type(error).__name__}: "
@@ -57,7 +76,7 @@ def _build() -> ModuleType | None:
 def _is_built(cpp_extension) -> bool:
     """Whether a build directory for this extension exists already (then loading is quick)."""
     try:
-        root = Path(cpp_extension._get_build_directory("regbench_fused_loops", verbose=False))
+        root = Path(cpp_extension._get_build_directory(_NAME, verbose=False))
     except Exception:
         return False
     return any(root.glob("*.so"))

@@ -120,3 +120,22 @@ def test_disabled_native_falls_back_to_python(monkeypatch):
     assert native.loops() is None
     assert isinstance(fused._loops(), fused._PythonLoops)
     assert fused._loops().batchnorm_lstm_forward is fused_batchnorm.batchnorm_lstm_forward
+
+
+def test_a_stale_build_lock_is_removed(tmp_path, monkeypatch):
+    """A process killed while compiling leaves torch's lock file; later processes must not wait on it forever."""
+    import os
+    import time
+
+    from torch.utils import cpp_extension
+
+    monkeypatch.setattr(cpp_extension, "_get_build_directory", lambda name, verbose=False: str(tmp_path))
+    lock = tmp_path / "lock"
+    lock.write_text("")
+    native._remove_stale_lock(cpp_extension)
+    assert lock.exists(), "a fresh lock belongs to a build in progress"
+    old = time.time() - native._STALE_LOCK_SECONDS - 5
+    os.utime(lock, (old, old))
+    with pytest.warns(RuntimeWarning, match="stale build lock"):
+        native._remove_stale_lock(cpp_extension)
+    assert not lock.exists()
