@@ -332,7 +332,8 @@ def test_recurrent_dropout_gru_rnn_equation(fused, draws, cell):
 
 @pytest.mark.parametrize("cell,spec", [(c, s) for c in ("lstm", "gru", "rnn")
                                        for s in ("recurrent_dropout:p=0.5", "variational_dropout:p_input=0.5,p_hidden=0.5",
-                                                 "rnndrop:p=0.5") if c == "lstm" or not s.startswith("rnndrop")])
+                                                 "rnndrop:p=0.5")
+                                       if c == "lstm" or not s.startswith("rnndrop")])
 def test_dropouts_add_no_noise_in_eval(fused, draws, cell, spec):
     layer = make([spec], cell=cell, fused=fused, num_layers=2).eval()
     x = rand(5, 4, 3)
@@ -378,9 +379,10 @@ def test_variational_dropout_equation_and_masks_fixed_over_time(fused, draws):
 # rnnDrop (Moon et al.)
 # =============================================================================================
 
-def test_rnndrop_equation(fused, draws):
+@pytest.mark.parametrize("scaling", ["test_time", "inverted"])
+def test_rnndrop_equation(fused, draws, scaling):
     p = 0.5
-    layer = make([f"rnndrop:p={p}"], fused=fused).train()
+    layer = make([f"rnndrop:p={p},scaling={scaling}"], fused=fused).train()
     x, h0, c0 = rand(6, 4, 3), rand(1, 4, 5, seed=2), rand(1, 4, 5, seed=3)
     out, _, c_n = forward(layer, x, (h0, c0))
     mask = the_draw(draws, 1 - p)
@@ -389,7 +391,7 @@ def test_rnndrop_equation(fused, draws):
     h, c, outputs = h0[0], c0[0], []
     for t in range(6):
         i, f, g, o = lstm_gates(x[t], h, weights(layer))
-        c = d * (f * c + i * g) / (1 - p)
+        c = d * (f * c + i * g) / ((1 - p) if scaling == "inverted" else 1)
         h = o * tanh(c)
         outputs.append(h)
     torch.testing.assert_close(out, torch.stack(outputs))
@@ -397,6 +399,23 @@ def test_rnndrop_equation(fused, draws):
     # the same units are dropped at every step: their h is 0 throughout
     assert torch.all(out[:, d == 0] == 0)
     assert torch.all(out[:, d == 1] != 0)
+
+
+def test_rnndrop_test_time_scaling_in_eval(fused, draws):
+    """Moon et al.: c_t = (1 - p)(f c_{t-1} + i g) in eval, and no random draw."""
+    p = 0.3
+    layer = make([f"rnndrop:p={p},scaling=test_time"], fused=fused).eval()
+    x, h0, c0 = rand(6, 4, 3), rand(1, 4, 5, seed=2), rand(1, 4, 5, seed=3)
+    out, _, c_n = forward(layer, x, (h0, c0))
+    h, c, outputs = h0[0], c0[0], []
+    for t in range(6):
+        i, f, g, o = lstm_gates(x[t], h, weights(layer))
+        c = (1 - p) * (f * c + i * g)
+        h = o * tanh(c)
+        outputs.append(h)
+    torch.testing.assert_close(out, torch.stack(outputs))
+    torch.testing.assert_close(c_n[0], c)
+    assert draws == []
 
 
 @pytest.mark.parametrize("cell", ["gru", "rnn"])
