@@ -20,6 +20,7 @@ import json
 import math
 import os
 import sqlite3
+import time
 from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
@@ -102,8 +103,26 @@ class ResultsStore:
         """A connection that closes at the end of a ``with`` block (sqlite3's own only commits)."""
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per append.
         connection = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
-        connection.execute("PRAGMA journal_mode=WAL")
+        self._ensure_wal(connection)
         return closing(connection)
+
+    def _ensure_wal(self, connection: sqlite3.Connection) -> None:
+        """Put the file in WAL mode, once: the mode is stored in the file itself.
+
+        Changing the mode needs the file to itself, and SQLite answers "database is locked" at
+        once instead of waiting for it, so several processes opening a new store at the same
+        moment retry here until ``timeout``.
+        """
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    connection.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     @staticmethod
     def _create_table(connection: sqlite3.Connection) -> None:
