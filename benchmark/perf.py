@@ -50,17 +50,24 @@ def _step(layer: torch.nn.Module, x: torch.Tensor) -> None:
 
 
 _MEMORY_PROBE = """
-import resource, sys, torch, regularizers
+import gc, sys, torch, regularizers
 from benchmark.perf import _make_layer, _step
 cell, name = sys.argv[1], sys.argv[3]
 hidden, batch, steps, input_size = int(sys.argv[2]), *map(int, sys.argv[4:])
 torch.manual_seed(0)
 layer = _make_layer(cell, name, input_size, hidden)
 x = torch.randn(steps, batch, input_size)
-page = resource.getpagesize()
-before = int(open("/proc/self/statm").read().split()[1]) * page
+_step(layer, x)  # one-time costs first: library loads, thread pools, the allocator's own growth
+layer.zero_grad(set_to_none=True)
+gc.collect()
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+open("/proc/self/clear_refs", "w").write("5")  # reset the high-water mark (VmHWM) to the current size
+before = status("VmRSS:")
 _step(layer, x)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
+print(status("VmHWM:") - before)
 """
 
 
@@ -69,7 +76,8 @@ def _peak_memory(cell: str, hidden: int, name: str, batch: int, steps: int, inpu
     """Peak bytes that one training step adds to what was allocated before it.
 
     On CUDA, the allocator's own statistics. On the CPU, which keeps none, a fresh process
-    per layer reads the kernel's high-water mark of its resident memory around one step.
+    per layer takes one warm-up step, resets the kernel's high-water mark of its resident
+    memory (Linux's ``clear_refs``) and reads how far a second step raises it.
     """
     if device.type == "cuda":
         torch.manual_seed(0)
@@ -82,7 +90,10 @@ def _peak_memory(cell: str, hidden: int, name: str, batch: int, steps: int, inpu
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - before
     root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+           # glibc: every block over 64 KiB gets its own mapping, returned to the system when freed,
+           # so that resident memory follows the live tensors instead of the allocator's cache.
+           "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
     result = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, cell, str(hidden), name, str(batch), str(steps),
                              str(input_size)], capture_output=True, text=True, env=env, check=True)
     return int(result.stdout.strip().splitlines()[-1])
