@@ -265,6 +265,7 @@ class _LSTMRecurrence(torch.autograd.Function):
     def forward(ctx, xp, w_hh, b_hh, h0, c0, m_hidden_input, m_candidate, m_cell, u_cell, u_hidden):
         masks = (m_hidden_input, m_candidate, m_cell, u_cell, u_hidden)
         ctx.loops, ctx.onednn, ctx.has_bias = _loops(), _use_onednn(xp), b_hh is not None
+        ctx.set_materialize_grads(False)  # an unused output's gradient arrives as None, not as zeros to add
         hidden, cells, gates, tanh_cells = ctx.loops.lstm_forward(xp, w_hh, b_hh, h0, c0, *masks, ctx.onednn)
         ctx.save_for_backward(w_hh, h0, c0, gates, cells, tanh_cells, hidden, *masks)
         return hidden, cells

@@ -172,6 +172,7 @@ class BatchNormLSTMRecurrence(torch.autograd.Function):
         masks = (m_hidden_input, m_candidate, m_cell, u_cell, u_hidden)
         ctx.loops, ctx.onednn = _loops(), _use_onednn(xp)
         ctx.has_bias, ctx.batch_statistics = b_hh is not None, running is None
+        ctx.set_materialize_grads(False)  # an unused output's gradient arrives as None, not as zeros to add
         outputs = ctx.loops.batchnorm_lstm_forward(xp, w_hh, b_hh, h0, c0, gamma_hidden, gamma_cell, beta_cell,
                                                    None if running is None else list(running), eps, *masks,
                                                    ctx.onednn)
