@@ -89,6 +89,35 @@ def _weight_grads(d_recurrent: torch.Tensor, h0: torch.Tensor, hidden: torch.Ten
 # tensor operations, without Python's per-operation overhead (see ``native.py``). Each returns
 # a list: the outputs, then what the backward pass needs.
 
+def activate_lstm_gates(pre_activations: torch.Tensor):
+    """In place: sigmoid on i, f, o and tanh on g (PyTorch's gate order i, f, g, o); returns the four views."""
+    H = pre_activations.size(-1) // 4
+    pre_activations[..., : 2 * H].sigmoid_()
+    pre_activations[..., 2 * H: 3 * H].tanh_()
+    pre_activations[..., 3 * H:].sigmoid_()
+    return pre_activations.split(H, dim=-1)
+
+
+def lstm_gate_factors(gates, c0, cells, tanh_cells, m_candidate):
+    """The parts of the LSTM's backward pass that do not depend on the recurrent gradient, for all steps.
+
+    Written straight into the gate-gradient buffer, which the backward loop then scales in place:
+    d(pre-activations of i, f, g) = dĉ * factor, d(pre-activation of o) = dĥ * factor.
+    ``tanh_cells`` is whatever went through the tanh of ``h = o⊙tanh(.)``; the second result is
+    ``∂ĥ/∂(that input)``.
+    """
+    steps, batch, gate_width = gates.shape
+    H = gate_width // 4
+    i, f, g, o = gates.view(steps, batch, 4, H).unbind(2)
+    d_gates = gates.new_empty(steps, batch, gate_width)
+    d_i, d_f, d_g, d_o = d_gates.view(steps, batch, 4, H).unbind(2)
+    torch.mul(_masked(g, m_candidate), i * (1 - i), out=d_i)  # ∂ĉ/∂i_pre
+    torch.mul(_previous(c0, cells), f * (1 - f), out=d_f)  # ∂ĉ/∂f_pre
+    torch.mul(_masked(i, m_candidate), 1 - g * g, out=d_g)  # ∂ĉ/∂g_pre
+    torch.mul(tanh_cells, o * (1 - o), out=d_o)  # ∂ĥ/∂o_pre
+    return d_gates, o * (1 - tanh_cells * tanh_cells)
+
+
 def lstm_forward(xp, w_hh, b_hh, h0, c0, m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, onednn):
     steps, batch, gate_width = xp.shape
     H = gate_width // 4
@@ -102,10 +131,7 @@ def lstm_forward(xp, w_hh, b_hh, h0, c0, m_hidden_input, m_candidate, m_cell, u_
     h, c = h0, c0
     for t in range(steps):
         g_t = torch.add(xp[t], recurrent_product(_masked(h, _at(m_hidden_input, t))), out=gates[t])
-        g_t[:, : 2 * H].sigmoid_()
-        g_t[:, 2 * H: 3 * H].tanh_()
-        g_t[:, 3 * H:].sigmoid_()
-        i, f, g, o = g_t[:, :H], g_t[:, H: 2 * H], g_t[:, 2 * H: 3 * H], g_t[:, 3 * H:]
+        i, f, g, o = activate_lstm_gates(g_t)
         update = i * g
         if m_candidate is not None:
             update.mul_(_at(m_candidate, t))
@@ -129,22 +155,11 @@ def lstm_backward(grad_hidden, grad_cells, w_hh, h0, c0, gates, cells, tanh_cell
                   m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, has_bias, onednn):
     steps, batch, gate_width = gates.shape
     H = gate_width // 4
-    i, f, g, o = gates.view(steps, batch, 4, H).unbind(2)
-
-    # Factors that do not depend on the recurrent gradient, for all steps at once, written
-    # straight into the gradient buffer, which the loop then scales in place:
-    # d(pre-activations of i, f, g) = dĉ * factor, d(pre-activation of o) = dĥ * factor.
-    d_gates = gates.new_empty(steps, batch, gate_width)
-    d_i, d_f, d_g, d_o = d_gates.view(steps, batch, 4, H).unbind(2)
-    torch.mul(_masked(g, m_candidate), i * (1 - i), out=d_i)  # ∂ĉ/∂i_pre
-    torch.mul(_previous(c0, cells), f * (1 - f), out=d_f)  # ∂ĉ/∂f_pre
-    torch.mul(_masked(i, m_candidate), 1 - g * g, out=d_g)  # ∂ĉ/∂g_pre
-    torch.mul(tanh_cells, o * (1 - o), out=d_o)  # ∂ĥ/∂o_pre
-    cell_from_hidden = o * (1 - tanh_cells * tanh_cells)  # ∂ĥ/∂ĉ
+    f = gates[:, :, H: 2 * H]
+    d_gates, cell_from_hidden = lstm_gate_factors(gates, c0, cells, tanh_cells, m_candidate)
+    d_ifg, d_o = d_gates.view(steps, batch, 4, H)[:, :, :3], d_gates[:, :, 3 * H:]
     keep_cell = None if u_cell is None else 1 - u_cell
     keep_hidden = None if u_hidden is None else 1 - u_hidden
-
-    d_ifg = d_gates.view(steps, batch, 4, H)[:, :, :3]
     backward_product = RecurrentProduct(w_hh.t(), batch, onednn=onednn)  # d_gates @ W_hh
     d_h = torch.zeros_like(h0)
     d_c = torch.zeros_like(c0)

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import torch
 
-from .fused import RecurrentProduct, _at, _loops, _masked, _previous, _use_onednn
+from .fused import (RecurrentProduct, _at, _loops, _masked, _previous, _use_onednn, activate_lstm_gates,
+                    lstm_gate_factors)
 
 
 def _normalize(value: torch.Tensor, eps: float, mean=None, var=None):
@@ -72,10 +73,7 @@ def batchnorm_lstm_forward(xp, w_hh, b_hh, h0, c0, gamma_hidden, gamma_cell, bet
         normalized_hidden[t] = x_hat
         rstd_hidden[t], statistics[0][t], statistics[1][t] = rstd, mean, var
         g_t = torch.addcmul(xp[t], x_hat, gamma_hidden, out=gates[t])
-        g_t[:, : 2 * H].sigmoid_()
-        g_t[:, 2 * H: 3 * H].tanh_()
-        g_t[:, 3 * H:].sigmoid_()
-        i, f, g, o = g_t[:, :H], g_t[:, H: 2 * H], g_t[:, 2 * H: 3 * H], g_t[:, 3 * H:]
+        i, f, g, o = activate_lstm_gates(g_t)
         update = i * g
         if m_candidate is not None:
             update.mul_(_at(m_candidate, t))
@@ -108,20 +106,12 @@ def batchnorm_lstm_backward(grad_hidden, grad_cells, w_hh, h0, c0, gamma_hidden,
                             onednn):
     steps, batch, gate_width = gates.shape
     H = gate_width // 4
-    i, f, g, o = gates.view(steps, batch, 4, H).unbind(2)
-
-    # As in fused.py: factors of the gate gradients for all steps, scaled in place in the loop.
-    d_gates = gates.new_empty(steps, batch, gate_width)
-    d_i, d_f, d_g, d_o = d_gates.view(steps, batch, 4, H).unbind(2)
-    torch.mul(_masked(g, m_candidate), i * (1 - i), out=d_i)
-    torch.mul(_previous(c0, cells), f * (1 - f), out=d_f)
-    torch.mul(_masked(i, m_candidate), 1 - g * g, out=d_g)
-    torch.mul(tanh_cells, o * (1 - o), out=d_o)
-    normalized_from_hidden = o * (1 - tanh_cells * tanh_cells)  # ∂ĥ/∂(γ_c BN(ĉ) + β_c)
+    f = gates[:, :, H: 2 * H]
+    # As in fused.py; here tanh's input is γ_c BN(ĉ) + β_c.
+    d_gates, normalized_from_hidden = lstm_gate_factors(gates, c0, cells, tanh_cells, m_candidate)
+    d_ifg, d_o = d_gates.view(steps, batch, 4, H)[:, :, :3], d_gates[:, :, 3 * H:]
     keep_cell = None if u_cell is None else 1 - u_cell
     keep_hidden = None if u_hidden is None else 1 - u_hidden
-
-    d_ifg = d_gates.view(steps, batch, 4, H)[:, :, :3]
     d_projection = gates.new_empty(steps, batch, gate_width)  # gradient of W_h h_{t-1}
     d_cell_output = gates.new_empty(steps, batch, H)  # gradient of γ_c BN(ĉ) + β_c
     backward_product = RecurrentProduct(w_hh.t(), batch, onednn=onednn)

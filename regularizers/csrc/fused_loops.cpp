@@ -10,6 +10,7 @@
 
 #include <ATen/core/dispatch/Dispatcher.h>
 
+#include <array>
 #include <optional>
 #include <vector>
 
@@ -66,6 +67,32 @@ struct RecurrentProduct {
   }
 };
 
+// In place: sigmoid on i, f, o and tanh on g (PyTorch's gate order i, f, g, o); returns the four views.
+std::array<Tensor, 4> activate_lstm_gates(const Tensor& pre_activations) {
+  const int64_t H = pre_activations.size(-1) / 4;
+  pre_activations.narrow(-1, 0, 2 * H).sigmoid_();
+  pre_activations.narrow(-1, 2 * H, H).tanh_();
+  pre_activations.narrow(-1, 3 * H, H).sigmoid_();
+  return {pre_activations.narrow(-1, 0, H), pre_activations.narrow(-1, H, H), pre_activations.narrow(-1, 2 * H, H),
+          pre_activations.narrow(-1, 3 * H, H)};
+}
+
+// The parts of the LSTM's backward pass that do not depend on the recurrent gradient (lstm_gate_factors
+// in fused.py): the gate-gradient buffer filled with its factors, and ∂ĥ/∂(the input of h's tanh).
+std::pair<Tensor, Tensor> lstm_gate_factors(const Tensor& gates, const Tensor& c0, const Tensor& cells,
+                                            const Tensor& tanh_cells, const Mask& m_candidate) {
+  const int64_t steps = gates.size(0), batch = gates.size(1), gate_width = gates.size(2), H = gate_width / 4;
+  auto split = gates.view({steps, batch, 4, H}).unbind(2);
+  const Tensor &i = split[0], &f = split[1], &g = split[2], &o = split[3];
+  Tensor d_gates = at::empty({steps, batch, gate_width}, gates.options());
+  auto d_split = d_gates.view({steps, batch, 4, H}).unbind(2);
+  at::mul_out(d_split[0], masked(g, m_candidate), i * (1 - i));
+  at::mul_out(d_split[1], previous(c0, cells), f * (1 - f));
+  at::mul_out(d_split[2], masked(i, m_candidate), 1 - g * g);
+  at::mul_out(d_split[3], tanh_cells, o * (1 - o));
+  return {d_gates, o * (1 - tanh_cells * tanh_cells)};
+}
+
 std::pair<Tensor, std::optional<Tensor>> weight_grads(const Tensor& d_recurrent, const Tensor& h0,
                                                       const Tensor& hidden, const Mask& hidden_input_mask,
                                                       bool has_bias) {
@@ -95,11 +122,7 @@ std::vector<Tensor> lstm_forward(Tensor xp, const Tensor& w_hh, const std::optio
   for (int64_t t = 0; t < steps; ++t) {
     Tensor g_t = gates.select(0, t);
     at::add_out(g_t, xp.select(0, t), recurrent_product(masked(h, at_step(m_hidden_input, t))));
-    g_t.narrow(1, 0, 2 * H).sigmoid_();
-    g_t.narrow(1, 2 * H, H).tanh_();
-    g_t.narrow(1, 3 * H, H).sigmoid_();
-    Tensor i = g_t.narrow(1, 0, H), f = g_t.narrow(1, H, H), g = g_t.narrow(1, 2 * H, H),
-           o = g_t.narrow(1, 3 * H, H);
+    auto [i, f, g, o] = activate_lstm_gates(g_t);
     Tensor update = i * g;
     Tensor m = at_step(m_candidate, t);
     if (m.defined()) update.mul_(m);
@@ -131,18 +154,9 @@ std::vector<std::optional<Tensor>> lstm_backward(
     const Mask& u_cell, const Mask& u_hidden, bool has_bias, bool onednn) {
   at::NoGradGuard no_grad;
   const int64_t steps = gates.size(0), batch = gates.size(1), gate_width = gates.size(2), H = gate_width / 4;
-  auto split = gates.view({steps, batch, 4, H}).unbind(2);
-  const Tensor &i = split[0], &f = split[1], &g = split[2], &o = split[3];
-
-  // Factors that do not depend on the recurrent gradient, for all steps, in the gradient buffer.
-  Tensor d_gates = at::empty({steps, batch, gate_width}, gates.options());
-  auto d_split = d_gates.view({steps, batch, 4, H}).unbind(2);
-  Tensor d_o = d_split[3];
-  at::mul_out(d_split[0], masked(g, m_candidate), i * (1 - i));
-  at::mul_out(d_split[1], previous(c0, cells), f * (1 - f));
-  at::mul_out(d_split[2], masked(i, m_candidate), 1 - g * g);
-  at::mul_out(d_o, tanh_cells, o * (1 - o));
-  Tensor cell_from_hidden = o * (1 - tanh_cells * tanh_cells);
+  Tensor f = gates.narrow(2, H, H);
+  auto [d_gates, cell_from_hidden] = lstm_gate_factors(gates, c0, cells, tanh_cells, m_candidate);
+  Tensor d_o = d_gates.narrow(2, 3 * H, H);
   Mask keep_cell, keep_hidden;
   if (u_cell.has_value() && u_cell->defined()) keep_cell = 1 - *u_cell;
   if (u_hidden.has_value() && u_hidden->defined()) keep_hidden = 1 - *u_hidden;
@@ -311,11 +325,7 @@ std::vector<Tensor> batchnorm_lstm_forward(Tensor xp, const Tensor& w_hh, const 
     var_h.select(0, t).copy_(nh.var);
     Tensor g_t = gates.select(0, t);
     at::addcmul_out(g_t, xp.select(0, t), nh.value, gamma_hidden);
-    g_t.narrow(1, 0, 2 * H).sigmoid_();
-    g_t.narrow(1, 2 * H, H).tanh_();
-    g_t.narrow(1, 3 * H, H).sigmoid_();
-    Tensor i = g_t.narrow(1, 0, H), f = g_t.narrow(1, H, H), g = g_t.narrow(1, 2 * H, H),
-           o = g_t.narrow(1, 3 * H, H);
+    auto [i, f, g, o] = activate_lstm_gates(g_t);
     Tensor update = i * g;
     Tensor m = at_step(m_candidate, t);
     if (m.defined()) update.mul_(m);
@@ -358,17 +368,9 @@ std::vector<std::optional<Tensor>> batchnorm_lstm_backward(
     const Mask& u_hidden, bool has_bias, bool batch_statistics, bool onednn) {
   at::NoGradGuard no_grad;
   const int64_t steps = gates.size(0), batch = gates.size(1), gate_width = gates.size(2), H = gate_width / 4;
-  auto split = gates.view({steps, batch, 4, H}).unbind(2);
-  const Tensor &i = split[0], &f = split[1], &g = split[2], &o = split[3];
-
-  Tensor d_gates = at::empty({steps, batch, gate_width}, gates.options());
-  auto d_split = d_gates.view({steps, batch, 4, H}).unbind(2);
-  Tensor d_o = d_split[3];
-  at::mul_out(d_split[0], masked(g, m_candidate), i * (1 - i));
-  at::mul_out(d_split[1], previous(c0, cells), f * (1 - f));
-  at::mul_out(d_split[2], masked(i, m_candidate), 1 - g * g);
-  at::mul_out(d_o, tanh_cells, o * (1 - o));
-  Tensor normalized_from_hidden = o * (1 - tanh_cells * tanh_cells);
+  Tensor f = gates.narrow(2, H, H);
+  auto [d_gates, normalized_from_hidden] = lstm_gate_factors(gates, c0, cells, tanh_cells, m_candidate);
+  Tensor d_o = d_gates.narrow(2, 3 * H, H);
   Mask keep_cell, keep_hidden;
   if (u_cell.has_value() && u_cell->defined()) keep_cell = 1 - *u_cell;
   if (u_hidden.has_value() && u_hidden->defined()) keep_hidden = 1 - *u_hidden;
