@@ -8,9 +8,14 @@
 // the tests check that both give the same numbers.
 #include <torch/extension.h>
 
+#include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
+#include <algorithm>
 #include <array>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <optional>
 #include <vector>
 
@@ -36,6 +41,18 @@ Tensor previous(const Tensor& initial, const Tensor& sequence) {
   return at::cat({initial.unsqueeze(0), sequence.narrow(0, 0, sequence.size(0) - 1)});
 }
 
+// oneDNN's inner product x @ weight.T (+ bias); `weight` is plain or packed by _reorder_linear_weight.
+// On this project's CPUs it runs the recurrent layers' products faster than at::mm (MKL), both the
+// small per-step ones and the large weight-gradient one.
+Tensor onednn_linear(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias = std::nullopt) {
+  static auto linear =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("mkldnn::_linear_pointwise", "")
+          .typed<Tensor(const Tensor&, const Tensor&, const std::optional<Tensor>&, c10::string_view,
+                        c10::List<std::optional<at::Scalar>>, std::optional<c10::string_view>)>();
+  return linear.call(x.contiguous(), weight, bias, "none", c10::List<std::optional<at::Scalar>>(), std::nullopt);
+}
+
 // x @ weight.T (+ bias), with the weight packed once for oneDNN (see RecurrentProduct in fused.py).
 struct RecurrentProduct {
   Tensor weight, packed;
@@ -53,15 +70,7 @@ struct RecurrentProduct {
   }
 
   Tensor operator()(const Tensor& x) const {
-    if (onednn) {
-      static auto linear =
-          c10::Dispatcher::singleton()
-              .findSchemaOrThrow("mkldnn::_linear_pointwise", "")
-              .typed<Tensor(const Tensor&, const Tensor&, const std::optional<Tensor>&, c10::string_view,
-                            c10::List<std::optional<at::Scalar>>, std::optional<c10::string_view>)>();
-      return linear.call(x.contiguous(), packed, bias, "none", c10::List<std::optional<at::Scalar>>(),
-                         std::nullopt);
-    }
+    if (onednn) return onednn_linear(x, packed, bias);
     if (bias.has_value() && bias->defined()) return at::addmm(*bias, x, weight.t());
     return at::mm(x, weight.t());
   }
@@ -106,7 +115,7 @@ std::pair<Tensor, std::optional<Tensor>> weight_grads(const Tensor& d_recurrent,
 
 }  // namespace
 
-std::vector<Tensor> lstm_forward(Tensor xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
+std::vector<Tensor> lstm_forward_generic(Tensor xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
                                  const Tensor& h0, const Tensor& c0, const Mask& m_hidden_input,
                                  const Mask& m_candidate, const Mask& m_cell, const Mask& u_cell,
                                  const Mask& u_hidden, bool onednn) {
@@ -147,7 +156,7 @@ std::vector<Tensor> lstm_forward(Tensor xp, const Tensor& w_hh, const std::optio
   return {hidden, cells, gates, tanh_cells};
 }
 
-std::vector<std::optional<Tensor>> lstm_backward(
+std::vector<std::optional<Tensor>> lstm_backward_generic(
     const std::optional<Tensor>& grad_hidden, const std::optional<Tensor>& grad_cells, const Tensor& w_hh,
     const Tensor& h0, const Tensor& c0, const Tensor& gates, const Tensor& cells, const Tensor& tanh_cells,
     const Tensor& hidden, const Mask& m_hidden_input, const Mask& m_candidate, const Mask& m_cell,
@@ -190,7 +199,7 @@ std::vector<std::optional<Tensor>> lstm_backward(
   return {d_gates, grad_w, grad_b, d_h, d_c};
 }
 
-std::vector<Tensor> gru_forward(const Tensor& xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
+std::vector<Tensor> gru_forward_generic(const Tensor& xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
                                 const Tensor& h0, const Mask& m_hidden_input, const Mask& m_candidate,
                                 const Mask& u_hidden, bool onednn) {
   at::NoGradGuard no_grad;
@@ -222,7 +231,7 @@ std::vector<Tensor> gru_forward(const Tensor& xp, const Tensor& w_hh, const std:
   return {hidden, activations, hidden_n};
 }
 
-std::vector<std::optional<Tensor>> gru_backward(const Tensor& grad_hidden, const Tensor& w_hh, const Tensor& h0,
+std::vector<std::optional<Tensor>> gru_backward_generic(const Tensor& grad_hidden, const Tensor& w_hh, const Tensor& h0,
                                                 const Tensor& activations, const Tensor& hidden_n,
                                                 const Tensor& hidden, const Mask& m_hidden_input,
                                                 const Mask& m_candidate, const Mask& u_hidden, bool has_bias,
@@ -264,6 +273,552 @@ std::vector<std::optional<Tensor>> gru_backward(const Tensor& grad_hidden, const
   }
   auto [grad_w, grad_b] = weight_grads(d_recurrent, h0, hidden, m_hidden_input, has_bias);
   return {d_input, grad_w, grad_b, d_h};
+}
+
+// -- the fast path: each step's element-wise work as one pass over the batch's rows -------------------
+//
+// Why: at the benchmark's shapes the generic loops above spend most of a step's time in a dozen
+// separate ATen operations (a dispatch and a full pass over memory each). Here a step is one
+// matrix product (oneDNN, weight packed once) and one hand-written loop over the batch's rows that
+// does every element-wise operation of the step, reading each value once. It runs on CPU tensors
+// of float32 (with a vectorizable exp) and float64 (with std::exp, for gradcheck); anything else
+// (CUDA, half precision, unusual mask shapes) takes the generic loops. Same equations, same mask
+// sites, same saved buffers as the generic loops; tests/test_native.py checks they agree.
+
+namespace fast {
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+// One build runs at its best on any x86-64 machine: the loader picks the AVX-512, AVX2 or baseline
+// copy of each row function when the library is loaded.
+#define REGBENCH_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define REGBENCH_CLONES
+#endif
+#if defined(__GNUC__)
+#define REGBENCH_INLINE inline __attribute__((always_inline))
+#define REGBENCH_NO_LOOP_ALIASING _Pragma("GCC ivdep")
+#else
+#define REGBENCH_INLINE inline
+#define REGBENCH_NO_LOOP_ALIASING
+#endif
+
+// e^x for float32, written so that the compiler vectorizes it (no calls, no branches; built with
+// -fno-trapping-math so that the clamps become selects): x = n·ln2 + r with n the nearest integer
+// to x/ln2 and |r| ≤ ln2/2 (ln2 split in two so that n·ln2 is exact), e^r by its Taylor polynomial
+// to r^7 (truncation error below 1e-8, relative), and 2^n put straight into the exponent bits.
+// Arguments are clamped to [-87, 88], where e^x is a normal float.
+REGBENCH_INLINE float exp_vectorizable(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  x = x > 88.0f ? 88.0f : x;
+  const float y = x * 1.44269504088896341f;
+  const int32_t k = static_cast<int32_t>(y + (y < 0.0f ? -0.5f : 0.5f));
+  const float n = static_cast<float>(k);
+  const float r = (x - n * 0.693145751953125f) - n * 1.42860682030941723e-6f;
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t bits = (k + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+REGBENCH_INLINE double exp_vectorizable(double x) { return std::exp(x); }
+
+template <typename T>
+REGBENCH_INLINE T sigmoid(T x) { return T(1) / (T(1) + exp_vectorizable(-x)); }
+REGBENCH_INLINE float tanh_of(float x) { return 2.0f / (1.0f + exp_vectorizable(-2.0f * x)) - 1.0f; }
+REGBENCH_INLINE double tanh_of(double x) { return std::tanh(x); }
+
+// One step of one batch row. Every mask pointer is valid: an absent mask is a row of ones, an
+// absent bias or gradient a row of zeros (multiplying by 1 and adding 0 are exact), so the loops
+// have no branches. Update masks u mix as u·new + (1-u)·old, which is exact for u in {0, 1}.
+template <typename T>
+struct LSTMForwardRow {
+  const T *recurrent, *input, *bias, *h_prev, *c_prev, *m_candidate, *m_cell, *u_cell, *u_hidden, *m_next;
+  T *gates, *cell, *tanh_cell, *hidden, *next_input;  // next_input: h_t ⊙ m_hidden_input[t+1], or null
+};
+
+template <typename T>
+REGBENCH_INLINE void lstm_forward_row(int64_t H, const LSTMForwardRow<T>& a) {
+  REGBENCH_NO_LOOP_ALIASING
+  for (int64_t j = 0; j < H; ++j) {
+    const T i = sigmoid((a.input[j] + a.bias[j]) + a.recurrent[j]);
+    const T f = sigmoid((a.input[H + j] + a.bias[H + j]) + a.recurrent[H + j]);
+    const T g = tanh_of((a.input[2 * H + j] + a.bias[2 * H + j]) + a.recurrent[2 * H + j]);
+    const T o = sigmoid((a.input[3 * H + j] + a.bias[3 * H + j]) + a.recurrent[3 * H + j]);
+    a.gates[j] = i;
+    a.gates[H + j] = f;
+    a.gates[2 * H + j] = g;
+    a.gates[3 * H + j] = o;
+    const T c_prev = a.c_prev[j];
+    const T cell_hat = (i * g * a.m_candidate[j] + f * c_prev) * a.m_cell[j];
+    const T tanh_c = tanh_of(cell_hat);
+    a.tanh_cell[j] = tanh_c;
+    a.cell[j] = a.u_cell[j] * cell_hat + (T(1) - a.u_cell[j]) * c_prev;
+    a.hidden[j] = a.u_hidden[j] * (o * tanh_c) + (T(1) - a.u_hidden[j]) * a.h_prev[j];
+  }
+  if (a.next_input != nullptr) {
+    REGBENCH_NO_LOOP_ALIASING
+    for (int64_t j = 0; j < H; ++j) a.next_input[j] = a.hidden[j] * a.m_next[j];
+  }
+}
+
+template <typename T>
+struct LSTMBackwardRow {
+  // d_h_t = (∂L/∂h_t from step t+1's product) ⊙ m_hidden_input[t+1] + carry + grad_hidden[t]
+  const T *d_product, *m_next, *grad_h, *grad_c, *gates, *tanh_cell, *c_prev, *m_candidate, *m_cell, *u_cell,
+      *u_hidden;
+  T *d_gates, *d_c, *carry;  // d_c and carry: in at step t+1's values, out at step t's
+};
+
+template <typename T>
+REGBENCH_INLINE void lstm_backward_row(int64_t H, const LSTMBackwardRow<T>& a) {
+  REGBENCH_NO_LOOP_ALIASING
+  for (int64_t j = 0; j < H; ++j) {
+    const T d_h = a.d_product[j] * a.m_next[j] + a.carry[j] + a.grad_h[j];
+    const T d_c = a.d_c[j] + a.grad_c[j];
+    const T u_c = a.u_cell[j], u_h = a.u_hidden[j];
+    const T d_hidden_hat = d_h * u_h;
+    const T i = a.gates[j], f = a.gates[H + j], g = a.gates[2 * H + j], o = a.gates[3 * H + j];
+    const T tanh_c = a.tanh_cell[j], m = a.m_candidate[j];
+    const T d_cell_hat = (d_c * u_c + d_hidden_hat * (o * (T(1) - tanh_c * tanh_c))) * a.m_cell[j];
+    a.d_gates[j] = d_cell_hat * ((g * m) * (i * (T(1) - i)));
+    a.d_gates[H + j] = d_cell_hat * (a.c_prev[j] * (f * (T(1) - f)));
+    a.d_gates[2 * H + j] = d_cell_hat * ((i * m) * (T(1) - g * g));
+    a.d_gates[3 * H + j] = d_hidden_hat * (tanh_c * (o * (T(1) - o)));
+    a.d_c[j] = d_cell_hat * f + d_c * (T(1) - u_c);
+    a.carry[j] = d_h * (T(1) - u_h);
+  }
+}
+
+template <typename T>
+struct GRUForwardRow {
+  const T *recurrent, *input, *h_prev, *m_candidate, *u_hidden, *m_next;  // recurrent includes b_hh
+  T *activations, *hidden_n, *hidden, *next_input;
+};
+
+template <typename T>
+REGBENCH_INLINE void gru_forward_row(int64_t H, const GRUForwardRow<T>& a) {
+  REGBENCH_NO_LOOP_ALIASING
+  for (int64_t j = 0; j < H; ++j) {
+    const T r = sigmoid(a.input[j] + a.recurrent[j]);
+    const T z = sigmoid(a.input[H + j] + a.recurrent[H + j]);
+    const T hn = a.recurrent[2 * H + j];
+    const T n = tanh_of(a.input[2 * H + j] + r * hn);
+    a.activations[j] = r;
+    a.activations[H + j] = z;
+    a.activations[2 * H + j] = n;
+    a.hidden_n[j] = hn;
+    const T h_prev = a.h_prev[j];
+    const T candidate = (T(1) - z) * (n * a.m_candidate[j]) + z * h_prev;
+    a.hidden[j] = a.u_hidden[j] * candidate + (T(1) - a.u_hidden[j]) * h_prev;
+  }
+  if (a.next_input != nullptr) {
+    REGBENCH_NO_LOOP_ALIASING
+    for (int64_t j = 0; j < H; ++j) a.next_input[j] = a.hidden[j] * a.m_next[j];
+  }
+}
+
+template <typename T>
+struct GRUBackwardRow {
+  const T *d_product, *m_next, *grad_h, *activations, *hidden_n, *h_prev, *m_candidate, *u_hidden;
+  T *d_input, *d_recurrent, *carry;  // d_recurrent: this step's (B, 3H) product input
+};
+
+template <typename T>
+REGBENCH_INLINE void gru_backward_row(int64_t H, const GRUBackwardRow<T>& a) {
+  REGBENCH_NO_LOOP_ALIASING
+  for (int64_t j = 0; j < H; ++j) {
+    const T d_h = a.d_product[j] * a.m_next[j] + a.carry[j] + a.grad_h[j];
+    const T u_h = a.u_hidden[j];
+    const T d_hidden_hat = d_h * u_h;
+    const T r = a.activations[j], z = a.activations[H + j], n = a.activations[2 * H + j], m = a.m_candidate[j];
+    const T d_n = d_hidden_hat * (((T(1) - z) * m) * (T(1) - n * n));
+    const T d_r = d_n * (a.hidden_n[j] * (r * (T(1) - r)));
+    const T d_z = d_hidden_hat * ((a.h_prev[j] - n * m) * (z * (T(1) - z)));
+    const T d_recurrent_n = d_n * r;
+    a.d_input[j] = d_r;
+    a.d_input[H + j] = d_z;
+    a.d_input[2 * H + j] = d_n;
+    a.d_recurrent[j] = d_r;
+    a.d_recurrent[H + j] = d_z;
+    a.d_recurrent[2 * H + j] = d_recurrent_n;
+    a.carry[j] = d_hidden_hat * z + d_h * (T(1) - u_h);
+  }
+}
+
+// float32: one copy per instruction set (REGBENCH_CLONES); float64: plain.
+REGBENCH_CLONES void run_row(int64_t H, const LSTMForwardRow<float>& a) { lstm_forward_row(H, a); }
+REGBENCH_CLONES void run_row(int64_t H, const LSTMBackwardRow<float>& a) { lstm_backward_row(H, a); }
+REGBENCH_CLONES void run_row(int64_t H, const GRUForwardRow<float>& a) { gru_forward_row(H, a); }
+REGBENCH_CLONES void run_row(int64_t H, const GRUBackwardRow<float>& a) { gru_backward_row(H, a); }
+void run_row(int64_t H, const LSTMForwardRow<double>& a) { lstm_forward_row(H, a); }
+void run_row(int64_t H, const LSTMBackwardRow<double>& a) { lstm_backward_row(H, a); }
+void run_row(int64_t H, const GRUForwardRow<double>& a) { gru_forward_row(H, a); }
+void run_row(int64_t H, const GRUBackwardRow<double>& a) { gru_backward_row(H, a); }
+
+// A mask of shape (T or 1, B or 1, H or 1), read row by row.
+template <typename T>
+struct MaskRows {
+  Tensor storage;
+  const T* data = nullptr;  // null: no mask
+  int64_t step_stride = 0, batch_stride = 0;
+  bool one_per_row = false;  // the last dimension is 1 (one value for the whole row)
+
+  MaskRows(const Mask& mask, int64_t H) {
+    if (!mask.has_value() || !mask->defined()) return;
+    storage = mask->contiguous();
+    data = storage.data_ptr<T>();
+    step_stride = storage.size(0) > 1 ? storage.size(1) * storage.size(2) : 0;
+    batch_stride = storage.size(1) > 1 ? storage.size(2) : 0;
+    one_per_row = storage.size(2) == 1 && H > 1;
+  }
+  bool present() const { return data != nullptr; }
+  // Row b at step t: H values (written out into `scratch` when one value covers the row).
+  const T* row(int64_t t, int64_t b, int64_t H, const T* ones, T* scratch) const {
+    if (data == nullptr) return ones;
+    const T* values = data + t * step_stride + b * batch_stride;
+    if (!one_per_row) return values;
+    std::fill(scratch, scratch + H, *values);
+    return scratch;
+  }
+};
+
+// Whether a mask fits MaskRows for a sequence of `steps` × `batch` × `H`.
+bool mask_fits(const Mask& mask, int64_t steps, int64_t batch, int64_t H, at::ScalarType dtype) {
+  if (!mask.has_value() || !mask->defined()) return true;
+  const Tensor& m = *mask;
+  return m.device().is_cpu() && m.scalar_type() == dtype && m.dim() == 3 && (m.size(0) == 1 || m.size(0) == steps) &&
+         (m.size(1) == 1 || m.size(1) == batch) && (m.size(2) == 1 || m.size(2) == H);
+}
+
+bool fits(const Tensor& reference, std::initializer_list<const Tensor*> tensors, std::initializer_list<const Mask*> masks,
+          int64_t steps, int64_t batch, int64_t H) {
+  const auto dtype = reference.scalar_type();
+  if (!reference.device().is_cpu() || (dtype != at::kFloat && dtype != at::kDouble)) return false;
+  for (const Tensor* t : tensors)
+    if (t->defined() && (!t->device().is_cpu() || t->scalar_type() != dtype)) return false;
+  for (const Mask* m : masks)
+    if (!mask_fits(*m, steps, batch, H, dtype)) return false;
+  return true;
+}
+
+// Rows per task: a step's rows split over the threads only when there is enough work to share.
+int64_t grain(int64_t batch, int64_t row_width) {
+  constexpr int64_t kElementsPerTask = 16384;
+  return std::max<int64_t>(1, std::min<int64_t>(batch, kElementsPerTask / std::max<int64_t>(row_width, 1)));
+}
+
+const Tensor* ptr(const std::optional<Tensor>& t) { return t.has_value() ? &*t : nullptr; }
+
+// (masked h_{t-1}) of every step as an (H, T·B) matrix: the right-hand factor of the weight gradient.
+Tensor recurrent_inputs_transposed(const Tensor& h0, const Tensor& hidden, const Mask& hidden_input_mask) {
+  const int64_t H = hidden.size(2);
+  return masked(previous(h0, hidden), hidden_input_mask).reshape({-1, H}).t().contiguous();
+}
+
+// ∂L/∂W = d_t · inputs_tᵀ, with d_t (rows of W, T·B) and inputs_t (H, T·B) both row-major.
+Tensor weight_gradient(const Tensor& d_t, const Tensor& inputs_t, bool onednn) {
+  return onednn ? onednn_linear(d_t, inputs_t) : at::mm(d_t, inputs_t.t());
+}
+
+template <typename T>
+std::vector<Tensor> lstm_forward(const Tensor& xp_in, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
+                                 const Tensor& h0, const Tensor& c0, const Mask& m_hidden_input,
+                                 const Mask& m_candidate, const Mask& m_cell, const Mask& u_cell, const Mask& u_hidden,
+                                 bool onednn) {
+  at::NoGradGuard no_grad;
+  const Tensor xp = xp_in.contiguous();
+  const int64_t steps = xp.size(0), batch = xp.size(1), gate_width = xp.size(2), H = gate_width / 4;
+  auto options = xp.options();
+  Tensor gates = at::empty({steps, batch, gate_width}, options);
+  Tensor cells = at::empty({steps, batch, H}, options);
+  Tensor tanh_cells = at::empty({steps, batch, H}, options);
+  Tensor hidden = at::empty({steps, batch, H}, options);
+  const MaskRows<T> mh(m_hidden_input, H), mc(m_candidate, H), mcell(m_cell, H), uc(u_cell, H), uh(u_hidden, H);
+  std::vector<T> ones(gate_width, T(1)), zeros(gate_width, T(0));
+  const Tensor bias = b_hh.has_value() && b_hh->defined() ? b_hh->contiguous() : Tensor();
+  const T* bias_data = bias.defined() ? bias.data_ptr<T>() : zeros.data();
+  const Tensor h0c = h0.contiguous(), c0c = c0.contiguous();
+  Tensor next_input = mh.present() ? masked(h0c, at_step(m_hidden_input, 0)).contiguous() : Tensor();
+  RecurrentProduct recurrent_product(w_hh, batch, std::nullopt, onednn);
+  const int64_t task_rows = grain(batch, gate_width);
+  for (int64_t t = 0; t < steps; ++t) {
+    const Tensor recurrent =
+        recurrent_product(mh.present() ? next_input : (t == 0 ? h0c : hidden.select(0, t - 1))).contiguous();
+    const T* rec = recurrent.data_ptr<T>();
+    const T* x = xp.data_ptr<T>() + t * batch * gate_width;
+    const T* h_prev = t == 0 ? h0c.data_ptr<T>() : hidden.data_ptr<T>() + (t - 1) * batch * H;
+    const T* c_prev = t == 0 ? c0c.data_ptr<T>() : cells.data_ptr<T>() + (t - 1) * batch * H;
+    const bool write_next = mh.present() && t + 1 < steps;
+    T* next = write_next ? next_input.data_ptr<T>() : nullptr;
+    at::parallel_for(0, batch, task_rows, [&](int64_t begin, int64_t end) {
+      std::vector<T> scratch(5 * H);
+      for (int64_t b = begin; b < end; ++b) {
+        LSTMForwardRow<T> row{rec + b * gate_width,
+                              x + b * gate_width,
+                              bias_data,
+                              h_prev + b * H,
+                              c_prev + b * H,
+                              mc.row(t, b, H, ones.data(), scratch.data()),
+                              mcell.row(t, b, H, ones.data(), scratch.data() + H),
+                              uc.row(t, b, H, ones.data(), scratch.data() + 2 * H),
+                              uh.row(t, b, H, ones.data(), scratch.data() + 3 * H),
+                              write_next ? mh.row(t + 1, b, H, ones.data(), scratch.data() + 4 * H) : nullptr,
+                              gates.data_ptr<T>() + (t * batch + b) * gate_width,
+                              cells.data_ptr<T>() + (t * batch + b) * H,
+                              tanh_cells.data_ptr<T>() + (t * batch + b) * H,
+                              hidden.data_ptr<T>() + (t * batch + b) * H,
+                              write_next ? next + b * H : nullptr};
+        run_row(H, row);
+      }
+    });
+  }
+  return {hidden, cells, gates, tanh_cells};
+}
+
+template <typename T>
+std::vector<std::optional<Tensor>> lstm_backward(const std::optional<Tensor>& grad_hidden,
+                                                 const std::optional<Tensor>& grad_cells, const Tensor& w_hh,
+                                                 const Tensor& h0, const Tensor& c0, const Tensor& gates,
+                                                 const Tensor& cells, const Tensor& tanh_cells, const Tensor& hidden,
+                                                 const Mask& m_hidden_input, const Mask& m_candidate,
+                                                 const Mask& m_cell, const Mask& u_cell, const Mask& u_hidden,
+                                                 bool has_bias, bool onednn) {
+  at::NoGradGuard no_grad;
+  const int64_t steps = gates.size(0), batch = gates.size(1), gate_width = gates.size(2), H = gate_width / 4;
+  const Tensor gh = grad_hidden.has_value() && grad_hidden->defined() ? grad_hidden->contiguous() : Tensor();
+  const Tensor gc = grad_cells.has_value() && grad_cells->defined() ? grad_cells->contiguous() : Tensor();
+  const MaskRows<T> mh(m_hidden_input, H), mc(m_candidate, H), mcell(m_cell, H), uc(u_cell, H), uh(u_hidden, H);
+  std::vector<T> ones(H, T(1)), zeros(H, T(0));
+  const Tensor c0c = c0.contiguous();
+  auto options = gates.options();
+  // ∂L/∂gates of all steps, transposed (column t·B + b is row b of step t): the weight gradient
+  // is then one oneDNN product of two row-major matrices, with no large transpose after the loop.
+  Tensor d_gates_t = at::empty({gate_width, steps * batch}, options);
+  Tensor d_gates_step = at::empty({batch, gate_width}, options);
+  Tensor d_c = at::zeros({batch, H}, options), carry = at::zeros({batch, H}, options);
+  Tensor d_product;  // ∂L/∂(masked h_t) from step t+1's recurrent product
+  RecurrentProduct backward_product(w_hh.t(), batch, std::nullopt, onednn);
+  const int64_t task_rows = grain(batch, gate_width);
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    const T* product = d_product.defined() ? d_product.data_ptr<T>() : nullptr;
+    const T* c_prev = t == 0 ? c0c.data_ptr<T>() : cells.data_ptr<T>() + (t - 1) * batch * H;
+    at::parallel_for(0, batch, task_rows, [&](int64_t begin, int64_t end) {
+      std::vector<T> scratch(5 * H);
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t row_h = (t * batch + b) * H, row_g = (t * batch + b) * gate_width;
+        LSTMBackwardRow<T> row{product ? product + b * H : zeros.data(),
+                               product ? mh.row(t + 1, b, H, ones.data(), scratch.data()) : ones.data(),
+                               gh.defined() ? gh.data_ptr<T>() + row_h : zeros.data(),
+                               gc.defined() ? gc.data_ptr<T>() + row_h : zeros.data(),
+                               gates.data_ptr<T>() + row_g,
+                               tanh_cells.data_ptr<T>() + row_h,
+                               c_prev + b * H,
+                               mc.row(t, b, H, ones.data(), scratch.data() + H),
+                               mcell.row(t, b, H, ones.data(), scratch.data() + 2 * H),
+                               uc.row(t, b, H, ones.data(), scratch.data() + 3 * H),
+                               uh.row(t, b, H, ones.data(), scratch.data() + 4 * H),
+                               d_gates_step.data_ptr<T>() + b * gate_width,
+                               d_c.data_ptr<T>() + b * H,
+                               carry.data_ptr<T>() + b * H};
+        run_row(H, row);
+      }
+    });
+    d_gates_t.narrow(1, t * batch, batch).copy_(d_gates_step.t());
+    d_product = backward_product(d_gates_step).contiguous();
+  }
+  Tensor d_h0 = masked(d_product, at_step(m_hidden_input, 0)) + carry;
+  Tensor inputs_t = recurrent_inputs_transposed(h0, hidden, m_hidden_input);
+  Tensor grad_w = weight_gradient(d_gates_t, inputs_t, onednn);
+  std::optional<Tensor> grad_b;
+  if (has_bias) grad_b = d_gates_t.sum(1);
+  // The gradient of xp as a (T, B, 4H) view of the transposed buffer: autograd and the input
+  // projection's backward take strided gradients as they are.
+  Tensor d_gates = d_gates_t.view({gate_width, steps, batch}).permute({1, 2, 0});
+  return {d_gates, grad_w, grad_b, d_h0, d_c};
+}
+
+template <typename T>
+std::vector<Tensor> gru_forward(const Tensor& xp_in, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
+                                const Tensor& h0, const Mask& m_hidden_input, const Mask& m_candidate,
+                                const Mask& u_hidden, bool onednn) {
+  at::NoGradGuard no_grad;
+  const Tensor xp = xp_in.contiguous();
+  const int64_t steps = xp.size(0), batch = xp.size(1), gate_width = xp.size(2), H = gate_width / 3;
+  auto options = xp.options();
+  Tensor activations = at::empty({steps, batch, gate_width}, options);
+  Tensor hidden_n = at::empty({steps, batch, H}, options);
+  Tensor hidden = at::empty({steps, batch, H}, options);
+  const MaskRows<T> mh(m_hidden_input, H), mc(m_candidate, H), uh(u_hidden, H);
+  std::vector<T> ones(H, T(1));
+  const Tensor h0c = h0.contiguous();
+  Tensor next_input = mh.present() ? masked(h0c, at_step(m_hidden_input, 0)).contiguous() : Tensor();
+  RecurrentProduct recurrent_product(w_hh, batch, b_hh, onednn);
+  const int64_t task_rows = grain(batch, gate_width);
+  for (int64_t t = 0; t < steps; ++t) {
+    const Tensor recurrent =
+        recurrent_product(mh.present() ? next_input : (t == 0 ? h0c : hidden.select(0, t - 1))).contiguous();
+    const T* rec = recurrent.data_ptr<T>();
+    const T* x = xp.data_ptr<T>() + t * batch * gate_width;
+    const T* h_prev = t == 0 ? h0c.data_ptr<T>() : hidden.data_ptr<T>() + (t - 1) * batch * H;
+    const bool write_next = mh.present() && t + 1 < steps;
+    T* next = write_next ? next_input.data_ptr<T>() : nullptr;
+    at::parallel_for(0, batch, task_rows, [&](int64_t begin, int64_t end) {
+      std::vector<T> scratch(3 * H);
+      for (int64_t b = begin; b < end; ++b) {
+        GRUForwardRow<T> row{rec + b * gate_width,
+                             x + b * gate_width,
+                             h_prev + b * H,
+                             mc.row(t, b, H, ones.data(), scratch.data()),
+                             uh.row(t, b, H, ones.data(), scratch.data() + H),
+                             write_next ? mh.row(t + 1, b, H, ones.data(), scratch.data() + 2 * H) : nullptr,
+                             activations.data_ptr<T>() + (t * batch + b) * gate_width,
+                             hidden_n.data_ptr<T>() + (t * batch + b) * H,
+                             hidden.data_ptr<T>() + (t * batch + b) * H,
+                             write_next ? next + b * H : nullptr};
+        run_row(H, row);
+      }
+    });
+  }
+  return {hidden, activations, hidden_n};
+}
+
+template <typename T>
+std::vector<std::optional<Tensor>> gru_backward(const Tensor& grad_hidden, const Tensor& w_hh, const Tensor& h0,
+                                                const Tensor& activations, const Tensor& hidden_n,
+                                                const Tensor& hidden, const Mask& m_hidden_input,
+                                                const Mask& m_candidate, const Mask& u_hidden, bool has_bias,
+                                                bool onednn) {
+  at::NoGradGuard no_grad;
+  const int64_t steps = activations.size(0), batch = activations.size(1), gate_width = activations.size(2),
+                H = gate_width / 3;
+  const Tensor gh = grad_hidden.contiguous(), h0c = h0.contiguous();
+  const MaskRows<T> mh(m_hidden_input, H), mc(m_candidate, H), uh(u_hidden, H);
+  std::vector<T> ones(H, T(1)), zeros(H, T(0));
+  auto options = activations.options();
+  // Transposed, as in the LSTM: column t·B + b is row b of step t. The recurrent product's gradient
+  // differs from d_input only in its n part (⊙ r), so only that part is kept for the weight gradient.
+  Tensor d_input_t = at::empty({gate_width, steps * batch}, options);
+  Tensor d_recurrent_n_t = at::empty({H, steps * batch}, options);
+  Tensor d_input_step = at::empty({batch, gate_width}, options), d_recurrent = at::empty({batch, gate_width}, options);
+  Tensor carry = at::zeros({batch, H}, options);
+  Tensor d_product;
+  RecurrentProduct backward_product(w_hh.t(), batch, std::nullopt, onednn);
+  const int64_t task_rows = grain(batch, gate_width);
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    const T* product = d_product.defined() ? d_product.data_ptr<T>() : nullptr;
+    const T* h_prev = t == 0 ? h0c.data_ptr<T>() : hidden.data_ptr<T>() + (t - 1) * batch * H;
+    at::parallel_for(0, batch, task_rows, [&](int64_t begin, int64_t end) {
+      std::vector<T> scratch(3 * H);
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t row_h = (t * batch + b) * H, row_g = (t * batch + b) * gate_width;
+        GRUBackwardRow<T> row{product ? product + b * H : zeros.data(),
+                              product ? mh.row(t + 1, b, H, ones.data(), scratch.data()) : ones.data(),
+                              gh.data_ptr<T>() + row_h,
+                              activations.data_ptr<T>() + row_g,
+                              hidden_n.data_ptr<T>() + row_h,
+                              h_prev + b * H,
+                              mc.row(t, b, H, ones.data(), scratch.data() + H),
+                              uh.row(t, b, H, ones.data(), scratch.data() + 2 * H),
+                              d_input_step.data_ptr<T>() + b * gate_width,
+                              d_recurrent.data_ptr<T>() + b * gate_width,
+                              carry.data_ptr<T>() + b * H};
+        run_row(H, row);
+      }
+    });
+    d_input_t.narrow(1, t * batch, batch).copy_(d_input_step.t());
+    d_recurrent_n_t.narrow(1, t * batch, batch).copy_(d_recurrent.narrow(1, 2 * H, H).t());
+    d_product = backward_product(d_recurrent).contiguous();
+  }
+  Tensor d_h0 = masked(d_product, at_step(m_hidden_input, 0)) + carry;
+  Tensor inputs_t = recurrent_inputs_transposed(h0, hidden, m_hidden_input);
+  Tensor d_rz_t = d_input_t.narrow(0, 0, 2 * H);
+  Tensor grad_w = at::cat({weight_gradient(d_rz_t, inputs_t, onednn), weight_gradient(d_recurrent_n_t, inputs_t, onednn)});
+  std::optional<Tensor> grad_b;
+  if (has_bias) grad_b = at::cat({d_rz_t.sum(1), d_recurrent_n_t.sum(1)});
+  Tensor d_input = d_input_t.view({gate_width, steps, batch}).permute({1, 2, 0});
+  return {d_input, grad_w, grad_b, d_h0};
+}
+
+}  // namespace fast
+
+std::vector<Tensor> lstm_forward(const Tensor& xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
+                                 const Tensor& h0, const Tensor& c0, const Mask& m_hidden_input,
+                                 const Mask& m_candidate, const Mask& m_cell, const Mask& u_cell, const Mask& u_hidden,
+                                 bool onednn) {
+  const int64_t H = xp.size(2) / 4;
+  const Tensor no_tensor;
+  if (fast::fits(xp, {&w_hh, b_hh.has_value() ? &*b_hh : &no_tensor, &h0, &c0},
+                 {&m_hidden_input, &m_candidate, &m_cell, &u_cell, &u_hidden}, xp.size(0), xp.size(1), H)) {
+    if (xp.scalar_type() == at::kFloat)
+      return fast::lstm_forward<float>(xp, w_hh, b_hh, h0, c0, m_hidden_input, m_candidate, m_cell, u_cell,
+                                       u_hidden, onednn);
+    return fast::lstm_forward<double>(xp, w_hh, b_hh, h0, c0, m_hidden_input, m_candidate, m_cell, u_cell, u_hidden,
+                                      onednn);
+  }
+  return lstm_forward_generic(xp, w_hh, b_hh, h0, c0, m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, onednn);
+}
+
+std::vector<std::optional<Tensor>> lstm_backward(
+    const std::optional<Tensor>& grad_hidden, const std::optional<Tensor>& grad_cells, const Tensor& w_hh,
+    const Tensor& h0, const Tensor& c0, const Tensor& gates, const Tensor& cells, const Tensor& tanh_cells,
+    const Tensor& hidden, const Mask& m_hidden_input, const Mask& m_candidate, const Mask& m_cell,
+    const Mask& u_cell, const Mask& u_hidden, bool has_bias, bool onednn) {
+  const int64_t H = gates.size(2) / 4;
+  const Tensor no_tensor;
+  const Tensor& gh = grad_hidden.has_value() ? *grad_hidden : no_tensor;
+  const Tensor& gc = grad_cells.has_value() ? *grad_cells : no_tensor;
+  if (fast::fits(gates, {&gh, &gc, &w_hh, &h0, &c0, &cells, &tanh_cells, &hidden},
+                 {&m_hidden_input, &m_candidate, &m_cell, &u_cell, &u_hidden}, gates.size(0), gates.size(1), H) &&
+      gates.is_contiguous() && cells.is_contiguous() && tanh_cells.is_contiguous() && hidden.is_contiguous()) {
+    auto run = [&](auto tag) {
+      using T = decltype(tag);
+      return fast::lstm_backward<T>(grad_hidden, grad_cells, w_hh, h0, c0, gates, cells, tanh_cells, hidden,
+                                    m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, has_bias, onednn);
+    };
+    return gates.scalar_type() == at::kFloat ? run(float()) : run(double());
+  }
+  return lstm_backward_generic(grad_hidden, grad_cells, w_hh, h0, c0, gates, cells, tanh_cells, hidden, m_hidden_input,
+                               m_candidate, m_cell, u_cell, u_hidden, has_bias, onednn);
+}
+
+std::vector<Tensor> gru_forward(const Tensor& xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
+                                const Tensor& h0, const Mask& m_hidden_input, const Mask& m_candidate,
+                                const Mask& u_hidden, bool onednn) {
+  const int64_t H = xp.size(2) / 3;
+  const Tensor no_tensor;
+  if (fast::fits(xp, {&w_hh, b_hh.has_value() ? &*b_hh : &no_tensor, &h0},
+                 {&m_hidden_input, &m_candidate, &u_hidden}, xp.size(0), xp.size(1), H)) {
+    if (xp.scalar_type() == at::kFloat)
+      return fast::gru_forward<float>(xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn);
+    return fast::gru_forward<double>(xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn);
+  }
+  return gru_forward_generic(xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn);
+}
+
+std::vector<std::optional<Tensor>> gru_backward(const Tensor& grad_hidden, const Tensor& w_hh, const Tensor& h0,
+                                                const Tensor& activations, const Tensor& hidden_n,
+                                                const Tensor& hidden, const Mask& m_hidden_input,
+                                                const Mask& m_candidate, const Mask& u_hidden, bool has_bias,
+                                                bool onednn) {
+  const int64_t H = activations.size(2) / 3;
+  if (fast::fits(activations, {&grad_hidden, &w_hh, &h0, &hidden_n, &hidden},
+                 {&m_hidden_input, &m_candidate, &u_hidden}, activations.size(0), activations.size(1), H) &&
+      activations.is_contiguous() && hidden_n.is_contiguous() && hidden.is_contiguous()) {
+    if (activations.scalar_type() == at::kFloat)
+      return fast::gru_backward<float>(grad_hidden, w_hh, h0, activations, hidden_n, hidden, m_hidden_input,
+                                       m_candidate, u_hidden, has_bias, onednn);
+    return fast::gru_backward<double>(grad_hidden, w_hh, h0, activations, hidden_n, hidden, m_hidden_input,
+                                      m_candidate, u_hidden, has_bias, onednn);
+  }
+  return gru_backward_generic(grad_hidden, w_hh, h0, activations, hidden_n, hidden, m_hidden_input, m_candidate,
+                              u_hidden, has_bias, onednn);
 }
 
 // -- batch-normalized LSTM (regularizers/fused_batchnorm.py) ----------------------------------------
@@ -424,6 +979,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lstm_backward", &lstm_backward);
   m.def("gru_forward", &gru_forward);
   m.def("gru_backward", &gru_backward);
+  // The loops made of ATen operations (any device and dtype), for the tests and for comparison.
+  m.def("lstm_forward_generic", &lstm_forward_generic);
+  m.def("lstm_backward_generic", &lstm_backward_generic);
+  m.def("gru_forward_generic", &gru_forward_generic);
+  m.def("gru_backward_generic", &gru_backward_generic);
   m.def("batchnorm_lstm_forward", &batchnorm_lstm_forward);
   m.def("batchnorm_lstm_backward", &batchnorm_lstm_backward);
 }
