@@ -59,6 +59,49 @@ class RecurrentProduct:
         return torch.addmm(self.bias, x, self.weight.t())
 
 
+class _InputProjection(torch.autograd.Function):
+    """``x @ weight.T + bias`` for every step at once, through oneDNN (float32 on the CPU).
+
+    The same as ``F.linear``, faster here: ATen's float32 matrix product is MKL's, which on this
+    project's CPUs runs these shapes (a short inner dimension, or a long one for the weight
+    gradient) at about half oneDNN's speed. The gradient that arrives from the native loops is
+    laid out transposed, ``(4H, T·B)`` in memory, which is exactly the left factor of the
+    weight gradient, so that product needs no copy.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        flat = x.reshape(-1, x.size(-1))
+        return torch.ops.mkldnn._linear_pointwise(flat, weight, bias, "none", [], "").view(*x.shape[:-1], -1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        flat_grad = grad.reshape(-1, grad.size(-1))
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = (flat_grad @ weight).view(x.shape)
+        if ctx.needs_input_grad[1]:
+            flat_x = x.reshape(-1, x.size(-1))
+            if flat_grad.t().is_contiguous():
+                grad_weight = torch.ops.mkldnn._linear_pointwise(flat_grad.t(), flat_x.t().contiguous(), None,
+                                                                  "none", [], "")
+            else:
+                grad_weight = flat_grad.t() @ flat_x
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = flat_grad.sum(0)
+        return grad_x, grad_weight, grad_bias
+
+
+def project_inputs(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)``, through oneDNN where it is faster (see ``_InputProjection``)."""
+    if _use_onednn(x) and x.dim() >= 2 and x.numel() > 0:
+        return _InputProjection.apply(x, weight, bias)
+    return torch.nn.functional.linear(x, weight, bias)
+
+
 def _at(mask: torch.Tensor | None, step: int) -> torch.Tensor | None:
     if mask is None:
         return None

@@ -17,7 +17,7 @@ from torch import nn
 
 from . import registry
 from .base import LSTM_ONLY_SITES, MASK_SITES, LayerOutputs, Regularizer, SequenceContext
-from .fused import fused_recurrence
+from .fused import fused_recurrence, project_inputs
 from .reference import reference_recurrence
 
 RegularizerLike = Regularizer | str
@@ -218,7 +218,8 @@ class RegularizedRecurrent(nn.Module):
             return _torch_recurrence(self.cell_type, x, weights, h0, c0, self.training)
         if not changers:
             # One matrix product for the input projections of all steps, outside the loop.
-            xp = F.linear(x, weights["weight_ih"], weights["bias_ih"])
+            project = project_inputs if self.use_fused else F.linear
+            xp = project(x, weights["weight_ih"], weights["bias_ih"])
             loop = fused_recurrence if self.use_fused else reference_recurrence
             hidden, cells = loop(self.cell_type, xp, weights["weight_hh"], weights["bias_hh"], h0, c0, masks)
             return hidden, cells, None if cells is None else cells[-1]
@@ -228,7 +229,8 @@ class RegularizedRecurrent(nn.Module):
                 value = regularizer.normalize(site, value, step, ctx)
             return value
 
-        xp = normalize("input_projection", F.linear(x, weights["weight_ih"]), None)
+        project = project_inputs if self.use_fused else F.linear
+        xp = normalize("input_projection", project(x, weights["weight_ih"], None), None)
         if weights["bias_ih"] is not None:
             xp = xp + weights["bias_ih"]
         own_loop = getattr(changers[0], "fused_recurrence", None) if len(changers) == 1 else None
