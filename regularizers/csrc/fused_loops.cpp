@@ -462,34 +462,34 @@ void run_row(int64_t H, const LSTMBackwardRow<double>& a) { lstm_backward_row(H,
 void run_row(int64_t H, const GRUForwardRow<double>& a) { gru_forward_row(H, a); }
 void run_row(int64_t H, const GRUBackwardRow<double>& a) { gru_backward_row(H, a); }
 
-// A mask of shape (T or 1, B or 1, H or 1), read row by row.
+// A mask of shape (T or 1, B or 1, H or 1), or a gradient of shape (T, B, H), read row by row in
+// place, whatever its strides: no contiguous copy (an expanded gradient such as that of a sum
+// would otherwise become a full (T, B, H) tensor).
 template <typename T>
-struct MaskRows {
-  Tensor storage;
-  const T* data = nullptr;  // null: no mask
-  int64_t step_stride = 0, batch_stride = 0;
-  bool one_per_row = false;  // the last dimension is 1 (one value for the whole row)
+struct SequenceRows {
+  const T* data = nullptr;  // null: absent
+  int64_t step_stride = 0, batch_stride = 0, unit_stride = 0;  // 0 along a dimension of size 1
 
-  MaskRows(const Mask& mask, int64_t H) {
-    if (!mask.has_value() || !mask->defined()) return;
-    storage = mask->contiguous();
-    data = storage.data_ptr<T>();
-    step_stride = storage.size(0) > 1 ? storage.size(1) * storage.size(2) : 0;
-    batch_stride = storage.size(1) > 1 ? storage.size(2) : 0;
-    one_per_row = storage.size(2) == 1 && H > 1;
+  SequenceRows(const std::optional<Tensor>& tensor) {
+    if (!tensor.has_value() || !tensor->defined()) return;
+    const Tensor& x = *tensor;
+    data = x.data_ptr<T>();
+    step_stride = x.size(0) > 1 ? x.stride(0) : 0;
+    batch_stride = x.size(1) > 1 ? x.stride(1) : 0;
+    unit_stride = x.size(2) > 1 ? x.stride(2) : 0;
   }
   bool present() const { return data != nullptr; }
-  // Row b at step t: H values (written out into `scratch` when one value covers the row).
-  const T* row(int64_t t, int64_t b, int64_t H, const T* ones, T* scratch) const {
-    if (data == nullptr) return ones;
+  // Row b at step t: H values (gathered into `scratch` unless they lie contiguous); `absent` if absent.
+  const T* row(int64_t t, int64_t b, int64_t H, const T* absent, T* scratch) const {
+    if (data == nullptr) return absent;
     const T* values = data + t * step_stride + b * batch_stride;
-    if (!one_per_row) return values;
-    std::fill(scratch, scratch + H, *values);
+    if (unit_stride == 1 || H == 1) return values;
+    for (int64_t j = 0; j < H; ++j) scratch[j] = values[j * unit_stride];
     return scratch;
   }
 };
 
-// Whether a mask fits MaskRows for a sequence of `steps` × `batch` × `H`.
+// Whether a mask fits SequenceRows for a sequence of `steps` × `batch` × `H`.
 bool mask_fits(const Mask& mask, int64_t steps, int64_t batch, int64_t H, at::ScalarType dtype) {
   if (!mask.has_value() || !mask->defined()) return true;
   const Tensor& m = *mask;
@@ -514,7 +514,6 @@ int64_t grain(int64_t batch, int64_t row_width) {
   return std::max<int64_t>(1, std::min<int64_t>(batch, kElementsPerTask / std::max<int64_t>(row_width, 1)));
 }
 
-const Tensor* ptr(const std::optional<Tensor>& t) { return t.has_value() ? &*t : nullptr; }
 
 // dst[j * dst_stride + b] = src[b * src_stride + j] for b < rows, j < width: one step's rows
 // written as columns of a transposed buffer. In tiles of 16 columns, so that both sides stay in
@@ -533,10 +532,26 @@ void transpose_rows(const T* src, int64_t src_stride, int64_t rows, int64_t widt
   });
 }
 
-// (masked h_{t-1}) of every step as an (H, T·B) matrix: the right-hand factor of the weight gradient.
-Tensor recurrent_inputs_transposed(const Tensor& h0, const Tensor& hidden, const Mask& hidden_input_mask) {
-  const int64_t H = hidden.size(2);
-  return masked(previous(h0, hidden), hidden_input_mask).reshape({-1, H}).t().contiguous();
+// (masked h_{t-1}) of every step as an (H, T·B) matrix, the right-hand factor of the weight
+// gradient, written straight into place (no concatenated or masked copies of the sequence).
+template <typename T>
+Tensor recurrent_inputs_transposed(const Tensor& h0, const Tensor& hidden, const SequenceRows<T>& mask) {
+  const int64_t steps = hidden.size(0), batch = hidden.size(1), H = hidden.size(2);
+  Tensor inputs_t = at::empty({H, steps * batch}, hidden.options());
+  const Tensor h0c = h0.contiguous();
+  std::vector<T> masked_rows(mask.present() ? batch * H : 0), scratch(H);
+  for (int64_t t = 0; t < steps; ++t) {
+    const T* h_prev = t == 0 ? h0c.data_ptr<T>() : hidden.data_ptr<T>() + (t - 1) * batch * H;
+    if (mask.present()) {
+      for (int64_t b = 0; b < batch; ++b) {
+        const T* m = mask.row(t, b, H, nullptr, scratch.data());
+        for (int64_t j = 0; j < H; ++j) masked_rows[b * H + j] = h_prev[b * H + j] * m[j];
+      }
+      h_prev = masked_rows.data();
+    }
+    transpose_rows(h_prev, H, batch, H, inputs_t.data_ptr<T>() + t * batch, steps * batch);
+  }
+  return inputs_t;
 }
 
 // ∂L/∂W = d_t · inputs_tᵀ, with d_t (rows of W, T·B) and inputs_t (H, T·B) both row-major.
@@ -557,7 +572,7 @@ std::vector<Tensor> lstm_forward(const Tensor& xp_in, const Tensor& w_hh, const 
   Tensor cells = at::empty({steps, batch, H}, options);
   Tensor tanh_cells = at::empty({steps, batch, H}, options);
   Tensor hidden = at::empty({steps, batch, H}, options);
-  const MaskRows<T> mh(m_hidden_input, H), mc(m_candidate, H), mcell(m_cell, H), uc(u_cell, H), uh(u_hidden, H);
+  const SequenceRows<T> mh(m_hidden_input), mc(m_candidate), mcell(m_cell), uc(u_cell), uh(u_hidden);
   std::vector<T> ones(gate_width, T(1)), zeros(gate_width, T(0));
   const Tensor bias = b_hh.has_value() && b_hh->defined() ? b_hh->contiguous() : Tensor();
   const T* bias_data = bias.defined() ? bias.data_ptr<T>() : zeros.data();
@@ -609,9 +624,8 @@ std::vector<std::optional<Tensor>> lstm_backward(const std::optional<Tensor>& gr
                                                  bool has_bias, bool onednn) {
   at::NoGradGuard no_grad;
   const int64_t steps = gates.size(0), batch = gates.size(1), gate_width = gates.size(2), H = gate_width / 4;
-  const Tensor gh = grad_hidden.has_value() && grad_hidden->defined() ? grad_hidden->contiguous() : Tensor();
-  const Tensor gc = grad_cells.has_value() && grad_cells->defined() ? grad_cells->contiguous() : Tensor();
-  const MaskRows<T> mh(m_hidden_input, H), mc(m_candidate, H), mcell(m_cell, H), uc(u_cell, H), uh(u_hidden, H);
+  const SequenceRows<T> gh(grad_hidden), gc(grad_cells);
+  const SequenceRows<T> mh(m_hidden_input), mc(m_candidate), mcell(m_cell), uc(u_cell), uh(u_hidden);
   std::vector<T> ones(H, T(1)), zeros(H, T(0));
   const Tensor c0c = c0.contiguous();
   auto options = gates.options();
@@ -627,13 +641,13 @@ std::vector<std::optional<Tensor>> lstm_backward(const std::optional<Tensor>& gr
     const T* product = d_product.defined() ? d_product.data_ptr<T>() : nullptr;
     const T* c_prev = t == 0 ? c0c.data_ptr<T>() : cells.data_ptr<T>() + (t - 1) * batch * H;
     at::parallel_for(0, batch, task_rows, [&](int64_t begin, int64_t end) {
-      std::vector<T> scratch(5 * H);
+      std::vector<T> scratch(7 * H);
       for (int64_t b = begin; b < end; ++b) {
         const int64_t row_h = (t * batch + b) * H, row_g = (t * batch + b) * gate_width;
         LSTMBackwardRow<T> row{product ? product + b * H : zeros.data(),
                                product ? mh.row(t + 1, b, H, ones.data(), scratch.data()) : ones.data(),
-                               gh.defined() ? gh.data_ptr<T>() + row_h : zeros.data(),
-                               gc.defined() ? gc.data_ptr<T>() + row_h : zeros.data(),
+                               gh.row(t, b, H, zeros.data(), scratch.data() + 5 * H),
+                               gc.row(t, b, H, zeros.data(), scratch.data() + 6 * H),
                                gates.data_ptr<T>() + row_g,
                                tanh_cells.data_ptr<T>() + row_h,
                                c_prev + b * H,
@@ -652,7 +666,7 @@ std::vector<std::optional<Tensor>> lstm_backward(const std::optional<Tensor>& gr
     d_product = backward_product(d_gates_step).contiguous();
   }
   Tensor d_h0 = masked(d_product, at_step(m_hidden_input, 0)) + carry;
-  Tensor inputs_t = recurrent_inputs_transposed(h0, hidden, m_hidden_input);
+  Tensor inputs_t = recurrent_inputs_transposed(h0, hidden, mh);
   Tensor grad_w = weight_gradient(d_gates_t, inputs_t, onednn);
   std::optional<Tensor> grad_b;
   if (has_bias) grad_b = d_gates_t.sum(1);
@@ -673,7 +687,7 @@ std::vector<Tensor> gru_forward(const Tensor& xp_in, const Tensor& w_hh, const s
   Tensor activations = at::empty({steps, batch, gate_width}, options);
   Tensor hidden_n = at::empty({steps, batch, H}, options);
   Tensor hidden = at::empty({steps, batch, H}, options);
-  const MaskRows<T> mh(m_hidden_input, H), mc(m_candidate, H), uh(u_hidden, H);
+  const SequenceRows<T> mh(m_hidden_input), mc(m_candidate), uh(u_hidden);
   std::vector<T> ones(H, T(1));
   const Tensor h0c = h0.contiguous();
   Tensor next_input = mh.present() ? masked(h0c, at_step(m_hidden_input, 0)).contiguous() : Tensor();
@@ -716,14 +730,13 @@ std::vector<std::optional<Tensor>> gru_backward(const Tensor& grad_hidden, const
   at::NoGradGuard no_grad;
   const int64_t steps = activations.size(0), batch = activations.size(1), gate_width = activations.size(2),
                 H = gate_width / 3;
-  const Tensor gh = grad_hidden.contiguous(), h0c = h0.contiguous();
-  const MaskRows<T> mh(m_hidden_input, H), mc(m_candidate, H), uh(u_hidden, H);
+  const SequenceRows<T> gh(grad_hidden);
+  const Tensor h0c = h0.contiguous();
+  const SequenceRows<T> mh(m_hidden_input), mc(m_candidate), uh(u_hidden);
   std::vector<T> ones(H, T(1)), zeros(H, T(0));
   auto options = activations.options();
-  // Transposed, as in the LSTM: column t·B + b is row b of step t. The recurrent product's gradient
-  // differs from d_input only in its n part (⊙ r), so only that part is kept for the weight gradient.
+  // Transposed, as in the LSTM: column t·B + b is row b of step t.
   Tensor d_input_t = at::empty({gate_width, steps * batch}, options);
-  Tensor d_recurrent_n_t = at::empty({H, steps * batch}, options);
   Tensor d_input_step = at::empty({batch, gate_width}, options), d_recurrent = at::empty({batch, gate_width}, options);
   Tensor carry = at::zeros({batch, H}, options);
   Tensor d_product;
@@ -733,12 +746,12 @@ std::vector<std::optional<Tensor>> gru_backward(const Tensor& grad_hidden, const
     const T* product = d_product.defined() ? d_product.data_ptr<T>() : nullptr;
     const T* h_prev = t == 0 ? h0c.data_ptr<T>() : hidden.data_ptr<T>() + (t - 1) * batch * H;
     at::parallel_for(0, batch, task_rows, [&](int64_t begin, int64_t end) {
-      std::vector<T> scratch(3 * H);
+      std::vector<T> scratch(4 * H);
       for (int64_t b = begin; b < end; ++b) {
         const int64_t row_h = (t * batch + b) * H, row_g = (t * batch + b) * gate_width;
         GRUBackwardRow<T> row{product ? product + b * H : zeros.data(),
                               product ? mh.row(t + 1, b, H, ones.data(), scratch.data()) : ones.data(),
-                              gh.data_ptr<T>() + row_h,
+                              gh.row(t, b, H, zeros.data(), scratch.data() + 3 * H),
                               activations.data_ptr<T>() + row_g,
                               hidden_n.data_ptr<T>() + row_h,
                               h_prev + b * H,
@@ -752,16 +765,36 @@ std::vector<std::optional<Tensor>> gru_backward(const Tensor& grad_hidden, const
     });
     transpose_rows(d_input_step.data_ptr<T>(), gate_width, batch, gate_width, d_input_t.data_ptr<T>() + t * batch,
                    steps * batch);
-    transpose_rows(d_recurrent.data_ptr<T>() + 2 * H, gate_width, batch, H, d_recurrent_n_t.data_ptr<T>() + t * batch,
-                   steps * batch);
     d_product = backward_product(d_recurrent).contiguous();
   }
   Tensor d_h0 = masked(d_product, at_step(m_hidden_input, 0)) + carry;
-  Tensor inputs_t = recurrent_inputs_transposed(h0, hidden, m_hidden_input);
+  Tensor inputs_t = recurrent_inputs_transposed(h0, hidden, mh);
   Tensor d_rz_t = d_input_t.narrow(0, 0, 2 * H);
-  Tensor grad_w = at::cat({weight_gradient(d_rz_t, inputs_t, onednn), weight_gradient(d_recurrent_n_t, inputs_t, onednn)});
+  Tensor grad_w = at::empty({gate_width, H}, options);
+  grad_w.narrow(0, 0, 2 * H).copy_(weight_gradient(d_rz_t, inputs_t, onednn));
+  Tensor grad_w_n = grad_w.narrow(0, 2 * H, H).zero_();
+  Tensor grad_b_n = at::zeros({H}, options);
+  // The n rows' gradient flows through r: ∂L/∂W_hn = Σ (d_n ⊙ r)ᵀ h_{t-1}. Built in chunks of columns,
+  // so that d_n ⊙ r never exists for the whole sequence at once (the GRU's memory is tight; its
+  // time is not).
+  const int64_t columns = steps * batch, chunk = std::min<int64_t>(columns, 1024);
+  Tensor d_recurrent_n = at::empty({H, chunk}, options);
+  const T* d_n_t = d_input_t.data_ptr<T>() + 2 * H * columns;
+  const T* r = activations.data_ptr<T>();
+  for (int64_t first = 0; first < columns; first += chunk) {
+    const int64_t width = std::min(chunk, columns - first);
+    T* out = d_recurrent_n.data_ptr<T>();
+    at::parallel_for(0, H, 64, [&](int64_t begin, int64_t end) {
+      for (int64_t j = begin; j < end; ++j)
+        for (int64_t c = 0; c < width; ++c)
+          out[j * chunk + c] = d_n_t[j * columns + first + c] * r[(first + c) * gate_width + j];
+    });
+    Tensor part = d_recurrent_n.narrow(1, 0, width);
+    grad_w_n.addmm_(part, inputs_t.narrow(1, first, width).t());
+    if (has_bias) grad_b_n.add_(part.sum(1));
+  }
   std::optional<Tensor> grad_b;
-  if (has_bias) grad_b = at::cat({d_rz_t.sum(1), d_recurrent_n_t.sum(1)});
+  if (has_bias) grad_b = at::cat({d_rz_t.sum(1), grad_b_n});
   Tensor d_input = d_input_t.view({gate_width, steps, batch}).permute({1, 2, 0});
   return {d_input, grad_w, grad_b, d_h0};
 }
