@@ -42,9 +42,10 @@ def loops() -> ModuleType | None:
 # and torch's own lock would make every later process wait on it forever.
 _STALE_LOCK_SECONDS = 600
 
-# -fno-trapping-math lets the compiler turn the clamps of the vectorized exp into selects (the
-# loops never enable floating-point traps); without it the element-wise loops stay scalar.
-_CFLAGS = ["-O3", "-fno-trapping-math"]
+# -fno-trapping-math lets the compiler turn the clamps of the vectorized exp into selects, and
+# -fno-math-errno lets it vectorize square roots (the loops never enable floating-point traps nor
+# read errno; PyTorch itself is built with both); without them the element-wise loops stay scalar.
+_CFLAGS = ["-O3", "-fno-trapping-math", "-fno-math-errno"]
 
 
 def _remove_stale_lock(cpp_extension) -> None:

@@ -901,7 +901,7 @@ Tensor normalize_backward(const Tensor& d_out, const Tensor& normalized, const T
 
 }  // namespace
 
-std::vector<Tensor> batchnorm_lstm_forward(Tensor xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
+std::vector<Tensor> batchnorm_lstm_forward_generic(Tensor xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
                                            const Tensor& h0, const Tensor& c0, const Tensor& gamma_hidden,
                                            const Tensor& gamma_cell, const Tensor& beta_cell,
                                            const std::optional<std::vector<Tensor>>& running, double eps,
@@ -967,7 +967,7 @@ std::vector<Tensor> batchnorm_lstm_forward(Tensor xp, const Tensor& w_hh, const 
           rstd_hidden, rstd_cells, tanh_cells};
 }
 
-std::vector<std::optional<Tensor>> batchnorm_lstm_backward(
+std::vector<std::optional<Tensor>> batchnorm_lstm_backward_generic(
     const std::optional<Tensor>& grad_hidden, const std::optional<Tensor>& grad_cells, const Tensor& w_hh,
     const Tensor& h0, const Tensor& c0, const Tensor& gamma_hidden, const Tensor& gamma_cell, const Tensor& gates,
     const Tensor& normalized_hidden, const Tensor& normalized_cells, const Tensor& rstd_hidden,
@@ -1027,6 +1027,353 @@ std::vector<std::optional<Tensor>> batchnorm_lstm_backward(
   return {d_gates, grad_w, grad_b, d_h, d_c, grad_gamma_hidden, grad_gamma_cell, grad_beta_cell};
 }
 
+// -- the fast path of the batch-normalized LSTM ------------------------------------------------------
+//
+// Per step: the recurrent product, then statistics over the batch (a pass down the columns), a
+// pass over the rows up to ĉ, statistics of ĉ, and a pass over the rows for the outputs. The
+// backward pass mirrors it; the per-step column sums it needs for the batch-norm gradient are also
+// the γ, β and bias gradients, accumulated on the way, so no per-step buffer other than ∂L/∂gates
+// and ∂L/∂(recurrent projection) (both transposed, for the weight gradients) is kept.
+
+namespace fast {
+
+// Per column j of a (rows × width) row-major matrix: mean and biased variance (two passes).
+template <typename T>
+void column_mean_var(const T* x, int64_t rows, int64_t width, T* mean, T* var) {
+  at::parallel_for(0, width, 512, [&](int64_t begin, int64_t end) {
+    for (int64_t j = begin; j < end; ++j) mean[j] = T(0), var[j] = T(0);
+    for (int64_t b = 0; b < rows; ++b) {
+      const T* row = x + b * width;
+      REGBENCH_NO_LOOP_ALIASING
+      for (int64_t j = begin; j < end; ++j) mean[j] += row[j];
+    }
+    for (int64_t j = begin; j < end; ++j) mean[j] /= T(rows);
+    for (int64_t b = 0; b < rows; ++b) {
+      const T* row = x + b * width;
+      REGBENCH_NO_LOOP_ALIASING
+      for (int64_t j = begin; j < end; ++j) {
+        const T centered = row[j] - mean[j];
+        var[j] += centered * centered;
+      }
+    }
+    for (int64_t j = begin; j < end; ++j) var[j] /= T(rows);
+  });
+}
+
+// Per column j: Σ_b a[b, j] and Σ_b a[b, j]·x[b, j].
+template <typename T>
+void column_sums(const T* a, const T* x, int64_t rows, int64_t width, T* sum_a, T* sum_ax) {
+  at::parallel_for(0, width, 512, [&](int64_t begin, int64_t end) {
+    for (int64_t j = begin; j < end; ++j) sum_a[j] = T(0), sum_ax[j] = T(0);
+    for (int64_t b = 0; b < rows; ++b) {
+      const T *a_row = a + b * width, *x_row = x + b * width;
+      REGBENCH_NO_LOOP_ALIASING
+      for (int64_t j = begin; j < end; ++j) {
+        sum_a[j] += a_row[j];
+        sum_ax[j] += a_row[j] * x_row[j];
+      }
+    }
+  });
+}
+
+template <typename T>
+std::vector<Tensor> batchnorm_lstm_forward(const Tensor& xp_in, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
+                                           const Tensor& h0, const Tensor& c0, const Tensor& gamma_hidden,
+                                           const Tensor& gamma_cell, const Tensor& beta_cell,
+                                           const std::optional<std::vector<Tensor>>& running, double eps,
+                                           const Mask& m_hidden_input, const Mask& m_candidate, const Mask& m_cell,
+                                           const Mask& u_cell, const Mask& u_hidden, bool onednn) {
+  at::NoGradGuard no_grad;
+  const Tensor xp = xp_in.contiguous();
+  const int64_t steps = xp.size(0), batch = xp.size(1), gate_width = xp.size(2), H = gate_width / 4;
+  const bool batch_statistics = !running.has_value();
+  auto options = xp.options();
+  Tensor gates = at::empty({steps, batch, gate_width}, options);
+  Tensor normalized_hidden = at::empty({steps, batch, gate_width}, options);
+  Tensor normalized_cells = at::empty({steps, batch, H}, options);
+  Tensor tanh_cells = at::empty({steps, batch, H}, options);
+  Tensor cells = at::empty({steps, batch, H}, options);
+  Tensor hidden = at::empty({steps, batch, H}, options);
+  Tensor mean_h = at::empty({steps, gate_width}, options), var_h = at::empty({steps, gate_width}, options);
+  Tensor mean_c = at::empty({steps, H}, options), var_c = at::empty({steps, H}, options);
+  Tensor rstd_hidden = at::empty({steps, gate_width}, options), rstd_cells = at::empty({steps, H}, options);
+  if (!batch_statistics) {
+    mean_h.copy_((*running)[0].narrow(0, 0, steps)), var_h.copy_((*running)[1].narrow(0, 0, steps));
+    mean_c.copy_((*running)[2].narrow(0, 0, steps)), var_c.copy_((*running)[3].narrow(0, 0, steps));
+  }
+  const SequenceRows<T> mh(m_hidden_input), mc(m_candidate), mcell(m_cell), uc(u_cell), uh(u_hidden);
+  std::vector<T> ones(H, T(1)), zeros(gate_width, T(0));
+  const Tensor bias = b_hh.has_value() && b_hh->defined() ? b_hh->contiguous() : Tensor();
+  const T* bias_data = bias.defined() ? bias.data_ptr<T>() : zeros.data();
+  const Tensor gh_c = gamma_hidden.contiguous(), gc_c = gamma_cell.contiguous(), bc_c = beta_cell.contiguous();
+  const T *gamma_h = gh_c.data_ptr<T>(), *gamma_c = gc_c.data_ptr<T>(), *beta_c = bc_c.data_ptr<T>();
+  const Tensor h0c = h0.contiguous(), c0c = c0.contiguous();
+  Tensor next_input = mh.present() ? masked(h0c, at_step(m_hidden_input, 0)).contiguous() : Tensor();
+  Tensor cell_hat_step = at::empty({batch, H}, options);
+  T* cell_hat = cell_hat_step.data_ptr<T>();
+  RecurrentProduct recurrent_product(w_hh, batch, std::nullopt, onednn);
+  const int64_t task_rows = grain(batch, gate_width);
+  const T epsilon = static_cast<T>(eps);
+  for (int64_t t = 0; t < steps; ++t) {
+    const Tensor projection =
+        recurrent_product(mh.present() ? next_input : (t == 0 ? h0c : hidden.select(0, t - 1))).contiguous();
+    const T* p = projection.data_ptr<T>();
+    T *mu_h = mean_h.data_ptr<T>() + t * gate_width, *v_h = var_h.data_ptr<T>() + t * gate_width;
+    T *mu_c = mean_c.data_ptr<T>() + t * H, *v_c = var_c.data_ptr<T>() + t * H;
+    T *rs_h = rstd_hidden.data_ptr<T>() + t * gate_width, *rs_c = rstd_cells.data_ptr<T>() + t * H;
+    if (batch_statistics) column_mean_var(p, batch, gate_width, mu_h, v_h);
+    for (int64_t j = 0; j < gate_width; ++j) rs_h[j] = T(1) / std::sqrt(v_h[j] + epsilon);
+    const T* x = xp.data_ptr<T>() + t * batch * gate_width;
+    const T* h_prev = t == 0 ? h0c.data_ptr<T>() : hidden.data_ptr<T>() + (t - 1) * batch * H;
+    const T* c_prev = t == 0 ? c0c.data_ptr<T>() : cells.data_ptr<T>() + (t - 1) * batch * H;
+    // Rows, up to ĉ: x̂_h, the gates, ĉ.
+    at::parallel_for(0, batch, task_rows, [&](int64_t begin, int64_t end) {
+      std::vector<T> scratch(2 * H);
+      for (int64_t b = begin; b < end; ++b) {
+        const T* proj = p + b * gate_width;
+        const T* in = x + b * gate_width;
+        T* n_h = normalized_hidden.data_ptr<T>() + (t * batch + b) * gate_width;
+        T* a = gates.data_ptr<T>() + (t * batch + b) * gate_width;
+        const T* m_cand = mc.row(t, b, H, ones.data(), scratch.data());
+        const T* m_c = mcell.row(t, b, H, ones.data(), scratch.data() + H);
+        const T* cp = c_prev + b * H;
+        T* ch = cell_hat + b * H;
+        REGBENCH_NO_LOOP_ALIASING
+        for (int64_t j = 0; j < gate_width; ++j) {
+          n_h[j] = (proj[j] - mu_h[j]) * rs_h[j];
+          a[j] = (in[j] + bias_data[j]) + n_h[j] * gamma_h[j];
+        }
+        REGBENCH_NO_LOOP_ALIASING
+        for (int64_t j = 0; j < H; ++j) {
+          const T i = sigmoid(a[j]), f = sigmoid(a[H + j]), g = tanh_of(a[2 * H + j]), o = sigmoid(a[3 * H + j]);
+          a[j] = i, a[H + j] = f, a[2 * H + j] = g, a[3 * H + j] = o;
+          ch[j] = (i * g * m_cand[j] + f * cp[j]) * m_c[j];
+        }
+      }
+    });
+    if (batch_statistics) column_mean_var(cell_hat, batch, H, mu_c, v_c);
+    for (int64_t j = 0; j < H; ++j) rs_c[j] = T(1) / std::sqrt(v_c[j] + epsilon);
+    const bool write_next = mh.present() && t + 1 < steps;
+    T* next = write_next ? next_input.data_ptr<T>() : nullptr;
+    // Rows: x̂_c, tanh, the new cell and hidden state.
+    at::parallel_for(0, batch, task_rows, [&](int64_t begin, int64_t end) {
+      std::vector<T> scratch(3 * H);
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t row = (t * batch + b) * H;
+        const T* o = gates.data_ptr<T>() + (t * batch + b) * gate_width + 3 * H;
+        const T* ch = cell_hat + b * H;
+        const T *cp = c_prev + b * H, *hp = h_prev + b * H;
+        const T* u_c = uc.row(t, b, H, ones.data(), scratch.data());
+        const T* u_h = uh.row(t, b, H, ones.data(), scratch.data() + H);
+        T *n_c = normalized_cells.data_ptr<T>() + row, *th = tanh_cells.data_ptr<T>() + row;
+        T *c_out = cells.data_ptr<T>() + row, *h_out = hidden.data_ptr<T>() + row;
+        REGBENCH_NO_LOOP_ALIASING
+        for (int64_t j = 0; j < H; ++j) {
+          n_c[j] = (ch[j] - mu_c[j]) * rs_c[j];
+          th[j] = tanh_of(beta_c[j] + n_c[j] * gamma_c[j]);
+          c_out[j] = u_c[j] * ch[j] + (T(1) - u_c[j]) * cp[j];
+          h_out[j] = u_h[j] * (o[j] * th[j]) + (T(1) - u_h[j]) * hp[j];
+        }
+        if (write_next) {
+          const T* m_next = mh.row(t + 1, b, H, ones.data(), scratch.data() + 2 * H);
+          for (int64_t j = 0; j < H; ++j) next[b * H + j] = h_out[j] * m_next[j];
+        }
+      }
+    });
+  }
+  return {hidden, cells, mean_h, var_h, mean_c, var_c, gates, normalized_hidden, normalized_cells,
+          rstd_hidden, rstd_cells, tanh_cells};
+}
+
+template <typename T>
+std::vector<std::optional<Tensor>> batchnorm_lstm_backward(
+    const std::optional<Tensor>& grad_hidden, const std::optional<Tensor>& grad_cells, const Tensor& w_hh,
+    const Tensor& h0, const Tensor& c0, const Tensor& gamma_hidden, const Tensor& gamma_cell, const Tensor& gates,
+    const Tensor& normalized_hidden, const Tensor& normalized_cells, const Tensor& rstd_hidden,
+    const Tensor& rstd_cells, const Tensor& tanh_cells, const Tensor& cells, const Tensor& hidden,
+    const Mask& m_hidden_input, const Mask& m_candidate, const Mask& m_cell, const Mask& u_cell,
+    const Mask& u_hidden, bool has_bias, bool batch_statistics, bool onednn) {
+  at::NoGradGuard no_grad;
+  const int64_t steps = gates.size(0), batch = gates.size(1), gate_width = gates.size(2), H = gate_width / 4;
+  const int64_t columns = steps * batch;
+  auto options = gates.options();
+  const SequenceRows<T> gh(grad_hidden), gc(grad_cells);
+  const SequenceRows<T> mh(m_hidden_input), mc(m_candidate), mcell(m_cell), uc(u_cell), uh(u_hidden);
+  std::vector<T> ones(H, T(1)), zeros(H, T(0));
+  const Tensor c0c = c0.contiguous(), gh_c = gamma_hidden.contiguous(), gc_c = gamma_cell.contiguous();
+  const T *gamma_h = gh_c.data_ptr<T>(), *gamma_c = gc_c.data_ptr<T>();
+  // ∂L/∂(gate pre-activations) = ∂L/∂xp, batch-major (B, T, 4H): the layout of recurrent_batchnorm's
+  // input normalization, whose F.batch_norm then takes it without a copy.
+  Tensor d_gates_by_batch = at::empty({batch, steps, gate_width}, options);
+  Tensor d_projection_t = at::empty({gate_width, columns}, options);  // ∂L/∂(W_h h_{t-1})
+  Tensor d_gates_step = at::empty({batch, gate_width}, options), d_projection_step = at::empty({batch, gate_width}, options);
+  Tensor d_cell_output = at::empty({batch, H}, options);  // ∂L/∂(γ_c x̂_c + β_c) of this step
+  Tensor d_c = at::zeros({batch, H}, options), carry = at::zeros({batch, H}, options);
+  // Column sums of this step, and their totals over the steps (the γ, β and bias gradients).
+  Tensor sums = at::empty({2, gate_width}, options), sums_c = at::empty({2, H}, options);
+  Tensor grad_bias = at::zeros({gate_width}, options), grad_gamma_hidden = at::zeros({gate_width}, options);
+  Tensor grad_beta_cell = at::zeros({H}, options), grad_gamma_cell = at::zeros({H}, options);
+  T *sum_dg = sums.data_ptr<T>(), *sum_dg_n = sum_dg + gate_width, *sum_dco = sums_c.data_ptr<T>(), *sum_dco_n = sum_dco + H;
+  Tensor d_product;
+  RecurrentProduct backward_product(w_hh.t(), batch, std::nullopt, onednn);
+  const int64_t task_rows = grain(batch, gate_width);
+  const T inverse_batch = T(1) / T(batch);
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    const T* product = d_product.defined() ? d_product.data_ptr<T>() : nullptr;
+    const T* c_prev = t == 0 ? c0c.data_ptr<T>() : cells.data_ptr<T>() + (t - 1) * batch * H;
+    const T *rs_h = rstd_hidden.data_ptr<T>() + t * gate_width, *rs_c = rstd_cells.data_ptr<T>() + t * H;
+    const T* n_c_step = normalized_cells.data_ptr<T>() + t * batch * H;
+    const T* n_h_step = normalized_hidden.data_ptr<T>() + t * batch * gate_width;
+    // Rows: ∂L/∂h_t, ∂L/∂(the cell's normalized output).
+    at::parallel_for(0, batch, task_rows, [&](int64_t begin, int64_t end) {
+      std::vector<T> scratch(3 * H);
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t row = (t * batch + b) * H;
+        const T* d_prod = product ? product + b * H : zeros.data();
+        const T* m_next = product ? mh.row(t + 1, b, H, ones.data(), scratch.data()) : ones.data();
+        const T* g_h = gh.row(t, b, H, zeros.data(), scratch.data() + H);
+        const T* u_h = uh.row(t, b, H, ones.data(), scratch.data() + 2 * H);
+        const T* o = gates.data_ptr<T>() + (t * batch + b) * gate_width + 3 * H;
+        const T* th = tanh_cells.data_ptr<T>() + row;
+        T *car = carry.data_ptr<T>() + b * H, *dco = d_cell_output.data_ptr<T>() + b * H;
+        REGBENCH_NO_LOOP_ALIASING
+        for (int64_t j = 0; j < H; ++j) {
+          const T d_h = d_prod[j] * m_next[j] + car[j] + g_h[j];
+          dco[j] = d_h * u_h[j] * (o[j] * (T(1) - th[j] * th[j]));
+          car[j] = d_h;  // ∂L/∂h_t for now; the carry proper after the next pass
+        }
+      }
+    });
+    column_sums(d_cell_output.data_ptr<T>(), n_c_step, batch, H, sum_dco, sum_dco_n);
+    // Rows: ∂L/∂ĉ, the gate gradients, ∂L/∂c_{t-1} and the hidden state's carry.
+    at::parallel_for(0, batch, task_rows, [&](int64_t begin, int64_t end) {
+      std::vector<T> scratch(5 * H);
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t row = (t * batch + b) * H;
+        const T* a = gates.data_ptr<T>() + (t * batch + b) * gate_width;
+        const T* n_c = n_c_step + b * H;
+        const T* g_c = gc.row(t, b, H, zeros.data(), scratch.data());
+        const T* u_c = uc.row(t, b, H, ones.data(), scratch.data() + H);
+        const T* u_h = uh.row(t, b, H, ones.data(), scratch.data() + 2 * H);
+        const T* m_cand = mc.row(t, b, H, ones.data(), scratch.data() + 3 * H);
+        const T* m_c = mcell.row(t, b, H, ones.data(), scratch.data() + 4 * H);
+        const T *dco = d_cell_output.data_ptr<T>() + b * H, *cp = c_prev + b * H;
+        T *dc = d_c.data_ptr<T>() + b * H, *car = carry.data_ptr<T>() + b * H;
+        T* dg = d_gates_step.data_ptr<T>() + b * gate_width;
+        const T* th = tanh_cells.data_ptr<T>() + row;
+        REGBENCH_NO_LOOP_ALIASING
+        for (int64_t j = 0; j < H; ++j) {
+          const T d_h = car[j];
+          const T d_normalized = batch_statistics
+                                     ? dco[j] - sum_dco[j] * inverse_batch - n_c[j] * (sum_dco_n[j] * inverse_batch)
+                                     : dco[j];
+          const T dc_in = dc[j] + g_c[j];
+          const T d_cell_hat = (d_normalized * (gamma_c[j] * rs_c[j]) + dc_in * u_c[j]) * m_c[j];
+          const T i = a[j], f = a[H + j], g = a[2 * H + j], o = a[3 * H + j], m = m_cand[j];
+          dg[j] = d_cell_hat * ((g * m) * (i * (T(1) - i)));
+          dg[H + j] = d_cell_hat * (cp[j] * (f * (T(1) - f)));
+          dg[2 * H + j] = d_cell_hat * ((i * m) * (T(1) - g * g));
+          dg[3 * H + j] = d_h * u_h[j] * (th[j] * (o * (T(1) - o)));
+          dc[j] = d_cell_hat * f + dc_in * (T(1) - u_c[j]);
+          car[j] = d_h * (T(1) - u_h[j]);
+        }
+      }
+    });
+    column_sums(d_gates_step.data_ptr<T>(), n_h_step, batch, gate_width, sum_dg, sum_dg_n);
+    // Rows: ∂L/∂(W_h h_{t-1}) through the hidden batch norm.
+    at::parallel_for(0, batch, task_rows, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        const T* dg = d_gates_step.data_ptr<T>() + b * gate_width;
+        const T* n_h = n_h_step + b * gate_width;
+        T* dp = d_projection_step.data_ptr<T>() + b * gate_width;
+        REGBENCH_NO_LOOP_ALIASING
+        for (int64_t j = 0; j < gate_width; ++j) {
+          const T d_normalized = batch_statistics
+                                     ? dg[j] - sum_dg[j] * inverse_batch - n_h[j] * (sum_dg_n[j] * inverse_batch)
+                                     : dg[j];
+          dp[j] = d_normalized * (gamma_h[j] * rs_h[j]);
+        }
+      }
+    });
+    grad_bias.add_(sums[0]), grad_gamma_hidden.add_(sums[1]);
+    grad_beta_cell.add_(sums_c[0]), grad_gamma_cell.add_(sums_c[1]);
+    for (int64_t b = 0; b < batch; ++b)
+      std::memcpy(d_gates_by_batch.data_ptr<T>() + (b * steps + t) * gate_width,
+                  d_gates_step.data_ptr<T>() + b * gate_width, gate_width * sizeof(T));
+    transpose_rows(d_projection_step.data_ptr<T>(), gate_width, batch, gate_width,
+                   d_projection_t.data_ptr<T>() + t * batch, columns);
+    d_product = backward_product(d_projection_step).contiguous();
+  }
+  Tensor d_h0 = masked(d_product, at_step(m_hidden_input, 0)) + carry;
+  Tensor grad_w = weight_gradient(d_projection_t, recurrent_inputs_transposed(h0, hidden, mh), onednn);
+  d_projection_t.reset();
+  std::optional<Tensor> grad_b;
+  if (has_bias) grad_b = grad_bias;
+  return {d_gates_by_batch.transpose(0, 1), grad_w, grad_b, d_h0, d_c, grad_gamma_hidden, grad_gamma_cell,
+          grad_beta_cell};
+}
+
+}  // namespace fast
+
+std::vector<Tensor> batchnorm_lstm_forward(const Tensor& xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
+                                           const Tensor& h0, const Tensor& c0, const Tensor& gamma_hidden,
+                                           const Tensor& gamma_cell, const Tensor& beta_cell,
+                                           const std::optional<std::vector<Tensor>>& running, double eps,
+                                           const Mask& m_hidden_input, const Mask& m_candidate, const Mask& m_cell,
+                                           const Mask& u_cell, const Mask& u_hidden, bool onednn) {
+  const int64_t H = xp.size(2) / 4;
+  const Tensor no_tensor;
+  bool fits = fast::fits(xp, {&w_hh, b_hh.has_value() ? &*b_hh : &no_tensor, &h0, &c0, &gamma_hidden, &gamma_cell,
+                              &beta_cell},
+                         {&m_hidden_input, &m_candidate, &m_cell, &u_cell, &u_hidden}, xp.size(0), xp.size(1), H);
+  if (running.has_value())
+    for (const Tensor& statistic : *running) fits = fits && fast::fits(xp, {&statistic}, {}, 0, 0, 0);
+  if (fits) {
+    auto run = [&](auto tag) {
+      using T = decltype(tag);
+      return fast::batchnorm_lstm_forward<T>(xp, w_hh, b_hh, h0, c0, gamma_hidden, gamma_cell, beta_cell, running, eps,
+                                             m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, onednn);
+    };
+    return xp.scalar_type() == at::kFloat ? run(float()) : run(double());
+  }
+  return batchnorm_lstm_forward_generic(xp, w_hh, b_hh, h0, c0, gamma_hidden, gamma_cell, beta_cell, running, eps,
+                                        m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, onednn);
+}
+
+std::vector<std::optional<Tensor>> batchnorm_lstm_backward(
+    const std::optional<Tensor>& grad_hidden, const std::optional<Tensor>& grad_cells, const Tensor& w_hh,
+    const Tensor& h0, const Tensor& c0, const Tensor& gamma_hidden, const Tensor& gamma_cell, const Tensor& gates,
+    const Tensor& normalized_hidden, const Tensor& normalized_cells, const Tensor& rstd_hidden,
+    const Tensor& rstd_cells, const Tensor& tanh_cells, const Tensor& cells, const Tensor& hidden,
+    const Mask& m_hidden_input, const Mask& m_candidate, const Mask& m_cell, const Mask& u_cell,
+    const Mask& u_hidden, bool has_bias, bool batch_statistics, bool onednn) {
+  const int64_t H = gates.size(2) / 4;
+  const Tensor no_tensor;
+  const Tensor& gh = grad_hidden.has_value() ? *grad_hidden : no_tensor;
+  const Tensor& gc = grad_cells.has_value() ? *grad_cells : no_tensor;
+  const bool contiguous = gates.is_contiguous() && normalized_hidden.is_contiguous() &&
+                          normalized_cells.is_contiguous() && rstd_hidden.is_contiguous() &&
+                          rstd_cells.is_contiguous() && tanh_cells.is_contiguous() && cells.is_contiguous() &&
+                          hidden.is_contiguous();
+  if (contiguous && fast::fits(gates, {&gh, &gc, &w_hh, &h0, &c0, &gamma_hidden, &gamma_cell, &normalized_hidden,
+                                       &normalized_cells, &rstd_hidden, &rstd_cells, &tanh_cells, &cells, &hidden},
+                               {&m_hidden_input, &m_candidate, &m_cell, &u_cell, &u_hidden}, gates.size(0),
+                               gates.size(1), H)) {
+    auto run = [&](auto tag) {
+      using T = decltype(tag);
+      return fast::batchnorm_lstm_backward<T>(grad_hidden, grad_cells, w_hh, h0, c0, gamma_hidden, gamma_cell, gates,
+                                              normalized_hidden, normalized_cells, rstd_hidden, rstd_cells, tanh_cells,
+                                              cells, hidden, m_hidden_input, m_candidate, m_cell, u_cell, u_hidden,
+                                              has_bias, batch_statistics, onednn);
+    };
+    return gates.scalar_type() == at::kFloat ? run(float()) : run(double());
+  }
+  return batchnorm_lstm_backward_generic(grad_hidden, grad_cells, w_hh, h0, c0, gamma_hidden, gamma_cell, gates,
+                                         normalized_hidden, normalized_cells, rstd_hidden, rstd_cells, tanh_cells, cells,
+                                         hidden, m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, has_bias,
+                                         batch_statistics, onednn);
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lstm_forward", &lstm_forward);
   m.def("lstm_backward", &lstm_backward);
@@ -1037,6 +1384,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lstm_backward_generic", &lstm_backward_generic);
   m.def("gru_forward_generic", &gru_forward_generic);
   m.def("gru_backward_generic", &gru_backward_generic);
+  m.def("batchnorm_lstm_forward_generic", &batchnorm_lstm_forward_generic);
+  m.def("batchnorm_lstm_backward_generic", &batchnorm_lstm_backward_generic);
   m.def("batchnorm_lstm_forward", &batchnorm_lstm_forward);
   m.def("batchnorm_lstm_backward", &batchnorm_lstm_backward);
 }
