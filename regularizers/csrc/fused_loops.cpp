@@ -1037,10 +1037,14 @@ std::vector<std::optional<Tensor>> batchnorm_lstm_backward_generic(
 
 namespace fast {
 
+// A batch-norm step has four or five short parallel passes; each split costs a thread hand-off,
+// which below this many elements per task costs more than it saves (measured at hidden 256).
+constexpr int64_t kBatchNormTaskElements = 65536;
+
 // Per column j of a (rows × width) row-major matrix: mean and biased variance (two passes).
 template <typename T>
 void column_mean_var(const T* x, int64_t rows, int64_t width, T* mean, T* var) {
-  at::parallel_for(0, width, 512, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, width, std::max<int64_t>(1, kBatchNormTaskElements / std::max<int64_t>(rows, 1)), [&](int64_t begin, int64_t end) {
     for (int64_t j = begin; j < end; ++j) mean[j] = T(0), var[j] = T(0);
     for (int64_t b = 0; b < rows; ++b) {
       const T* row = x + b * width;
@@ -1063,7 +1067,7 @@ void column_mean_var(const T* x, int64_t rows, int64_t width, T* mean, T* var) {
 // Per column j: Σ_b a[b, j] and Σ_b a[b, j]·x[b, j].
 template <typename T>
 void column_sums(const T* a, const T* x, int64_t rows, int64_t width, T* sum_a, T* sum_ax) {
-  at::parallel_for(0, width, 512, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, width, std::max<int64_t>(1, kBatchNormTaskElements / std::max<int64_t>(rows, 1)), [&](int64_t begin, int64_t end) {
     for (int64_t j = begin; j < end; ++j) sum_a[j] = T(0), sum_ax[j] = T(0);
     for (int64_t b = 0; b < rows; ++b) {
       const T *a_row = a + b * width, *x_row = x + b * width;
@@ -1112,7 +1116,7 @@ std::vector<Tensor> batchnorm_lstm_forward(const Tensor& xp_in, const Tensor& w_
   Tensor cell_hat_step = at::empty({batch, H}, options);
   T* cell_hat = cell_hat_step.data_ptr<T>();
   RecurrentProduct recurrent_product(w_hh, batch, std::nullopt, onednn);
-  const int64_t task_rows = grain(batch, gate_width);
+  const int64_t task_rows = std::max<int64_t>(1, kBatchNormTaskElements / gate_width);
   const T epsilon = static_cast<T>(eps);
   for (int64_t t = 0; t < steps; ++t) {
     const Tensor projection =
@@ -1216,7 +1220,7 @@ std::vector<std::optional<Tensor>> batchnorm_lstm_backward(
   T *sum_dg = sums.data_ptr<T>(), *sum_dg_n = sum_dg + gate_width, *sum_dco = sums_c.data_ptr<T>(), *sum_dco_n = sum_dco + H;
   Tensor d_product;
   RecurrentProduct backward_product(w_hh.t(), batch, std::nullopt, onednn);
-  const int64_t task_rows = grain(batch, gate_width);
+  const int64_t task_rows = std::max<int64_t>(1, kBatchNormTaskElements / gate_width);
   const T inverse_batch = T(1) / T(batch);
   for (int64_t t = steps - 1; t >= 0; --t) {
     const T* product = d_product.defined() ? d_product.data_ptr<T>() : nullptr;
