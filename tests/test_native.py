@@ -139,3 +139,38 @@ def test_a_stale_build_lock_is_removed(tmp_path, monkeypatch):
     with pytest.warns(RuntimeWarning, match="stale build lock"):
         native._remove_stale_lock(cpp_extension)
     assert not lock.exists()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("mask_set", list(MASK_SETS))
+def test_fast_path_equals_generic_path_with_strided_gradients(compiled, mask_set, dtype):
+    """The vectorized CPU path against the compiled loops' ATen path, with gradients that are
+    expanded (stride 0, as from ``output.sum()``) or transposed, read in place by the fast path."""
+    tolerance = {"rtol": 1e-4, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-12}
+    masks = {k: (v.to(dtype) if v is not None else None) for k, v in MASK_SETS[mask_set].items()}
+    xp, w, b, h0, c0 = (t.to(dtype) for t in _inputs(4))
+    order = [masks.get(k) for k in ("hidden_input", "candidate", "cell", "cell_update", "hidden_update")]
+    fast_out = compiled.lstm_forward(xp, w, b, h0, c0, *order, False)
+    generic_out = compiled.lstm_forward_generic(xp, w, b, h0, c0, *order, False)
+    for a, e in zip(fast_out, generic_out):
+        torch.testing.assert_close(a, e, **tolerance)
+    hidden, cells, gates, tanh_cells = generic_out
+    expanded = torch.ones((), dtype=dtype).expand(T, B, H)
+    transposed = torch.randn(B, T, H, dtype=dtype).transpose(0, 1)
+    saved = (w, h0, c0, gates, cells, tanh_cells, hidden, *order)
+    for grad_h, grad_c in ((expanded, transposed), (transposed, None)):
+        for a, e in zip(compiled.lstm_backward(grad_h, grad_c, *saved, True, False),
+                        compiled.lstm_backward_generic(grad_h, grad_c, *saved, True, False)):
+            torch.testing.assert_close(a, e, **tolerance)
+
+    gru_masks = [masks.get(k) for k in ("hidden_input", "candidate", "hidden_update")]
+    xp3, w3, b3, h03, _ = (t.to(dtype) for t in _inputs(3))
+    fast_out = compiled.gru_forward(xp3, w3, b3, h03, *gru_masks, False)
+    generic_out = compiled.gru_forward_generic(xp3, w3, b3, h03, *gru_masks, False)
+    for a, e in zip(fast_out, generic_out):
+        torch.testing.assert_close(a, e, **tolerance)
+    hidden, activations, hidden_n = generic_out
+    saved = (w3, h03, activations, hidden_n, hidden, *gru_masks)
+    for a, e in zip(compiled.gru_backward(expanded, *saved, True, False),
+                    compiled.gru_backward_generic(expanded, *saved, True, False)):
+        torch.testing.assert_close(a, e, **tolerance)

@@ -1,11 +1,15 @@
-// The fused LSTM and GRU loops of regularizers/fused.py, and the batch-normalized LSTM loop of
-// regularizers/fused_batchnorm.py, operation for operation, in C++.
+// The fused recurrent loops in C++: the LSTM and GRU loops of regularizers/fused.py and the
+// batch-normalized LSTM loop of regularizers/fused_batchnorm.py.
 //
-// Why: at the benchmark's shapes a step is about twenty small tensor operations, and from
-// Python each costs several microseconds of interpreter and binding overhead, more than
-// the arithmetic itself. Here the same ATen operations run from C++. fused.py is the
-// readable definition of these loops and the fallback where this file cannot be compiled;
-// the tests check that both give the same numbers.
+// Two implementations of each:
+// - `fast::` (CPU, float32 and float64): a step is one matrix product and one hand-written,
+//   vectorized pass over the batch's rows that does all of the step's element-wise work. This is
+//   what the layers run on the CPU.
+// - `*_generic`: the Python loops operation for operation, as ATen calls; any device and dtype
+//   (CUDA, half precision) and any mask shape.
+// fused.py is the readable definition of the equations and the fallback where this file cannot
+// be compiled; tests/test_native.py checks that all three agree, and tests/test_fused.py checks
+// the layers' fast path against the reference loop and with gradcheck in float64.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
