@@ -174,3 +174,29 @@ def test_fast_path_equals_generic_path_with_strided_gradients(compiled, mask_set
     for a, e in zip(compiled.gru_backward(expanded, *saved, True, False),
                     compiled.gru_backward_generic(expanded, *saved, True, False)):
         torch.testing.assert_close(a, e, **tolerance)
+
+
+@pytest.mark.parametrize("steps, batch, hidden", [(3, 8, 2), (3, 12, 5), (2, 19, 8), (2, 14, 600)],
+                         ids=["whole-blocks", "ragged-rows-and-gates", "ragged-rows", "rows-split-over-tasks"])
+def test_fast_path_transposes_gate_gradients_of_every_shape(compiled, steps, batch, hidden):
+    """The backward pass writes each step's gate gradients transposed, in 8 × 8 register blocks with
+    scalar edges, from inside each task of rows; every block shape must land in the right place."""
+    generator = torch.Generator().manual_seed(3)
+    make = lambda *shape: torch.randn(*shape, generator=generator)  # noqa: E731
+    mask = (torch.rand(steps, batch, hidden, generator=generator) > 0.2).float()
+    for gates, forward, backward in ((4, "lstm_forward", "lstm_backward"), (3, "gru_forward", "gru_backward")):
+        xp, w, b, h0 = make(steps, batch, gates * hidden), make(gates * hidden, hidden) * 0.3, make(gates * hidden), \
+            make(batch, hidden)
+        grad = make(steps, batch, hidden)
+        if gates == 4:
+            c0 = make(batch, hidden)
+            masks = [mask, None, None, mask, None]
+            hidden_seq, cells, gate_values, tanh_cells = getattr(compiled, forward + "_generic")(xp, w, b, h0, c0, *masks, False)
+            saved = (w, h0, c0, gate_values, cells, tanh_cells, hidden_seq, *masks)
+            args = (grad, None, *saved, True, False)
+        else:
+            masks = [mask, None, None]
+            hidden_seq, activations, hidden_n = getattr(compiled, forward + "_generic")(xp, w, b, h0, *masks, False)
+            args = (grad, w, h0, activations, hidden_n, hidden_seq, *masks, True, False)
+        for fast, generic in zip(getattr(compiled, backward)(*args), getattr(compiled, backward + "_generic")(*args)):
+            torch.testing.assert_close(fast, generic, rtol=1e-4, atol=1e-5)

@@ -519,42 +519,92 @@ int64_t grain(int64_t batch, int64_t row_width) {
 }
 
 
-// dst[j * dst_stride + b] = src[b * src_stride + j] for b < rows, j < width: one step's rows
-// written as columns of a transposed buffer. In tiles of 16 columns, so that both sides stay in
-// the L1 cache (ATen's strided copy of the same transposed view is several times slower).
+// dst[j * dst_stride + b] = src[b * src_stride + j] for b < rows, j < width: rows written as
+// columns of a transposed buffer. In tiles of 16 columns, so that both sides stay in the L1 cache
+// (ATen's strided copy of the same transposed view is several times slower). Serial: callers run
+// it inside a task of their own parallel pass, so that a step costs one thread hand-off, not two.
 template <typename T>
 void transpose_rows(const T* src, int64_t src_stride, int64_t rows, int64_t width, T* dst, int64_t dst_stride) {
+  // Through a 16 × 16 tile on the stack: each source row segment is read once, whole. Reading the
+  // columns straight from the rows re-reads their cache lines, which a power-of-two row stride
+  // (4H floats) maps onto one L1 set, where they evict each other.
   constexpr int64_t kTile = 16;
-  const int64_t tiles = (width + kTile - 1) / kTile;
-  at::parallel_for(0, tiles, std::max<int64_t>(1, 16384 / (kTile * std::max<int64_t>(rows, 1))),
-                   [&](int64_t begin, int64_t end) {
-    for (int64_t tile = begin; tile < end; ++tile) {
-      const int64_t j0 = tile * kTile, j1 = std::min(width, j0 + kTile);
-      for (int64_t b = 0; b < rows; ++b)
-        for (int64_t j = j0; j < j1; ++j) dst[j * dst_stride + b] = src[b * src_stride + j];
+  T tile[kTile][kTile];
+  for (int64_t b0 = 0; b0 < rows; b0 += kTile) {
+    const int64_t nb = std::min(kTile, rows - b0);
+    for (int64_t j0 = 0; j0 < width; j0 += kTile) {
+      const int64_t nj = std::min(kTile, width - j0);
+      for (int64_t b = 0; b < nb; ++b)
+        for (int64_t j = 0; j < nj; ++j) tile[j][b] = src[(b0 + b) * src_stride + j0 + j];
+      for (int64_t j = 0; j < nj; ++j)
+        for (int64_t b = 0; b < nb; ++b) dst[(j0 + j) * dst_stride + b0 + b] = tile[j][b];
     }
-  });
+  }
 }
 
+#if defined(__GNUC__)
+// float32: whole 8 × 8 blocks transposed in registers (three rounds of two-vector shuffles, which
+// the compiler maps onto the machine's permutes), the edges by the tile loop above. This pass runs
+// on every element of the backward pass's gate gradients, once per step.
+typedef float Float8 __attribute__((vector_size(32), aligned(4)));
+typedef int32_t Index8 __attribute__((vector_size(32)));
+
+REGBENCH_CLONES void transpose_rows(const float* src, int64_t src_stride, int64_t rows, int64_t width, float* dst,
+                                    int64_t dst_stride) {
+  const int64_t rows8 = rows / 8 * 8, width8 = width / 8 * 8;
+  for (int64_t j0 = 0; j0 < width8; j0 += 8) {
+    for (int64_t b0 = 0; b0 < rows8; b0 += 8) {
+      Float8 r[8], t[8], u[8];
+      for (int k = 0; k < 8; ++k) r[k] = *reinterpret_cast<const Float8*>(src + (b0 + k) * src_stride + j0);
+      for (int k = 0; k < 8; k += 2) {  // pairs of rows interleaved
+        t[k] = __builtin_shuffle(r[k], r[k + 1], Index8{0, 8, 1, 9, 4, 12, 5, 13});
+        t[k + 1] = __builtin_shuffle(r[k], r[k + 1], Index8{2, 10, 3, 11, 6, 14, 7, 15});
+      }
+      for (int k = 0; k < 8; k += 4) {  // then pairs of pairs
+        u[k] = __builtin_shuffle(t[k], t[k + 2], Index8{0, 1, 8, 9, 4, 5, 12, 13});
+        u[k + 1] = __builtin_shuffle(t[k], t[k + 2], Index8{2, 3, 10, 11, 6, 7, 14, 15});
+        u[k + 2] = __builtin_shuffle(t[k + 1], t[k + 3], Index8{0, 1, 8, 9, 4, 5, 12, 13});
+        u[k + 3] = __builtin_shuffle(t[k + 1], t[k + 3], Index8{2, 3, 10, 11, 6, 7, 14, 15});
+      }
+      for (int k = 0; k < 4; ++k) {  // then the two halves: columns k and k + 4
+        *reinterpret_cast<Float8*>(dst + (j0 + k) * dst_stride + b0) =
+            __builtin_shuffle(u[k], u[k + 4], Index8{0, 1, 2, 3, 8, 9, 10, 11});
+        *reinterpret_cast<Float8*>(dst + (j0 + k + 4) * dst_stride + b0) =
+            __builtin_shuffle(u[k], u[k + 4], Index8{4, 5, 6, 7, 12, 13, 14, 15});
+      }
+    }
+  }
+  if (rows8 < rows) transpose_rows<float>(src + rows8 * src_stride, src_stride, rows - rows8, width, dst + rows8, dst_stride);
+  if (width8 < width) transpose_rows<float>(src + width8, src_stride, rows8, width - width8, dst + width8 * dst_stride, dst_stride);
+}
+#endif
+
 // (masked h_{t-1}) of every step as an (H, T·B) matrix, the right-hand factor of the weight
-// gradient, written straight into place (no concatenated or masked copies of the sequence).
+// gradient, written straight into place (no concatenated or masked copies of the sequence); steps
+// are shared out over the threads.
 template <typename T>
 Tensor recurrent_inputs_transposed(const Tensor& h0, const Tensor& hidden, const SequenceRows<T>& mask) {
   const int64_t steps = hidden.size(0), batch = hidden.size(1), H = hidden.size(2);
   Tensor inputs_t = at::empty({H, steps * batch}, hidden.options());
   const Tensor h0c = h0.contiguous();
-  std::vector<T> masked_rows(mask.present() ? batch * H : 0), scratch(H);
-  for (int64_t t = 0; t < steps; ++t) {
-    const T* h_prev = t == 0 ? h0c.data_ptr<T>() : hidden.data_ptr<T>() + (t - 1) * batch * H;
-    if (mask.present()) {
-      for (int64_t b = 0; b < batch; ++b) {
-        const T* m = mask.row(t, b, H, nullptr, scratch.data());
-        for (int64_t j = 0; j < H; ++j) masked_rows[b * H + j] = h_prev[b * H + j] * m[j];
+  const T* h0_data = h0c.data_ptr<T>();
+  const T* hidden_data = hidden.data_ptr<T>();
+  T* out = inputs_t.data_ptr<T>();
+  at::parallel_for(0, steps, std::max<int64_t>(1, 16384 / std::max<int64_t>(batch * H, 1)),
+                   [&](int64_t begin, int64_t end) {
+    std::vector<T> masked_rows(mask.present() ? batch * H : 0), scratch(H);
+    for (int64_t t = begin; t < end; ++t) {
+      const T* h_prev = t == 0 ? h0_data : hidden_data + (t - 1) * batch * H;
+      if (mask.present()) {
+        for (int64_t b = 0; b < batch; ++b) {
+          const T* m = mask.row(t, b, H, nullptr, scratch.data());
+          for (int64_t j = 0; j < H; ++j) masked_rows[b * H + j] = h_prev[b * H + j] * m[j];
+        }
+        h_prev = masked_rows.data();
       }
-      h_prev = masked_rows.data();
+      transpose_rows(h_prev, H, batch, H, out + t * batch, steps * batch);
     }
-    transpose_rows(h_prev, H, batch, H, inputs_t.data_ptr<T>() + t * batch, steps * batch);
-  }
+  });
   return inputs_t;
 }
 
@@ -664,9 +714,9 @@ std::vector<std::optional<Tensor>> lstm_backward(const std::optional<Tensor>& gr
                                carry.data_ptr<T>() + b * H};
         run_row(H, row);
       }
+      transpose_rows(d_gates_step.data_ptr<T>() + begin * gate_width, gate_width, end - begin, gate_width,
+                     d_gates_t.data_ptr<T>() + t * batch + begin, steps * batch);
     });
-    transpose_rows(d_gates_step.data_ptr<T>(), gate_width, batch, gate_width, d_gates_t.data_ptr<T>() + t * batch,
-                   steps * batch);
     d_product = backward_product(d_gates_step).contiguous();
   }
   Tensor d_h0 = masked(d_product, at_step(m_hidden_input, 0)) + carry;
@@ -766,9 +816,9 @@ std::vector<std::optional<Tensor>> gru_backward(const Tensor& grad_hidden, const
                               carry.data_ptr<T>() + b * H};
         run_row(H, row);
       }
+      transpose_rows(d_input_step.data_ptr<T>() + begin * gate_width, gate_width, end - begin, gate_width,
+                     d_input_t.data_ptr<T>() + t * batch + begin, steps * batch);
     });
-    transpose_rows(d_input_step.data_ptr<T>(), gate_width, batch, gate_width, d_input_t.data_ptr<T>() + t * batch,
-                   steps * batch);
     d_product = backward_product(d_recurrent).contiguous();
   }
   Tensor d_h0 = masked(d_product, at_step(m_hidden_input, 0)) + carry;
@@ -1302,14 +1352,14 @@ std::vector<std::optional<Tensor>> batchnorm_lstm_backward(
           dp[j] = d_normalized * (gamma_h[j] * rs_h[j]);
         }
       }
+      transpose_rows(d_projection_step.data_ptr<T>() + begin * gate_width, gate_width, end - begin, gate_width,
+                     d_projection_t.data_ptr<T>() + t * batch + begin, columns);
     });
     grad_bias.add_(sums[0]), grad_gamma_hidden.add_(sums[1]);
     grad_beta_cell.add_(sums_c[0]), grad_gamma_cell.add_(sums_c[1]);
     for (int64_t b = 0; b < batch; ++b)
       std::memcpy(d_gates_by_batch.data_ptr<T>() + (b * steps + t) * gate_width,
                   d_gates_step.data_ptr<T>() + b * gate_width, gate_width * sizeof(T));
-    transpose_rows(d_projection_step.data_ptr<T>(), gate_width, batch, gate_width,
-                   d_projection_t.data_ptr<T>() + t * batch, columns);
     d_product = backward_product(d_projection_step).contiguous();
   }
   Tensor d_h0 = masked(d_product, at_step(m_hidden_input, 0)) + carry;
