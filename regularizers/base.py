@@ -47,6 +47,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from . import native
 from .hyperparameters import Hyperparameter
 
 MASK_SITES = ("input", "hidden_input", "candidate", "cell", "cell_update", "hidden_update")
@@ -80,6 +81,12 @@ class SequenceContext:
         """
         shape = (self.steps if steps is None else steps, self.batch_size,
                  self.hidden_size if units is None else units)
+        sampler = _parallel_sampler(self.device, self.dtype)
+        if sampler is not None:
+            # The compiled loops' parallel Philox sampler, keyed from torch's default generator
+            # (so torch.manual_seed still fixes the masks): about 3x faster than the line below.
+            kept = 1.0 / keep_probability if scale and keep_probability > 0 else 1.0
+            return sampler(list(shape), float(keep_probability), kept, self.dtype)
         # P(U < p) = p for U ~ Uniform[0, 1); on the CPU this is ~6x faster than bernoulli_(p).
         mask = torch.rand(shape, device=self.device, dtype=self.dtype).lt_(keep_probability)
         if scale and keep_probability > 0:
@@ -89,6 +96,14 @@ class SequenceContext:
     def constant(self, value: float) -> torch.Tensor:
         """A mask that is the same number everywhere (the expectation used in eval)."""
         return torch.full((1, 1, 1), float(value), device=self.device, dtype=self.dtype)
+
+
+def _parallel_sampler(device: torch.device, dtype: torch.dtype):
+    """The native mask sampler for float32/float64 CPU masks, or None (GPU, other dtypes, no build)."""
+    if torch.device(device).type != "cpu" or dtype not in (torch.float32, torch.float64):
+        return None
+    loops = native.loops()
+    return None if loops is None else loops.bernoulli_mask
 
 
 @dataclass(frozen=True)

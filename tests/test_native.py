@@ -200,3 +200,59 @@ def test_fast_path_transposes_gate_gradients_of_every_shape(compiled, steps, bat
             args = (grad, w, h0, activations, hidden_n, hidden_seq, *masks, True, False)
         for fast, generic in zip(getattr(compiled, backward)(*args), getattr(compiled, backward + "_generic")(*args)):
             torch.testing.assert_close(fast, generic, rtol=1e-4, atol=1e-5)
+
+
+def _philox4x32_10(counter, key):
+    """Philox4x32-10 (Salmon et al., SC 2011) written from its definition, as the reference."""
+    mask = 0xFFFFFFFF
+    c, k = list(counter), list(key)
+    for _ in range(10):
+        product_a, product_b = 0xD2511F53 * c[0], 0xCD9E8D57 * c[2]
+        c = [(product_b >> 32) ^ c[1] ^ k[0], product_b & mask, (product_a >> 32) ^ c[3] ^ k[1], product_a & mask]
+        k = [(k[0] + 0x9E3779B9) & mask, (k[1] + 0xBB67AE85) & mask]
+    return c
+
+
+def test_philox_draws_follow_the_published_generator(compiled):
+    # Known-answer test of Random123 for counter 0, key 0.
+    assert compiled.philox_draws(0, 0, 4).tolist() == [0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8]
+    key, block = 0x0123456789ABCDEF, 7
+    draws = compiled.philox_draws(key, block, 70).tolist()  # 17 whole counters and a partial one
+    expected = []
+    for group in range(18):
+        expected += _philox4x32_10([group, 0, block, 0], [key & 0xFFFFFFFF, key >> 32])
+    assert draws == expected[:70]
+
+
+def test_bernoulli_mask_has_the_asked_probability_and_values(compiled):
+    for keep, kept in ((0.3, 1 / 0.3), (0.95, 1.0)):
+        mask = compiled.bernoulli_mask([50, 40, 100], keep, kept, torch.float32)
+        assert mask.shape == (50, 40, 100) and mask.dtype == torch.float32
+        values = mask.unique().tolist()
+        assert len(values) == 2 and values[0] == 0.0 and values[1] == pytest.approx(kept)
+        share = (mask > 0).double().mean().item()
+        sigma = (keep * (1 - keep) / mask.numel()) ** 0.5
+        assert abs(share - keep) < 6 * sigma, (share, keep)
+    assert compiled.bernoulli_mask([1000], 1.0, 1.0, torch.float64).eq(1).all()
+    assert compiled.bernoulli_mask([1000], 0.0, 1.0, torch.float64).eq(0).all()
+    with pytest.raises(RuntimeError, match="keep_probability"):
+        compiled.bernoulli_mask([3], 1.5, 1.0, torch.float32)
+
+
+def test_bernoulli_mask_is_seeded_by_torch_and_independent_of_threads(compiled):
+    threads = torch.get_num_threads()
+    try:
+        torch.manual_seed(5)
+        torch.set_num_threads(1)
+        first = compiled.bernoulli_mask([3, 32, 1000], 0.5, 1.0, torch.float32)  # several Philox blocks
+        again = compiled.bernoulli_mask([3, 32, 1000], 0.5, 1.0, torch.float32)
+        torch.manual_seed(5)
+        torch.set_num_threads(2)
+        replay = compiled.bernoulli_mask([3, 32, 1000], 0.5, 1.0, torch.float32)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(first, replay)
+    assert not torch.equal(first, again)
+    # Blocks are independent streams: no block repeats another.
+    blocks = first.flatten()[: 5 * 16384].view(5, 16384)
+    assert all(not torch.equal(blocks[i], blocks[j]) for i in range(5) for j in range(i + 1, 5))
