@@ -19,8 +19,10 @@ hooks it needs:
 ``normalize(site, value, step, ctx)``
     Changes the cell's equations themselves (recurrent batch normalization). A regularizer
     that overrides it makes the layer use the plain step-by-step loop, unless it also
-    brings a fast loop of its own as a method ``fused_recurrence(xp, w_hh, b_hh, h0, c0,
-    masks, ctx) -> (hidden, cells)`` (recurrent batch normalization does).
+    brings a fast loop of its own as a method ``fused_recurrence(x, weights, h0, c0, masks,
+    ctx) -> (hidden, cells)`` that runs the whole layer from its input ``x`` (steps, batch,
+    input) and its ``weights`` (``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``), input
+    projection included (recurrent batch normalization does).
 
 The mask sites, in the LSTM's equations (GRU and tanh-RNN use the sites that exist for them):
 

@@ -229,16 +229,17 @@ class RegularizedRecurrent(nn.Module):
                 value = regularizer.normalize(site, value, step, ctx)
             return value
 
-        project = project_inputs if self.use_fused else F.linear
-        xp = normalize("input_projection", project(x, weights["weight_ih"], None), None)
-        if weights["bias_ih"] is not None:
-            xp = xp + weights["bias_ih"]
         own_loop = getattr(changers[0], "fused_recurrence", None) if len(changers) == 1 else None
         if self.use_fused and own_loop is not None:
-            hidden, cells = own_loop(xp, weights["weight_hh"], weights["bias_hh"], h0, c0, masks, ctx)
-        else:
-            hidden, cells = reference_recurrence(self.cell_type, xp, weights["weight_hh"], weights["bias_hh"],
-                                                 h0, c0, masks, normalize)
+            # The regularizer's own loop runs the whole layer, input projection included, so that
+            # it can lay the projection out in memory the way its normalization wants it.
+            hidden, cells = own_loop(x, weights, h0, c0, masks, ctx)
+            return hidden, cells, None if cells is None else cells[-1]
+        xp = normalize("input_projection", F.linear(x, weights["weight_ih"], None), None)
+        if weights["bias_ih"] is not None:
+            xp = xp + weights["bias_ih"]
+        hidden, cells = reference_recurrence(self.cell_type, xp, weights["weight_hh"], weights["bias_hh"],
+                                             h0, c0, masks, normalize)
         return hidden, cells, None if cells is None else cells[-1]
 
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Regularizer, SequenceContext
+from .fused import project_inputs
 from .fused_batchnorm import BatchNormLSTMRecurrence
 from .hyperparameters import Hyperparameter
 from .registry import register
@@ -87,17 +88,21 @@ class RecurrentBatchNorm(Regularizer):
                                   training=ctx.training, momentum=self.momentum, eps=self.eps)
         return normalized.view(batch, steps, width).transpose(0, 1)
 
+    def _start_sequence(self, ctx: SequenceContext) -> None:
+        """Checks a training sequence against the statistics kept, and records its length."""
+        if ctx.training:
+            if ctx.steps > self.max_steps:
+                raise ValueError(f"recurrent_batchnorm: a training sequence of {ctx.steps} steps is longer "
+                                 f"than max_steps={self.max_steps}; raise max_steps")
+            if ctx.batch_size < 2:
+                raise ValueError("recurrent_batchnorm: training needs a batch of at least 2 sequences")
+            with torch.no_grad():
+                self.steps_trained[ctx.layer] = max(int(self.steps_trained[ctx.layer]), ctx.steps)
+
     def normalize(self, site: str, value: torch.Tensor, step: int | None, ctx: SequenceContext) -> torch.Tensor:
         layer = ctx.layer
         if site == "input_projection":
-            if ctx.training:
-                if ctx.steps > self.max_steps:
-                    raise ValueError(f"recurrent_batchnorm: a training sequence of {ctx.steps} steps is longer "
-                                     f"than max_steps={self.max_steps}; raise max_steps")
-                if ctx.batch_size < 2:
-                    raise ValueError("recurrent_batchnorm: training needs a batch of at least 2 sequences")
-                with torch.no_grad():
-                    self.steps_trained[layer] = max(int(self.steps_trained[layer]), ctx.steps)
+            self._start_sequence(ctx)
             return self._normalize_sequence(value, ctx)
         if site == "hidden_projection":
             name, weight, bias = "hidden", self.gamma_hidden[layer], None
@@ -110,8 +115,35 @@ class RecurrentBatchNorm(Regularizer):
                             getattr(self, f"running_var_{name}")[layer, slot], weight, bias,
                             training=ctx.training, momentum=self.momentum, eps=self.eps)
 
-    def fused_recurrence(self, xp, w_hh, b_hh, h0, c0, masks, ctx: SequenceContext):
-        """The recurrence with per-step normalization of W_h h and of the cell, in one autograd Function."""
+    def _normalize_inputs_batch_major(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                                      ctx: SequenceContext) -> torch.Tensor:
+        """BN(W_x x_t; γ_x) + b for all steps, as ``_normalize_sequence``, without its copies.
+
+        The projection is computed batch-major, (batch, steps, gates), straight from the (small)
+        input, so that ``F.batch_norm`` takes it as (batch, steps × gates) in place, with ``b`` as
+        its shift. Returns a (steps, batch, gates) view of batch-major memory; the fused loop reads
+        it strided, and its gradient comes back batch-major, as the batch norm wants it.
+        """
+        batch, steps = ctx.batch_size, ctx.steps
+        projected = project_inputs(x.transpose(0, 1), weight, None)  # (batch, steps, gates), contiguous
+        if ctx.training:
+            mean = self.running_mean_input[ctx.layer, :steps].view(-1)  # views: updated in place
+            var = self.running_var_input[ctx.layer, :steps].view(-1)
+        else:
+            slots = self._slots(ctx.layer, steps, x.device)
+            mean = self.running_mean_input[ctx.layer][slots].reshape(-1)
+            var = self.running_var_input[ctx.layer][slots].reshape(-1)
+        normalized = F.batch_norm(projected.view(batch, -1), mean, var, self.gamma_input[ctx.layer].repeat(steps),
+                                  None if bias is None else bias.repeat(steps), training=ctx.training,
+                                  momentum=self.momentum, eps=self.eps)
+        return normalized.view(batch, steps, -1).transpose(0, 1)
+
+    def fused_recurrence(self, x, weights, h0, c0, masks, ctx: SequenceContext):
+        """The layer with per-step normalization of W_x x, W_h h and the cell: the input normalization
+        for all steps at once, then the recurrence in one autograd Function."""
+        self._start_sequence(ctx)
+        xp = self._normalize_inputs_batch_major(x, weights["weight_ih"], weights["bias_ih"], ctx)
+        w_hh, b_hh = weights["weight_hh"], weights["bias_hh"]
         layer = ctx.layer
         running = None
         if not ctx.training:

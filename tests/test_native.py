@@ -256,3 +256,25 @@ def test_bernoulli_mask_is_seeded_by_torch_and_independent_of_threads(compiled):
     # Blocks are independent streams: no block repeats another.
     blocks = first.flatten()[: 5 * 16384].view(5, 16384)
     assert all(not torch.equal(blocks[i], blocks[j]) for i in range(5) for j in range(i + 1, 5))
+
+
+def test_fast_path_reads_a_batch_major_input_projection_in_place(compiled):
+    """recurrent_batchnorm hands its loop a (steps, batch, gates) view of batch-major memory."""
+    xp, w, b, h0, c0 = _inputs(4, seed=4)
+    batch_major = xp.transpose(0, 1).contiguous().transpose(0, 1)
+    assert not batch_major.is_contiguous()
+    masks = [MASK_SETS["per-step"].get(k) for k in ("hidden_input", "candidate", "cell", "cell_update", "hidden_update")]
+    for strided, plain in zip(compiled.lstm_forward(batch_major, w, b, h0, c0, *masks, False),
+                              compiled.lstm_forward(xp, w, b, h0, c0, *masks, False)):
+        assert torch.equal(strided, plain)
+    gamma_h, gamma_c, beta_c = torch.full((4 * H,), 0.3), torch.full((H,), 0.2), torch.zeros(H)
+    for strided, plain in zip(
+            compiled.batchnorm_lstm_forward(batch_major, w, b, h0, c0, gamma_h, gamma_c, beta_c, None, 1e-5, *masks, False),
+            compiled.batchnorm_lstm_forward(xp, w, b, h0, c0, gamma_h, gamma_c, beta_c, None, 1e-5, *masks, False)):
+        assert torch.equal(strided, plain)
+    xp3, w3, b3, h03, _ = _inputs(3, seed=5)
+    gru_masks = [MASK_SETS["per-step"].get(k) for k in ("hidden_input", "candidate", "hidden_update")]
+    for strided, plain in zip(compiled.gru_forward(xp3.transpose(0, 1).contiguous().transpose(0, 1), w3, b3, h03,
+                                                   *gru_masks, False),
+                              compiled.gru_forward(xp3, w3, b3, h03, *gru_masks, False)):
+        assert torch.equal(strided, plain)

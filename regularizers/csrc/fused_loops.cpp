@@ -581,12 +581,14 @@ REGBENCH_CLONES void transpose_rows(const float* src, int64_t src_stride, int64_
 }
 #endif
 
-// (masked h_{t-1}) of every step as an (H, T·B) matrix, the right-hand factor of the weight
-// gradient, written straight into place (no concatenated or masked copies of the sequence); steps
-// are shared out over the threads.
+// (masked h_{t-1}) of steps first .. first+count-1 (default: all) as an (H, count·B) matrix, the
+// right-hand factor of the weight gradient, written straight into place (no concatenated or
+// masked copies of the sequence); steps are shared out over the threads.
 template <typename T>
-Tensor recurrent_inputs_transposed(const Tensor& h0, const Tensor& hidden, const SequenceRows<T>& mask) {
-  const int64_t steps = hidden.size(0), batch = hidden.size(1), H = hidden.size(2);
+Tensor recurrent_inputs_transposed(const Tensor& h0, const Tensor& hidden, const SequenceRows<T>& mask,
+                                   int64_t first = 0, int64_t count = -1) {
+  const int64_t batch = hidden.size(1), H = hidden.size(2);
+  const int64_t steps = count < 0 ? hidden.size(0) - first : count;
   Tensor inputs_t = at::empty({H, steps * batch}, hidden.options());
   const Tensor h0c = h0.contiguous();
   const T* h0_data = h0c.data_ptr<T>();
@@ -595,7 +597,8 @@ Tensor recurrent_inputs_transposed(const Tensor& h0, const Tensor& hidden, const
   at::parallel_for(0, steps, std::max<int64_t>(1, 16384 / std::max<int64_t>(batch * H, 1)),
                    [&](int64_t begin, int64_t end) {
     std::vector<T> masked_rows(mask.present() ? batch * H : 0), scratch(H);
-    for (int64_t t = begin; t < end; ++t) {
+    for (int64_t column_step = begin; column_step < end; ++column_step) {
+      const int64_t t = first + column_step;
       const T* h_prev = t == 0 ? h0_data : hidden_data + (t - 1) * batch * H;
       if (mask.present()) {
         for (int64_t b = 0; b < batch; ++b) {
@@ -604,7 +607,7 @@ Tensor recurrent_inputs_transposed(const Tensor& h0, const Tensor& hidden, const
         }
         h_prev = masked_rows.data();
       }
-      transpose_rows(h_prev, H, batch, H, out + t * batch, steps * batch);
+      transpose_rows(h_prev, H, batch, H, out + column_step * batch, steps * batch);
     }
   });
   return inputs_t;
@@ -621,7 +624,9 @@ std::vector<Tensor> lstm_forward(const Tensor& xp_in, const Tensor& w_hh, const 
                                  const Mask& m_candidate, const Mask& m_cell, const Mask& u_cell, const Mask& u_hidden,
                                  bool onednn) {
   at::NoGradGuard no_grad;
-  const Tensor xp = xp_in.contiguous();
+  // Read in place whatever the step and batch strides (recurrent_batchnorm hands over a batch-major view).
+  const Tensor xp = xp_in.stride(2) == 1 ? xp_in : xp_in.contiguous();
+  const int64_t xp_step_stride = xp.stride(0), xp_row_stride = xp.stride(1);
   const int64_t steps = xp.size(0), batch = xp.size(1), gate_width = xp.size(2), H = gate_width / 4;
   auto options = xp.options();
   Tensor gates = at::empty({steps, batch, gate_width}, options);
@@ -640,7 +645,7 @@ std::vector<Tensor> lstm_forward(const Tensor& xp_in, const Tensor& w_hh, const 
     const Tensor recurrent =
         recurrent_product(mh.present() ? next_input : (t == 0 ? h0c : hidden.select(0, t - 1))).contiguous();
     const T* rec = recurrent.data_ptr<T>();
-    const T* x = xp.data_ptr<T>() + t * batch * gate_width;
+    const T* x = xp.data_ptr<T>() + t * xp_step_stride;
     const T* h_prev = t == 0 ? h0c.data_ptr<T>() : hidden.data_ptr<T>() + (t - 1) * batch * H;
     const T* c_prev = t == 0 ? c0c.data_ptr<T>() : cells.data_ptr<T>() + (t - 1) * batch * H;
     const bool write_next = mh.present() && t + 1 < steps;
@@ -649,7 +654,7 @@ std::vector<Tensor> lstm_forward(const Tensor& xp_in, const Tensor& w_hh, const 
       std::vector<T> scratch(5 * H);
       for (int64_t b = begin; b < end; ++b) {
         LSTMForwardRow<T> row{rec + b * gate_width,
-                              x + b * gate_width,
+                              x + b * xp_row_stride,
                               bias_data,
                               h_prev + b * H,
                               c_prev + b * H,
@@ -737,7 +742,9 @@ std::vector<Tensor> gru_forward(const Tensor& xp_in, const Tensor& w_hh, const s
                                 const Tensor& h0, const Mask& m_hidden_input, const Mask& m_candidate,
                                 const Mask& u_hidden, bool onednn) {
   at::NoGradGuard no_grad;
-  const Tensor xp = xp_in.contiguous();
+  // Read in place whatever the step and batch strides (recurrent_batchnorm hands over a batch-major view).
+  const Tensor xp = xp_in.stride(2) == 1 ? xp_in : xp_in.contiguous();
+  const int64_t xp_step_stride = xp.stride(0), xp_row_stride = xp.stride(1);
   const int64_t steps = xp.size(0), batch = xp.size(1), gate_width = xp.size(2), H = gate_width / 3;
   auto options = xp.options();
   Tensor activations = at::empty({steps, batch, gate_width}, options);
@@ -753,7 +760,7 @@ std::vector<Tensor> gru_forward(const Tensor& xp_in, const Tensor& w_hh, const s
     const Tensor recurrent =
         recurrent_product(mh.present() ? next_input : (t == 0 ? h0c : hidden.select(0, t - 1))).contiguous();
     const T* rec = recurrent.data_ptr<T>();
-    const T* x = xp.data_ptr<T>() + t * batch * gate_width;
+    const T* x = xp.data_ptr<T>() + t * xp_step_stride;
     const T* h_prev = t == 0 ? h0c.data_ptr<T>() : hidden.data_ptr<T>() + (t - 1) * batch * H;
     const bool write_next = mh.present() && t + 1 < steps;
     T* next = write_next ? next_input.data_ptr<T>() : nullptr;
@@ -761,7 +768,7 @@ std::vector<Tensor> gru_forward(const Tensor& xp_in, const Tensor& w_hh, const s
       std::vector<T> scratch(3 * H);
       for (int64_t b = begin; b < end; ++b) {
         GRUForwardRow<T> row{rec + b * gate_width,
-                             x + b * gate_width,
+                             x + b * xp_row_stride,
                              h_prev + b * H,
                              mc.row(t, b, H, ones.data(), scratch.data()),
                              uh.row(t, b, H, ones.data(), scratch.data() + H),
@@ -1097,44 +1104,202 @@ namespace fast {
 // which below this many elements per task costs more than it saves (measured at hidden 256).
 constexpr int64_t kBatchNormTaskElements = 65536;
 
-// Per column j of a (rows × width) row-major matrix: mean and biased variance (two passes).
+// Per column j in [begin, end) of a (rows × width) row-major matrix: mean and biased variance
+// (two passes).
 template <typename T>
-void column_mean_var(const T* x, int64_t rows, int64_t width, T* mean, T* var) {
-  at::parallel_for(0, width, std::max<int64_t>(1, kBatchNormTaskElements / std::max<int64_t>(rows, 1)), [&](int64_t begin, int64_t end) {
-    for (int64_t j = begin; j < end; ++j) mean[j] = T(0), var[j] = T(0);
-    for (int64_t b = 0; b < rows; ++b) {
-      const T* row = x + b * width;
-      REGBENCH_NO_LOOP_ALIASING
-      for (int64_t j = begin; j < end; ++j) mean[j] += row[j];
+REGBENCH_INLINE void column_mean_var_range(const T* x, int64_t rows, int64_t width, int64_t begin, int64_t end, T* mean,
+                                           T* var) {
+  for (int64_t j = begin; j < end; ++j) mean[j] = T(0), var[j] = T(0);
+  for (int64_t b = 0; b < rows; ++b) {
+    const T* row = x + b * width;
+    REGBENCH_NO_LOOP_ALIASING
+    for (int64_t j = begin; j < end; ++j) mean[j] += row[j];
+  }
+  for (int64_t j = begin; j < end; ++j) mean[j] /= T(rows);
+  for (int64_t b = 0; b < rows; ++b) {
+    const T* row = x + b * width;
+    REGBENCH_NO_LOOP_ALIASING
+    for (int64_t j = begin; j < end; ++j) {
+      const T centered = row[j] - mean[j];
+      var[j] += centered * centered;
     }
-    for (int64_t j = begin; j < end; ++j) mean[j] /= T(rows);
-    for (int64_t b = 0; b < rows; ++b) {
-      const T* row = x + b * width;
-      REGBENCH_NO_LOOP_ALIASING
-      for (int64_t j = begin; j < end; ++j) {
-        const T centered = row[j] - mean[j];
-        var[j] += centered * centered;
-      }
-    }
-    for (int64_t j = begin; j < end; ++j) var[j] /= T(rows);
-  });
+  }
+  for (int64_t j = begin; j < end; ++j) var[j] /= T(rows);
 }
 
-// Per column j: Σ_b a[b, j] and Σ_b a[b, j]·x[b, j].
+// Per column j in [begin, end): Σ_b a[b, j] and Σ_b a[b, j]·x[b, j].
+template <typename T>
+REGBENCH_INLINE void column_sums_range(const T* a, const T* x, int64_t rows, int64_t width, int64_t begin, int64_t end,
+                                       T* sum_a, T* sum_ax) {
+  for (int64_t j = begin; j < end; ++j) sum_a[j] = T(0), sum_ax[j] = T(0);
+  for (int64_t b = 0; b < rows; ++b) {
+    const T *a_row = a + b * width, *x_row = x + b * width;
+    REGBENCH_NO_LOOP_ALIASING
+    for (int64_t j = begin; j < end; ++j) {
+      sum_a[j] += a_row[j];
+      sum_ax[j] += a_row[j] * x_row[j];
+    }
+  }
+}
+
+REGBENCH_CLONES void run_column_mean_var(const float* x, int64_t rows, int64_t width, int64_t begin, int64_t end,
+                                         float* mean, float* var) {
+  column_mean_var_range(x, rows, width, begin, end, mean, var);
+}
+void run_column_mean_var(const double* x, int64_t rows, int64_t width, int64_t begin, int64_t end, double* mean,
+                         double* var) {
+  column_mean_var_range(x, rows, width, begin, end, mean, var);
+}
+REGBENCH_CLONES void run_column_sums(const float* a, const float* x, int64_t rows, int64_t width, int64_t begin,
+                                     int64_t end, float* sum_a, float* sum_ax) {
+  column_sums_range(a, x, rows, width, begin, end, sum_a, sum_ax);
+}
+void run_column_sums(const double* a, const double* x, int64_t rows, int64_t width, int64_t begin, int64_t end,
+                     double* sum_a, double* sum_ax) {
+  column_sums_range(a, x, rows, width, begin, end, sum_a, sum_ax);
+}
+
+template <typename T>
+void column_mean_var(const T* x, int64_t rows, int64_t width, T* mean, T* var) {
+  at::parallel_for(0, width, std::max<int64_t>(1, kBatchNormTaskElements / std::max<int64_t>(rows, 1)),
+                   [&](int64_t begin, int64_t end) { run_column_mean_var(x, rows, width, begin, end, mean, var); });
+}
+
 template <typename T>
 void column_sums(const T* a, const T* x, int64_t rows, int64_t width, T* sum_a, T* sum_ax) {
-  at::parallel_for(0, width, std::max<int64_t>(1, kBatchNormTaskElements / std::max<int64_t>(rows, 1)), [&](int64_t begin, int64_t end) {
-    for (int64_t j = begin; j < end; ++j) sum_a[j] = T(0), sum_ax[j] = T(0);
-    for (int64_t b = 0; b < rows; ++b) {
-      const T *a_row = a + b * width, *x_row = x + b * width;
-      REGBENCH_NO_LOOP_ALIASING
-      for (int64_t j = begin; j < end; ++j) {
-        sum_a[j] += a_row[j];
-        sum_ax[j] += a_row[j] * x_row[j];
-      }
-    }
-  });
+  at::parallel_for(0, width, std::max<int64_t>(1, kBatchNormTaskElements / std::max<int64_t>(rows, 1)),
+                   [&](int64_t begin, int64_t end) { run_column_sums(a, x, rows, width, begin, end, sum_a, sum_ax); });
 }
+
+// The batch-normalized LSTM's row passes, one row each, as the plain LSTM's: every pointer valid
+// (absent masks are rows of ones, absent gradients rows of zeros).
+// Forward, up to ĉ: x̂_h = (W_h h - μ_h)·rstd_h, the activated gates, ĉ = (i·g·m + f·c_{t-1})·m_c.
+template <typename T>
+struct BatchNormGatesRow {
+  const T *projection, *input, *bias, *mean_h, *rstd_h, *gamma_h, *m_candidate, *m_cell, *c_prev;
+  T *normalized_h, *gates, *cell_hat;
+};
+
+template <typename T>
+REGBENCH_INLINE void batchnorm_gates_row(int64_t H, const BatchNormGatesRow<T>& a) {
+  REGBENCH_NO_LOOP_ALIASING
+  for (int64_t j = 0; j < 4 * H; ++j) {
+    const T n_h = (a.projection[j] - a.mean_h[j]) * a.rstd_h[j];
+    a.normalized_h[j] = n_h;
+    a.gates[j] = (a.input[j] + a.bias[j]) + n_h * a.gamma_h[j];
+  }
+  REGBENCH_NO_LOOP_ALIASING
+  for (int64_t j = 0; j < H; ++j) {
+    const T i = sigmoid(a.gates[j]), f = sigmoid(a.gates[H + j]), g = tanh_of(a.gates[2 * H + j]),
+            o = sigmoid(a.gates[3 * H + j]);
+    a.gates[j] = i, a.gates[H + j] = f, a.gates[2 * H + j] = g, a.gates[3 * H + j] = o;
+    a.cell_hat[j] = (i * g * a.m_candidate[j] + f * a.c_prev[j]) * a.m_cell[j];
+  }
+}
+
+// Forward, from ĉ: x̂_c, tanh(γ_c x̂_c + β_c), the new cell and hidden state (and h_t·m_next).
+template <typename T>
+struct BatchNormStateRow {
+  const T *output_gate, *cell_hat, *c_prev, *h_prev, *u_cell, *u_hidden, *mean_c, *rstd_c, *gamma_c, *beta_c, *m_next;
+  T *normalized_c, *tanh_cell, *cell, *hidden, *next_input;  // next_input may be null
+};
+
+template <typename T>
+REGBENCH_INLINE void batchnorm_state_row(int64_t H, const BatchNormStateRow<T>& a) {
+  REGBENCH_NO_LOOP_ALIASING
+  for (int64_t j = 0; j < H; ++j) {
+    const T n_c = (a.cell_hat[j] - a.mean_c[j]) * a.rstd_c[j];
+    const T th = tanh_of(a.beta_c[j] + n_c * a.gamma_c[j]);
+    a.normalized_c[j] = n_c;
+    a.tanh_cell[j] = th;
+    a.cell[j] = a.u_cell[j] * a.cell_hat[j] + (T(1) - a.u_cell[j]) * a.c_prev[j];
+    a.hidden[j] = a.u_hidden[j] * (a.output_gate[j] * th) + (T(1) - a.u_hidden[j]) * a.h_prev[j];
+  }
+  if (a.next_input != nullptr) {
+    REGBENCH_NO_LOOP_ALIASING
+    for (int64_t j = 0; j < H; ++j) a.next_input[j] = a.hidden[j] * a.m_next[j];
+  }
+}
+
+// Backward, first pass: ∂L/∂h_t (kept in `carry` for the next pass) and ∂L/∂(γ_c x̂_c + β_c).
+template <typename T>
+struct BatchNormCellOutputRow {
+  const T *d_product, *m_next, *grad_h, *u_hidden, *output_gate, *tanh_cell;
+  T *d_cell_output, *carry;
+};
+
+template <typename T>
+REGBENCH_INLINE void batchnorm_cell_output_row(int64_t H, const BatchNormCellOutputRow<T>& a) {
+  REGBENCH_NO_LOOP_ALIASING
+  for (int64_t j = 0; j < H; ++j) {
+    const T d_h = a.d_product[j] * a.m_next[j] + a.carry[j] + a.grad_h[j];
+    a.d_cell_output[j] = d_h * a.u_hidden[j] * (a.output_gate[j] * (T(1) - a.tanh_cell[j] * a.tanh_cell[j]));
+    a.carry[j] = d_h;  // ∂L/∂h_t for now; the carry proper after the next pass
+  }
+}
+
+// Backward, second pass: ∂L/∂ĉ through the cell's batch norm, the gate gradients, ∂L/∂c_{t-1}
+// and the hidden state's carry. `centered` says whether the batch statistics' terms apply.
+template <typename T>
+struct BatchNormGateGradsRow {
+  const T *gates, *normalized_c, *grad_c, *u_cell, *u_hidden, *m_candidate, *m_cell, *d_cell_output, *c_prev,
+      *tanh_cell, *sum_dco, *sum_dco_n, *gamma_c, *rstd_c;
+  T inverse_batch;
+  bool centered;
+  T *d_gates, *d_c, *carry;
+};
+
+template <typename T>
+REGBENCH_INLINE void batchnorm_gate_grads_row(int64_t H, const BatchNormGateGradsRow<T>& a) {
+  const T mean_weight = a.centered ? a.inverse_batch : T(0);
+  REGBENCH_NO_LOOP_ALIASING
+  for (int64_t j = 0; j < H; ++j) {
+    const T d_h = a.carry[j];
+    const T d_normalized =
+        a.d_cell_output[j] - a.sum_dco[j] * mean_weight - a.normalized_c[j] * (a.sum_dco_n[j] * mean_weight);
+    const T dc_in = a.d_c[j] + a.grad_c[j];
+    const T d_cell_hat = (d_normalized * (a.gamma_c[j] * a.rstd_c[j]) + dc_in * a.u_cell[j]) * a.m_cell[j];
+    const T i = a.gates[j], f = a.gates[H + j], g = a.gates[2 * H + j], o = a.gates[3 * H + j], m = a.m_candidate[j];
+    a.d_gates[j] = d_cell_hat * ((g * m) * (i * (T(1) - i)));
+    a.d_gates[H + j] = d_cell_hat * (a.c_prev[j] * (f * (T(1) - f)));
+    a.d_gates[2 * H + j] = d_cell_hat * ((i * m) * (T(1) - g * g));
+    a.d_gates[3 * H + j] = d_h * a.u_hidden[j] * (a.tanh_cell[j] * (o * (T(1) - o)));
+    a.d_c[j] = d_cell_hat * f + dc_in * (T(1) - a.u_cell[j]);
+    a.carry[j] = d_h * (T(1) - a.u_hidden[j]);
+  }
+}
+
+// Backward, third pass: ∂L/∂(W_h h_{t-1}) through the hidden batch norm.
+template <typename T>
+struct BatchNormProjectionGradRow {
+  const T *d_gates, *normalized_h, *sum_dg, *sum_dg_n, *gamma_h, *rstd_h;
+  T inverse_batch;
+  bool centered;
+  T* d_projection;
+};
+
+template <typename T>
+REGBENCH_INLINE void batchnorm_projection_grad_row(int64_t H, const BatchNormProjectionGradRow<T>& a) {
+  const T mean_weight = a.centered ? a.inverse_batch : T(0);
+  REGBENCH_NO_LOOP_ALIASING
+  for (int64_t j = 0; j < 4 * H; ++j) {
+    const T d_normalized = a.d_gates[j] - a.sum_dg[j] * mean_weight - a.normalized_h[j] * (a.sum_dg_n[j] * mean_weight);
+    a.d_projection[j] = d_normalized * (a.gamma_h[j] * a.rstd_h[j]);
+  }
+}
+
+REGBENCH_CLONES void run_row(int64_t H, const BatchNormGatesRow<float>& a) { batchnorm_gates_row(H, a); }
+REGBENCH_CLONES void run_row(int64_t H, const BatchNormStateRow<float>& a) { batchnorm_state_row(H, a); }
+REGBENCH_CLONES void run_row(int64_t H, const BatchNormCellOutputRow<float>& a) { batchnorm_cell_output_row(H, a); }
+REGBENCH_CLONES void run_row(int64_t H, const BatchNormGateGradsRow<float>& a) { batchnorm_gate_grads_row(H, a); }
+REGBENCH_CLONES void run_row(int64_t H, const BatchNormProjectionGradRow<float>& a) {
+  batchnorm_projection_grad_row(H, a);
+}
+void run_row(int64_t H, const BatchNormGatesRow<double>& a) { batchnorm_gates_row(H, a); }
+void run_row(int64_t H, const BatchNormStateRow<double>& a) { batchnorm_state_row(H, a); }
+void run_row(int64_t H, const BatchNormCellOutputRow<double>& a) { batchnorm_cell_output_row(H, a); }
+void run_row(int64_t H, const BatchNormGateGradsRow<double>& a) { batchnorm_gate_grads_row(H, a); }
+void run_row(int64_t H, const BatchNormProjectionGradRow<double>& a) { batchnorm_projection_grad_row(H, a); }
 
 template <typename T>
 std::vector<Tensor> batchnorm_lstm_forward(const Tensor& xp_in, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
@@ -1144,7 +1309,9 @@ std::vector<Tensor> batchnorm_lstm_forward(const Tensor& xp_in, const Tensor& w_
                                            const Mask& m_hidden_input, const Mask& m_candidate, const Mask& m_cell,
                                            const Mask& u_cell, const Mask& u_hidden, bool onednn) {
   at::NoGradGuard no_grad;
-  const Tensor xp = xp_in.contiguous();
+  // Read in place whatever the step and batch strides (recurrent_batchnorm hands over a batch-major view).
+  const Tensor xp = xp_in.stride(2) == 1 ? xp_in : xp_in.contiguous();
+  const int64_t xp_step_stride = xp.stride(0), xp_row_stride = xp.stride(1);
   const int64_t steps = xp.size(0), batch = xp.size(1), gate_width = xp.size(2), H = gate_width / 4;
   const bool batch_statistics = !running.has_value();
   auto options = xp.options();
@@ -1183,32 +1350,27 @@ std::vector<Tensor> batchnorm_lstm_forward(const Tensor& xp_in, const Tensor& w_
     T *rs_h = rstd_hidden.data_ptr<T>() + t * gate_width, *rs_c = rstd_cells.data_ptr<T>() + t * H;
     if (batch_statistics) column_mean_var(p, batch, gate_width, mu_h, v_h);
     for (int64_t j = 0; j < gate_width; ++j) rs_h[j] = T(1) / std::sqrt(v_h[j] + epsilon);
-    const T* x = xp.data_ptr<T>() + t * batch * gate_width;
+    const T* x = xp.data_ptr<T>() + t * xp_step_stride;
     const T* h_prev = t == 0 ? h0c.data_ptr<T>() : hidden.data_ptr<T>() + (t - 1) * batch * H;
     const T* c_prev = t == 0 ? c0c.data_ptr<T>() : cells.data_ptr<T>() + (t - 1) * batch * H;
     // Rows, up to ĉ: x̂_h, the gates, ĉ.
     at::parallel_for(0, batch, task_rows, [&](int64_t begin, int64_t end) {
       std::vector<T> scratch(2 * H);
       for (int64_t b = begin; b < end; ++b) {
-        const T* proj = p + b * gate_width;
-        const T* in = x + b * gate_width;
-        T* n_h = normalized_hidden.data_ptr<T>() + (t * batch + b) * gate_width;
-        T* a = gates.data_ptr<T>() + (t * batch + b) * gate_width;
-        const T* m_cand = mc.row(t, b, H, ones.data(), scratch.data());
-        const T* m_c = mcell.row(t, b, H, ones.data(), scratch.data() + H);
-        const T* cp = c_prev + b * H;
-        T* ch = cell_hat + b * H;
-        REGBENCH_NO_LOOP_ALIASING
-        for (int64_t j = 0; j < gate_width; ++j) {
-          n_h[j] = (proj[j] - mu_h[j]) * rs_h[j];
-          a[j] = (in[j] + bias_data[j]) + n_h[j] * gamma_h[j];
-        }
-        REGBENCH_NO_LOOP_ALIASING
-        for (int64_t j = 0; j < H; ++j) {
-          const T i = sigmoid(a[j]), f = sigmoid(a[H + j]), g = tanh_of(a[2 * H + j]), o = sigmoid(a[3 * H + j]);
-          a[j] = i, a[H + j] = f, a[2 * H + j] = g, a[3 * H + j] = o;
-          ch[j] = (i * g * m_cand[j] + f * cp[j]) * m_c[j];
-        }
+        const int64_t row_g = (t * batch + b) * gate_width;
+        BatchNormGatesRow<T> row{p + b * gate_width,
+                                 x + b * xp_row_stride,
+                                 bias_data,
+                                 mu_h,
+                                 rs_h,
+                                 gamma_h,
+                                 mc.row(t, b, H, ones.data(), scratch.data()),
+                                 mcell.row(t, b, H, ones.data(), scratch.data() + H),
+                                 c_prev + b * H,
+                                 normalized_hidden.data_ptr<T>() + row_g,
+                                 gates.data_ptr<T>() + row_g,
+                                 cell_hat + b * H};
+        run_row(H, row);
       }
     });
     if (batch_statistics) column_mean_var(cell_hat, batch, H, mu_c, v_c);
@@ -1219,25 +1381,24 @@ std::vector<Tensor> batchnorm_lstm_forward(const Tensor& xp_in, const Tensor& w_
     at::parallel_for(0, batch, task_rows, [&](int64_t begin, int64_t end) {
       std::vector<T> scratch(3 * H);
       for (int64_t b = begin; b < end; ++b) {
-        const int64_t row = (t * batch + b) * H;
-        const T* o = gates.data_ptr<T>() + (t * batch + b) * gate_width + 3 * H;
-        const T* ch = cell_hat + b * H;
-        const T *cp = c_prev + b * H, *hp = h_prev + b * H;
-        const T* u_c = uc.row(t, b, H, ones.data(), scratch.data());
-        const T* u_h = uh.row(t, b, H, ones.data(), scratch.data() + H);
-        T *n_c = normalized_cells.data_ptr<T>() + row, *th = tanh_cells.data_ptr<T>() + row;
-        T *c_out = cells.data_ptr<T>() + row, *h_out = hidden.data_ptr<T>() + row;
-        REGBENCH_NO_LOOP_ALIASING
-        for (int64_t j = 0; j < H; ++j) {
-          n_c[j] = (ch[j] - mu_c[j]) * rs_c[j];
-          th[j] = tanh_of(beta_c[j] + n_c[j] * gamma_c[j]);
-          c_out[j] = u_c[j] * ch[j] + (T(1) - u_c[j]) * cp[j];
-          h_out[j] = u_h[j] * (o[j] * th[j]) + (T(1) - u_h[j]) * hp[j];
-        }
-        if (write_next) {
-          const T* m_next = mh.row(t + 1, b, H, ones.data(), scratch.data() + 2 * H);
-          for (int64_t j = 0; j < H; ++j) next[b * H + j] = h_out[j] * m_next[j];
-        }
+        const int64_t row_h = (t * batch + b) * H;
+        BatchNormStateRow<T> row{gates.data_ptr<T>() + (t * batch + b) * gate_width + 3 * H,
+                                 cell_hat + b * H,
+                                 c_prev + b * H,
+                                 h_prev + b * H,
+                                 uc.row(t, b, H, ones.data(), scratch.data()),
+                                 uh.row(t, b, H, ones.data(), scratch.data() + H),
+                                 mu_c,
+                                 rs_c,
+                                 gamma_c,
+                                 beta_c,
+                                 write_next ? mh.row(t + 1, b, H, ones.data(), scratch.data() + 2 * H) : nullptr,
+                                 normalized_cells.data_ptr<T>() + row_h,
+                                 tanh_cells.data_ptr<T>() + row_h,
+                                 cells.data_ptr<T>() + row_h,
+                                 hidden.data_ptr<T>() + row_h,
+                                 write_next ? next + b * H : nullptr};
+        run_row(H, row);
       }
     });
   }
@@ -1255,7 +1416,6 @@ std::vector<std::optional<Tensor>> batchnorm_lstm_backward(
     const Mask& u_hidden, bool has_bias, bool batch_statistics, bool onednn) {
   at::NoGradGuard no_grad;
   const int64_t steps = gates.size(0), batch = gates.size(1), gate_width = gates.size(2), H = gate_width / 4;
-  const int64_t columns = steps * batch;
   auto options = gates.options();
   const SequenceRows<T> gh(grad_hidden), gc(grad_cells);
   const SequenceRows<T> mh(m_hidden_input), mc(m_candidate), mcell(m_cell), uc(u_cell), uh(u_hidden);
@@ -1265,7 +1425,12 @@ std::vector<std::optional<Tensor>> batchnorm_lstm_backward(
   // ∂L/∂(gate pre-activations) = ∂L/∂xp, batch-major (B, T, 4H): the layout of recurrent_batchnorm's
   // input normalization, whose F.batch_norm then takes it without a copy.
   Tensor d_gates_by_batch = at::empty({batch, steps, gate_width}, options);
-  Tensor d_projection_t = at::empty({gate_width, columns}, options);  // ∂L/∂(W_h h_{t-1})
+  // ∂L/∂(W_h h_{t-1}), transposed as in the plain LSTM, but a chunk of steps at a time: the weight
+  // gradient is accumulated chunk by chunk, so that this buffer (the size of the gates, which this
+  // layer already keeps three of) is a quarter of the sequence.
+  const int64_t chunk_steps = std::max<int64_t>(1, (steps + 3) / 4);
+  Tensor d_projection_chunk = at::empty({gate_width * chunk_steps * batch}, options);
+  Tensor grad_w;
   Tensor d_gates_step = at::empty({batch, gate_width}, options), d_projection_step = at::empty({batch, gate_width}, options);
   Tensor d_cell_output = at::empty({batch, H}, options);  // ∂L/∂(γ_c x̂_c + β_c) of this step
   Tensor d_c = at::zeros({batch, H}, options), carry = at::zeros({batch, H}, options);
@@ -1284,24 +1449,21 @@ std::vector<std::optional<Tensor>> batchnorm_lstm_backward(
     const T *rs_h = rstd_hidden.data_ptr<T>() + t * gate_width, *rs_c = rstd_cells.data_ptr<T>() + t * H;
     const T* n_c_step = normalized_cells.data_ptr<T>() + t * batch * H;
     const T* n_h_step = normalized_hidden.data_ptr<T>() + t * batch * gate_width;
+    const int64_t chunk_start = t - t % chunk_steps;
+    const int64_t chunk_columns = (std::min(steps, chunk_start + chunk_steps) - chunk_start) * batch;
     // Rows: ∂L/∂h_t, ∂L/∂(the cell's normalized output).
     at::parallel_for(0, batch, task_rows, [&](int64_t begin, int64_t end) {
       std::vector<T> scratch(3 * H);
       for (int64_t b = begin; b < end; ++b) {
-        const int64_t row = (t * batch + b) * H;
-        const T* d_prod = product ? product + b * H : zeros.data();
-        const T* m_next = product ? mh.row(t + 1, b, H, ones.data(), scratch.data()) : ones.data();
-        const T* g_h = gh.row(t, b, H, zeros.data(), scratch.data() + H);
-        const T* u_h = uh.row(t, b, H, ones.data(), scratch.data() + 2 * H);
-        const T* o = gates.data_ptr<T>() + (t * batch + b) * gate_width + 3 * H;
-        const T* th = tanh_cells.data_ptr<T>() + row;
-        T *car = carry.data_ptr<T>() + b * H, *dco = d_cell_output.data_ptr<T>() + b * H;
-        REGBENCH_NO_LOOP_ALIASING
-        for (int64_t j = 0; j < H; ++j) {
-          const T d_h = d_prod[j] * m_next[j] + car[j] + g_h[j];
-          dco[j] = d_h * u_h[j] * (o[j] * (T(1) - th[j] * th[j]));
-          car[j] = d_h;  // ∂L/∂h_t for now; the carry proper after the next pass
-        }
+        BatchNormCellOutputRow<T> row{product ? product + b * H : zeros.data(),
+                                      product ? mh.row(t + 1, b, H, ones.data(), scratch.data()) : ones.data(),
+                                      gh.row(t, b, H, zeros.data(), scratch.data() + H),
+                                      uh.row(t, b, H, ones.data(), scratch.data() + 2 * H),
+                                      gates.data_ptr<T>() + (t * batch + b) * gate_width + 3 * H,
+                                      tanh_cells.data_ptr<T>() + (t * batch + b) * H,
+                                      d_cell_output.data_ptr<T>() + b * H,
+                                      carry.data_ptr<T>() + b * H};
+        run_row(H, row);
       }
     });
     column_sums(d_cell_output.data_ptr<T>(), n_c_step, batch, H, sum_dco, sum_dco_n);
@@ -1309,53 +1471,45 @@ std::vector<std::optional<Tensor>> batchnorm_lstm_backward(
     at::parallel_for(0, batch, task_rows, [&](int64_t begin, int64_t end) {
       std::vector<T> scratch(5 * H);
       for (int64_t b = begin; b < end; ++b) {
-        const int64_t row = (t * batch + b) * H;
-        const T* a = gates.data_ptr<T>() + (t * batch + b) * gate_width;
-        const T* n_c = n_c_step + b * H;
-        const T* g_c = gc.row(t, b, H, zeros.data(), scratch.data());
-        const T* u_c = uc.row(t, b, H, ones.data(), scratch.data() + H);
-        const T* u_h = uh.row(t, b, H, ones.data(), scratch.data() + 2 * H);
-        const T* m_cand = mc.row(t, b, H, ones.data(), scratch.data() + 3 * H);
-        const T* m_c = mcell.row(t, b, H, ones.data(), scratch.data() + 4 * H);
-        const T *dco = d_cell_output.data_ptr<T>() + b * H, *cp = c_prev + b * H;
-        T *dc = d_c.data_ptr<T>() + b * H, *car = carry.data_ptr<T>() + b * H;
-        T* dg = d_gates_step.data_ptr<T>() + b * gate_width;
-        const T* th = tanh_cells.data_ptr<T>() + row;
-        REGBENCH_NO_LOOP_ALIASING
-        for (int64_t j = 0; j < H; ++j) {
-          const T d_h = car[j];
-          const T d_normalized = batch_statistics
-                                     ? dco[j] - sum_dco[j] * inverse_batch - n_c[j] * (sum_dco_n[j] * inverse_batch)
-                                     : dco[j];
-          const T dc_in = dc[j] + g_c[j];
-          const T d_cell_hat = (d_normalized * (gamma_c[j] * rs_c[j]) + dc_in * u_c[j]) * m_c[j];
-          const T i = a[j], f = a[H + j], g = a[2 * H + j], o = a[3 * H + j], m = m_cand[j];
-          dg[j] = d_cell_hat * ((g * m) * (i * (T(1) - i)));
-          dg[H + j] = d_cell_hat * (cp[j] * (f * (T(1) - f)));
-          dg[2 * H + j] = d_cell_hat * ((i * m) * (T(1) - g * g));
-          dg[3 * H + j] = d_h * u_h[j] * (th[j] * (o * (T(1) - o)));
-          dc[j] = d_cell_hat * f + dc_in * (T(1) - u_c[j]);
-          car[j] = d_h * (T(1) - u_h[j]);
-        }
+        BatchNormGateGradsRow<T> row{gates.data_ptr<T>() + (t * batch + b) * gate_width,
+                                     n_c_step + b * H,
+                                     gc.row(t, b, H, zeros.data(), scratch.data()),
+                                     uc.row(t, b, H, ones.data(), scratch.data() + H),
+                                     uh.row(t, b, H, ones.data(), scratch.data() + 2 * H),
+                                     mc.row(t, b, H, ones.data(), scratch.data() + 3 * H),
+                                     mcell.row(t, b, H, ones.data(), scratch.data() + 4 * H),
+                                     d_cell_output.data_ptr<T>() + b * H,
+                                     c_prev + b * H,
+                                     tanh_cells.data_ptr<T>() + (t * batch + b) * H,
+                                     sum_dco,
+                                     sum_dco_n,
+                                     gamma_c,
+                                     rs_c,
+                                     inverse_batch,
+                                     batch_statistics,
+                                     d_gates_step.data_ptr<T>() + b * gate_width,
+                                     d_c.data_ptr<T>() + b * H,
+                                     carry.data_ptr<T>() + b * H};
+        run_row(H, row);
       }
     });
     column_sums(d_gates_step.data_ptr<T>(), n_h_step, batch, gate_width, sum_dg, sum_dg_n);
     // Rows: ∂L/∂(W_h h_{t-1}) through the hidden batch norm.
     at::parallel_for(0, batch, task_rows, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
-        const T* dg = d_gates_step.data_ptr<T>() + b * gate_width;
-        const T* n_h = n_h_step + b * gate_width;
-        T* dp = d_projection_step.data_ptr<T>() + b * gate_width;
-        REGBENCH_NO_LOOP_ALIASING
-        for (int64_t j = 0; j < gate_width; ++j) {
-          const T d_normalized = batch_statistics
-                                     ? dg[j] - sum_dg[j] * inverse_batch - n_h[j] * (sum_dg_n[j] * inverse_batch)
-                                     : dg[j];
-          dp[j] = d_normalized * (gamma_h[j] * rs_h[j]);
-        }
+        BatchNormProjectionGradRow<T> row{d_gates_step.data_ptr<T>() + b * gate_width,
+                                          n_h_step + b * gate_width,
+                                          sum_dg,
+                                          sum_dg_n,
+                                          gamma_h,
+                                          rs_h,
+                                          inverse_batch,
+                                          batch_statistics,
+                                          d_projection_step.data_ptr<T>() + b * gate_width};
+        run_row(H, row);
       }
       transpose_rows(d_projection_step.data_ptr<T>() + begin * gate_width, gate_width, end - begin, gate_width,
-                     d_projection_t.data_ptr<T>() + t * batch + begin, columns);
+                     d_projection_chunk.data_ptr<T>() + (t - chunk_start) * batch + begin, chunk_columns);
     });
     grad_bias.add_(sums[0]), grad_gamma_hidden.add_(sums[1]);
     grad_beta_cell.add_(sums_c[0]), grad_gamma_cell.add_(sums_c[1]);
@@ -1363,10 +1517,15 @@ std::vector<std::optional<Tensor>> batchnorm_lstm_backward(
       std::memcpy(d_gates_by_batch.data_ptr<T>() + (b * steps + t) * gate_width,
                   d_gates_step.data_ptr<T>() + b * gate_width, gate_width * sizeof(T));
     d_product = backward_product(d_projection_step).contiguous();
+    if (t == chunk_start) {
+      const Tensor d_chunk = d_projection_chunk.narrow(0, 0, gate_width * chunk_columns).view({gate_width, chunk_columns});
+      Tensor part = weight_gradient(d_chunk, recurrent_inputs_transposed(h0, hidden, mh, chunk_start, chunk_columns / batch),
+                                    onednn);
+      grad_w = grad_w.defined() ? grad_w.add_(part) : part;
+    }
   }
   Tensor d_h0 = masked(d_product, at_step(m_hidden_input, 0)) + carry;
-  Tensor grad_w = weight_gradient(d_projection_t, recurrent_inputs_transposed(h0, hidden, mh), onednn);
-  d_projection_t.reset();
+  d_projection_chunk.reset();
   std::optional<Tensor> grad_b;
   if (has_bias) grad_b = grad_bias;
   return {d_gates_by_batch.transpose(0, 1), grad_w, grad_b, d_h0, d_c, grad_gamma_hidden, grad_gamma_cell,
