@@ -8,6 +8,7 @@ outputs equal torch's. ``regularizers=`` takes instances, registered names or sp
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from typing import ClassVar, Iterable
 
@@ -52,8 +53,9 @@ class RegularizedRecurrent(nn.Module):
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
         self.bidirectional = False
-        # The fused loop is used whenever possible; tests and benchmarks flip this to compare.
-        self.use_fused = True
+        # The fused loop is used whenever possible; tests and benchmarks flip this to compare, and
+        # REGBENCH_REFERENCE_LOOP=1 flips it for every layer (the step-by-step autograd loop).
+        self.use_fused = not _reference_loop_requested()
 
         factory = {"device": device, "dtype": dtype}
         gates = self.gate_count * hidden_size
@@ -241,6 +243,10 @@ class RegularizedRecurrent(nn.Module):
         hidden, cells = reference_recurrence(self.cell_type, xp, weights["weight_hh"], weights["bias_hh"],
                                              h0, c0, masks, normalize)
         return hidden, cells, None if cells is None else cells[-1]
+
+
+def _reference_loop_requested() -> bool:
+    return os.environ.get("REGBENCH_REFERENCE_LOOP", "0").strip().lower() not in ("", "0", "false", "no", "off")
 
 
 def _torch_recurrence(cell_type: str, x: torch.Tensor, weights: dict, h0: torch.Tensor, c0: torch.Tensor | None,
