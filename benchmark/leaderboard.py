@@ -563,7 +563,23 @@ def _board_markdown(board: Board, store_label: str, out_label: str, plots: list[
     lines.extend(_reproduce_commands(board, store_label, out_label))
     lines.append("```")
     lines.append("")
+    lines.extend(_commits_note(board.records))
     return "\n".join(lines)
+
+
+def _commits_note(records: pd.DataFrame) -> list[str]:
+    """Which regbench commits made the runs: the same seed draws the same masks only with the same code."""
+    commits = records["git_commit"].fillna("").astype(str) if "git_commit" in records else pd.Series([], dtype=str)
+    counts = commits[commits != ""].value_counts()
+    if counts.empty:
+        return []
+    listed = ", ".join(f"`{commit[:12]}` ({count} runs)"
+                       for commit, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+    several = len(counts) > 1
+    return [f"The runs were made at regbench commit{'s' if several else ''} {listed}. A seed fixes the random "
+            "masks only together with the code that drew them, so check out "
+            f"{'those commits' if several else 'that commit'} to repeat the runs draw for draw; other commits "
+            "repeat them in distribution.", ""]
 
 
 def _cross_task(boards: list[Board]) -> list[dict]:
@@ -639,6 +655,7 @@ def _index_markdown(boards: list[Board], summary: list[dict], store_label: str, 
     lines.append(f"regbench leaderboard --store {shlex.quote(store_label)} --out {shlex.quote(out_label)}")
     lines.append("```")
     lines.append("")
+    lines.extend(_commits_note(pd.concat([board.records for board in boards]) if boards else pd.DataFrame()))
     return "\n".join(lines)
 
 

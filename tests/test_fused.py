@@ -318,3 +318,22 @@ def test_batchnorm_layer_uses_its_own_fused_loop(monkeypatch):
     layer.use_fused = False
     layer(torch.randn(5, 2, 3))
     assert calls == [1]
+
+
+def test_reference_loop_switch_runs_the_step_by_step_loop(monkeypatch):
+    """REGBENCH_REFERENCE_LOOP=1 makes new layers run reference_recurrence, with the same result."""
+    import regularizers.layers as layers_module
+
+    calls = []
+    original = layers_module.reference_recurrence
+    monkeypatch.setattr(layers_module, "reference_recurrence", lambda *a, **k: calls.append(1) or original(*a, **k))
+    torch.manual_seed(0)
+    fast = R.RegularizedLSTM(3, 4, regularizers=["zoneout"]).double()
+    monkeypatch.setenv("REGBENCH_REFERENCE_LOOP", "1")
+    reference = R.RegularizedLSTM(3, 4, regularizers=["zoneout"]).double()
+    reference.load_state_dict(fast.state_dict())
+    assert fast.use_fused and not reference.use_fused
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    fast.eval(), reference.eval()
+    torch.testing.assert_close(reference(x)[0], fast(x)[0], rtol=1e-10, atol=1e-12)
+    assert calls == [1]

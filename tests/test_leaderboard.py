@@ -150,6 +150,7 @@ def test_files_content_and_byte_identity(store_json, tmp_path):
     assert "0.2600 ± 0.0100" in zo_line  # test mean ± std of 0.26, 0.27, 0.25
     ptb_md = (out1 / "char_ptb.md").read_text()
     assert "1.3620 / 1.2520" in ptb_md and "full scale, GPU" in ptb_md
+    assert "made at regbench commit `deadbeef` (" in md and "check out that commit" in md
     index = (out1 / "README.md").read_text()
     assert "Cross-task ranking" in index
     data = json.loads((out1 / "leaderboard.json").read_text())
