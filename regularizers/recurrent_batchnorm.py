@@ -75,17 +75,24 @@ class RecurrentBatchNorm(Regularizer):
         batch dimension with an autograd graph of element-wise operations. In training it also moves
         the running statistics of steps 0..T-1 (unbiased variance, with ``momentum``).
         """
-        steps, batch, width = value.shape
-        by_batch = value.transpose(0, 1).contiguous().view(batch, steps * width)
+        return self._normalize_batch_major(value.transpose(0, 1), None, ctx)
+
+    def _normalize_batch_major(self, by_batch: torch.Tensor, bias: torch.Tensor | None,
+                               ctx: SequenceContext) -> torch.Tensor:
+        """γ_x ⊙ BN(value) (+ bias) of a (batch, steps, gates) tensor, returned as a (steps, batch,
+        gates) view; in place (no copy) when ``by_batch`` is contiguous."""
+        batch, steps, width = by_batch.shape
         if ctx.training:
             mean = self.running_mean_input[ctx.layer, :steps].view(-1)  # views: updated in place
             var = self.running_var_input[ctx.layer, :steps].view(-1)
         else:
-            slots = self._slots(ctx.layer, steps, value.device)
+            slots = self._slots(ctx.layer, steps, by_batch.device)
             mean = self.running_mean_input[ctx.layer][slots].reshape(-1)
             var = self.running_var_input[ctx.layer][slots].reshape(-1)
-        normalized = F.batch_norm(by_batch, mean, var, self.gamma_input[ctx.layer].repeat(steps), None,
-                                  training=ctx.training, momentum=self.momentum, eps=self.eps)
+        normalized = F.batch_norm(by_batch.reshape(batch, steps * width), mean, var,
+                                  self.gamma_input[ctx.layer].repeat(steps),
+                                  None if bias is None else bias.repeat(steps), training=ctx.training,
+                                  momentum=self.momentum, eps=self.eps)
         return normalized.view(batch, steps, width).transpose(0, 1)
 
     def _start_sequence(self, ctx: SequenceContext) -> None:
@@ -124,19 +131,8 @@ class RecurrentBatchNorm(Regularizer):
         its shift. Returns a (steps, batch, gates) view of batch-major memory; the fused loop reads
         it strided, and its gradient comes back batch-major, as the batch norm wants it.
         """
-        batch, steps = ctx.batch_size, ctx.steps
         projected = project_inputs(x.transpose(0, 1), weight, None)  # (batch, steps, gates), contiguous
-        if ctx.training:
-            mean = self.running_mean_input[ctx.layer, :steps].view(-1)  # views: updated in place
-            var = self.running_var_input[ctx.layer, :steps].view(-1)
-        else:
-            slots = self._slots(ctx.layer, steps, x.device)
-            mean = self.running_mean_input[ctx.layer][slots].reshape(-1)
-            var = self.running_var_input[ctx.layer][slots].reshape(-1)
-        normalized = F.batch_norm(projected.view(batch, -1), mean, var, self.gamma_input[ctx.layer].repeat(steps),
-                                  None if bias is None else bias.repeat(steps), training=ctx.training,
-                                  momentum=self.momentum, eps=self.eps)
-        return normalized.view(batch, steps, -1).transpose(0, 1)
+        return self._normalize_batch_major(projected, bias, ctx)
 
     def fused_recurrence(self, x, weights, h0, c0, masks, ctx: SequenceContext):
         """The layer with per-step normalization of W_x x, W_h h and the cell: the input normalization
