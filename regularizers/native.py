@@ -3,8 +3,10 @@
 Built once per machine and torch version with ``torch.utils.cpp_extension`` (needs a C++
 compiler and ninja; the build is cached under ``$TORCH_EXTENSIONS_DIR``, by default
 ``~/.cache/torch_extensions``, and rebuilt when the source changes). When it can't be built,
-or with ``REGBENCH_NATIVE=0``, the Python loops in ``fused.py`` run instead: same numbers,
-more time per step.
+or with ``REGBENCH_NATIVE=0``, the Python loops in ``fused.py`` run instead: same equations,
+more time per step. The module also draws the CPU's dropout masks (``bernoulli_mask``, a parallel
+Philox sampler keyed from torch's generator); without it masks come from ``torch.rand``, so a
+given seed draws other masks.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ def _build() -> ModuleType | None:
     except Exception as error:  # no compiler, no ninja, unsupported platform: the Python loops work
         warnings.warn(f"regbench: the native recurrent loops could not be built ({type(error).__name__}: "
                       f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}); using the Python "
-                      "loops, which give the same results more slowly. Set REGBENCH_NATIVE=0 to skip the attempt.",
+                      "loops, which compute the same equations more slowly. Set REGBENCH_NATIVE=0 to skip the attempt.",
                       RuntimeWarning, stacklevel=3)
         return None
 

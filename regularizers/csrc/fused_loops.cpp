@@ -7,6 +7,7 @@
 //   what the layers run on the CPU.
 // - `*_generic`: the Python loops operation for operation, as ATen calls; any device and dtype
 //   (CUDA, half precision) and any mask shape.
+// Also `bernoulli_mask`, the CPU's dropout-mask sampler (parallel Philox; see "Masks" below).
 // fused.py is the readable definition of the equations and the fallback where this file cannot
 // be compiled; tests/test_native.py checks that all three agree, and tests/test_fused.py checks
 // the layers' fast path against the reference loop and with gradcheck in float64.
