@@ -85,14 +85,14 @@ class _InputProjection(torch.autograd.Function):
             grad_x = (flat_grad @ weight).view(x.shape)
         if ctx.needs_input_grad[1]:
             flat_x = x.reshape(-1, x.size(-1))
-            inputs_t = flat_x.t().contiguous()  # (input, T·B): small
             if flat_grad.t().is_contiguous():
-                grad_weight = torch.ops.mkldnn._linear_pointwise(flat_grad.t(), inputs_t, None, "none", [], "")
+                grad_weight = torch.ops.mkldnn._linear_pointwise(flat_grad.t(), flat_x.t().contiguous(), None,
+                                                                  "none", [], "")
             elif flat_grad.is_contiguous():
                 # A row-major gradient (the batch-normalized loop's): oneDNN takes it as the weight
                 # operand in place, for the transposed product, at twice MKL's speed here.
-                grad_weight = torch.ops.mkldnn._linear_pointwise(inputs_t, flat_grad.t(), None, "none", [],
-                                                                  "").t().contiguous()
+                grad_weight = torch.ops.mkldnn._linear_pointwise(flat_x.t().contiguous(), flat_grad.t(), None,
+                                                                  "none", [], "").t().contiguous()
             else:
                 grad_weight = flat_grad.t() @ flat_x
         if ctx.has_bias and ctx.needs_input_grad[2]:

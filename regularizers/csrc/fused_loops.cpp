@@ -1508,15 +1508,14 @@ std::vector<std::optional<Tensor>> batchnorm_lstm_backward(
                                           batch_statistics,
                                           d_projection_step.data_ptr<T>() + b * gate_width};
         run_row(H, row);
+        std::memcpy(d_gates_by_batch.data_ptr<T>() + (b * steps + t) * gate_width,
+                    d_gates_step.data_ptr<T>() + b * gate_width, gate_width * sizeof(T));
       }
       transpose_rows(d_projection_step.data_ptr<T>() + begin * gate_width, gate_width, end - begin, gate_width,
                      d_projection_chunk.data_ptr<T>() + (t - chunk_start) * batch + begin, chunk_columns);
     });
     grad_bias.add_(sums[0]), grad_gamma_hidden.add_(sums[1]);
     grad_beta_cell.add_(sums_c[0]), grad_gamma_cell.add_(sums_c[1]);
-    for (int64_t b = 0; b < batch; ++b)
-      std::memcpy(d_gates_by_batch.data_ptr<T>() + (b * steps + t) * gate_width,
-                  d_gates_step.data_ptr<T>() + b * gate_width, gate_width * sizeof(T));
     d_product = backward_product(d_projection_step).contiguous();
     if (t == chunk_start) {
       const Tensor d_chunk = d_projection_chunk.narrow(0, 0, gate_width * chunk_columns).view({gate_width, chunk_columns});
@@ -1607,25 +1606,30 @@ namespace fast {
 
 constexpr int64_t kMaskBlock = 16384;  // elements per Philox subsequence
 
-// The 32-bit draws of subsequence `block` (positions 0 .. count-1) of Philox4x32-10 with this key,
-// the stream of at::Philox4_32(key, block, 0) (tests/test_native.py checks it against ATen's
-// engine). Sixteen counters at a time, as plain arrays, so that the rounds vectorize.
+// The 32-bit draws of subsequence `block` of Philox4x32-10 with this key, positions 0 .. count-1
+// rounded up to a whole number of kDrawsPerGroup (`out` must hold that many): the stream of
+// at::Philox4_32(key, block, 0). tests/test_native.py checks it against Random123's known answer
+// and against the generator written from its definition. Sixteen counters at a time, as plain
+// arrays, so that the rounds vectorize.
+constexpr int kPhiloxLanes = 16;
+constexpr int64_t kDrawsPerGroup = 4 * kPhiloxLanes;
+static_assert(kMaskBlock % kDrawsPerGroup == 0, "a mask block holds whole groups of draws");
+
 REGBENCH_INLINE void philox_draws(uint64_t key, uint64_t block, int64_t count, uint32_t* out) {
   constexpr uint32_t kMultiplierA = 0xD2511F53, kMultiplierB = 0xCD9E8D57;
   constexpr uint32_t kKeyStepA = 0x9E3779B9, kKeyStepB = 0xBB67AE85;
-  constexpr int kLanes = 16;
   constexpr uint64_t kLow = 0xFFFFFFFFu;
-  for (int64_t group = 0; group * 4 < count; group += kLanes) {
+  for (int64_t group = 0; group * 4 < count; group += kPhiloxLanes) {
     // 32-bit words held in 64-bit lanes, masked to their low half before each product, so that the
-    // compiler uses the 32 × 32 → 64-bit vector multiply.
-    uint64_t c0[kLanes], c1[kLanes], c2[kLanes], c3[kLanes];
-    for (int lane = 0; lane < kLanes; ++lane) {
+    // compiler uses a vector multiply.
+    uint64_t c0[kPhiloxLanes], c1[kPhiloxLanes], c2[kPhiloxLanes], c3[kPhiloxLanes];
+    for (int lane = 0; lane < kPhiloxLanes; ++lane) {
       const uint64_t counter = static_cast<uint64_t>(group + lane);
       c0[lane] = counter & kLow, c1[lane] = counter >> 32, c2[lane] = block & kLow, c3[lane] = block >> 32;
     }
     uint64_t k0 = key & kLow, k1 = key >> 32;
     for (int round = 0; round < 10; ++round) {
-      for (int lane = 0; lane < kLanes; ++lane) {
+      for (int lane = 0; lane < kPhiloxLanes; ++lane) {
         const uint64_t product_a = (c0[lane] & kLow) * kMultiplierA;
         const uint64_t product_b = (c2[lane] & kLow) * kMultiplierB;
         const uint64_t next0 = (product_b >> 32) ^ c1[lane] ^ k0;
@@ -1636,18 +1640,10 @@ REGBENCH_INLINE void philox_draws(uint64_t key, uint64_t block, int64_t count, u
       }
       k0 = (k0 + kKeyStepA) & kLow, k1 = (k1 + kKeyStepB) & kLow;
     }
-    const int64_t first = group * 4;
-    if (first + 4 * kLanes <= count) {
-      for (int lane = 0; lane < kLanes; ++lane) {
-        out[first + 4 * lane] = static_cast<uint32_t>(c0[lane]), out[first + 4 * lane + 1] = static_cast<uint32_t>(c1[lane]);
-        out[first + 4 * lane + 2] = static_cast<uint32_t>(c2[lane]), out[first + 4 * lane + 3] = static_cast<uint32_t>(c3[lane]);
-      }
-    } else {
-      for (int lane = 0; lane < kLanes; ++lane) {
-        const uint64_t values[4] = {c0[lane], c1[lane], c2[lane], c3[lane]};
-        for (int k = 0; k < 4; ++k)
-          if (first + 4 * lane + k < count) out[first + 4 * lane + k] = static_cast<uint32_t>(values[k]);
-      }
+    uint32_t* group_out = out + group * 4;
+    for (int lane = 0; lane < kPhiloxLanes; ++lane) {
+      group_out[4 * lane] = static_cast<uint32_t>(c0[lane]), group_out[4 * lane + 1] = static_cast<uint32_t>(c1[lane]);
+      group_out[4 * lane + 2] = static_cast<uint32_t>(c2[lane]), group_out[4 * lane + 3] = static_cast<uint32_t>(c3[lane]);
     }
   }
 }
@@ -1699,11 +1695,11 @@ Tensor bernoulli_mask(std::vector<int64_t> sizes, double keep_probability, doubl
   return mask;
 }
 
-// The raw draws of one subsequence, to check philox_draws against ATen's engine.
+// The first `count` draws of one subsequence, for the tests.
 Tensor philox_draws(uint64_t key, uint64_t block, int64_t count) {
   TORCH_CHECK(count >= 0 && count <= fast::kMaskBlock, "count must be in [0, ", fast::kMaskBlock, "]");
   Tensor draws = at::empty({count}, at::TensorOptions().dtype(at::kLong));
-  std::vector<uint32_t> values(count);
+  std::vector<uint32_t> values(fast::kMaskBlock);
   fast::philox_draws(key, block, count, values.data());
   for (int64_t i = 0; i < count; ++i) draws.data_ptr<int64_t>()[i] = values[i];
   return draws;
