@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import threading
 from dataclasses import dataclass, replace
@@ -656,12 +657,15 @@ def _digits() -> dict:
     }
 
 
-def load_pixels(name: str, data_dir=None, permuted: bool = True, seed: int = 0) -> PixelDataset:
+def load_pixels(name: str, data_dir=None, permuted: bool = True, seed: int = 0,
+                image_side: int | None = None) -> PixelDataset:
     """Pixel-by-pixel classification data, x of shape (N, T, 1) in [0, 1].
 
     ``mnist``: T = 784; validation = the last 5,000 of the 60,000 training images,
     test = the 10,000 test images. ``digits``: T = 64, split 1297 / 250 / 250 by a
-    fixed seed (independent of ``seed``). With ``permuted`` the pixels of every
+    fixed seed (independent of ``seed``). ``image_side`` shrinks every (square) image to
+    ``image_side`` x ``image_side`` pixels by averaging blocks (it must divide the side: MNIST's
+    28 into 14 gives T = 196). With ``permuted`` the pixels of every
     image are reordered by ``torch.randperm(T, generator=Generator().manual_seed(seed))``
     (the same for all splits: ``x = x_pixel_order[:, permutation]``); otherwise
     they are in reading order and ``permutation`` is None.
@@ -692,15 +696,20 @@ def load_pixels(name: str, data_dir=None, permuted: bool = True, seed: int = 0) 
 
         raw = _with_fallback(name, data_dir, local, hub)
 
-    T = raw["train"][0].shape[1]
+    side = math.isqrt(raw["train"][0].shape[1])
+    if image_side is not None and (image_side < 1 or side % image_side):
+        raise ValueError(f"{name}: image_side {image_side} does not divide the images' side of {side} pixels")
+    block = side // image_side if image_side else 1
+    T = (side // block) ** 2
     perm = torch.randperm(T, generator=torch.Generator().manual_seed(seed)) if permuted else None
-    perm_np = perm.numpy() if perm is not None else None
 
     def pixels(x: np.ndarray) -> torch.Tensor:
-        if perm_np is not None:
-            x = x[:, perm_np]
-        t = torch.from_numpy(np.array(x, dtype=np.float32, order="C"))
-        return t.div_(raw["scale"]).unsqueeze(-1)
+        t = torch.from_numpy(np.array(x, dtype=np.float32, order="C")).div_(raw["scale"])
+        if block > 1:  # the mean of each block x block square, in reading order
+            t = torch.nn.functional.avg_pool2d(t.view(-1, 1, side, side), block).flatten(1)
+        if perm is not None:
+            t = t[:, perm]
+        return t.contiguous().unsqueeze(-1)
 
     out = {}
     for split in ("train", "valid", "test"):

@@ -55,14 +55,21 @@ class BPTTWindows(Dataset):
 class TextDataModule(LightningDataModule):
     """Contiguous TBPTT batches of a text corpus from :func:`benchmark.data.load_text`."""
 
-    def __init__(self, dataset: str, batch_size: int, bptt: int, data_dir: str | None = None) -> None:
+    def __init__(self, dataset: str, batch_size: int, bptt: int, data_dir: str | None = None,
+                 train_subset: int | None = None) -> None:
         super().__init__()
         self.dataset, self.batch_size, self.bptt, self.data_dir = dataset, batch_size, bptt, data_dir
+        self.train_subset = train_subset  # None: the whole training split; else its first N tokens
         self.corpus = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.corpus is None:  # Lightning calls setup for every stage; load once
             self.corpus = load_text(self.dataset, self.data_dir)
+
+    @property
+    def train_tokens(self) -> torch.Tensor:
+        self.setup()
+        return self.corpus.train if self.train_subset is None else self.corpus.train[: self.train_subset]
 
     @property
     def vocab_size(self) -> int:
@@ -71,7 +78,8 @@ class TextDataModule(LightningDataModule):
 
     def _loader(self, split: str) -> DataLoader:
         self.setup()
-        windows = BPTTWindows(getattr(self.corpus, split), self.batch_size, self.bptt)
+        stream = self.train_tokens if split == "train" else getattr(self.corpus, split)
+        windows = BPTTWindows(stream, self.batch_size, self.bptt)
         # batch_size=None: each dataset item already is a whole batch; never shuffle (state is carried).
         return DataLoader(windows, batch_size=None, shuffle=False)
 
@@ -93,15 +101,18 @@ class PixelDataModule(LightningDataModule):
     """
 
     def __init__(self, dataset: str, batch_size: int, permuted: bool, data_dir: str | None = None,
-                 permutation_seed: int = 0, shuffle_seed: int = 0) -> None:
+                 permutation_seed: int = 0, shuffle_seed: int = 0, train_subset: int | None = None,
+                 image_side: int | None = None) -> None:
         super().__init__()
         self.dataset, self.batch_size, self.permuted, self.data_dir = dataset, batch_size, permuted, data_dir
         self.permutation_seed, self.shuffle_seed = permutation_seed, shuffle_seed
+        self.train_subset, self.image_side = train_subset, image_side  # None: every image, full size
         self.pixels = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.pixels is None:
-            self.pixels = load_pixels(self.dataset, self.data_dir, permuted=self.permuted, seed=self.permutation_seed)
+            self.pixels = load_pixels(self.dataset, self.data_dir, permuted=self.permuted, seed=self.permutation_seed,
+                                      image_side=self.image_side)
 
     @property
     def num_classes(self) -> int:
@@ -110,7 +121,10 @@ class PixelDataModule(LightningDataModule):
 
     def _dataset(self, split: str) -> TensorDataset:
         self.setup()
-        return TensorDataset(getattr(self.pixels, f"{split}_x"), getattr(self.pixels, f"{split}_y"))
+        x, y = getattr(self.pixels, f"{split}_x"), getattr(self.pixels, f"{split}_y")
+        if split == "train" and self.train_subset is not None:  # a fixed subset: the first N images
+            x, y = x[: self.train_subset], y[: self.train_subset]
+        return TensorDataset(x, y)
 
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(self.shuffle_seed)

@@ -40,17 +40,21 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from . import reference_numbers
+from . import findings, reference_numbers
+from .significance import ALPHA, CONFIDENCE, holm, interval, welch
 
 __all__ = [
-    "BASELINE", "load_records", "summarize", "confidence_interval", "build_boards",
+    "BASELINE", "REFERENCE", "load_records", "summarize", "build_boards",
     "write_leaderboards", "export_results", "add_arguments", "run",
 ]
 
 HELP = "write the leaderboards (markdown, JSON, plots) from the results store"
 
+DEFAULT_OUT = os.path.join("regbench_runs", "leaderboards")  # never the committed leaderboards/ unless asked
+# The committed store of the CPU tracks' runs: the baselines a new regularizer is compared with.
+SHIPPED_STORE = Path(__file__).resolve().parents[1] / "leaderboards" / "results.json"
 BASELINE = "none"
-CONFIDENCE = 0.95
+REFERENCE = "zoneout"  # the second comparison of every row: "does it beat zoneout?"
 OK = "ok"
 
 # Columns a record may have; missing ones are filled so that older or partial stores still load.
@@ -60,7 +64,8 @@ _DEFAULTS: dict[str, Any] = {
     "best_valid": np.nan, "test_at_best": np.nan, "epochs": None, "wall_time_s": np.nan,
     "throughput": np.nan, "throughput_unit": "", "curve": "[]", "status": "", "reason": "",
     "study": None, "trial": None, "versions": "", "git_commit": "", "run_dir": "", "created_at": "",
-    "hidden_size": None, "command": "", "settings": None,
+    "hidden_size": None, "command": "", "settings": None, "track": "", "train_loss_curve": None,
+    "val_nll_curve": None,
 }
 
 
@@ -107,7 +112,7 @@ def load_records(store) -> pd.DataFrame:
     for column in ("best_valid", "test_at_best", "wall_time_s", "throughput"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     for column in ("task", "regularizer", "spec", "preset", "dataset", "data_source", "data_checksum",
-                   "metric", "status", "reason", "throughput_unit", "cell"):
+                   "metric", "status", "reason", "throughput_unit", "cell", "track"):
         frame[column] = frame[column].map(_text)
     frame["scale"] = frame["scale"].map(_scale_text)
     frame["params"] = frame["params"].map(_params_text)
@@ -213,29 +218,13 @@ def _curve(value) -> list[float]:
 # ----------------------------------------------------------------------------- statistics
 
 
-def _t_critical(dof: int, confidence: float = CONFIDENCE) -> float:
-    from scipy import stats
-
-    return float(stats.t.ppf(0.5 + confidence / 2, dof))
-
-
-def confidence_interval(values: Iterable[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """Student-t interval ``mean ± t * s / sqrt(n)``; NaNs when fewer than two values."""
-    data = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
-    if data.size < 2:
-        return float("nan"), float("nan")
-    mean = float(data.mean())
-    half = _t_critical(data.size - 1, confidence) * float(data.std(ddof=1)) / math.sqrt(data.size)
-    return mean - half, mean + half
-
-
-def summarize(values: Iterable[float]) -> dict[str, float]:
-    """n, mean, sample std (ddof=1) and the 95 % CI of the finite values."""
+def summarize(values: Iterable[float], metric: str = "") -> dict[str, float]:
+    """n, mean, sample std (ddof=1) and the 95 % interval of the mean (within the metric's range)."""
     data = [float(v) for v in values if v is not None and not math.isnan(float(v))]
     n = len(data)
     mean = float(np.mean(data)) if n else float("nan")
     std = float(np.std(data, ddof=1)) if n >= 2 else float("nan")
-    low, high = confidence_interval(data)
+    low, high = interval(data, metric)
     return {"n": n, "mean": mean, "std": std, "ci_low": low, "ci_high": high}
 
 
@@ -244,8 +233,9 @@ def summarize(values: Iterable[float]) -> dict[str, float]:
 
 @dataclass
 class Board:
-    key: str  # file-name stem: "<task>" or "<task>-<preset>-<scale>"
+    key: str  # file-name stem: "<track>" ("digits-cpu-v1"), "<task>" or "<task>-<preset>-<scale>-..."
     task: str
+    track: str  # "" for runs outside every track (ad-hoc presets and scales)
     preset: str
     scale: str
     data_checksum: str
@@ -258,9 +248,23 @@ class Board:
         metrics = sorted(set(self.records["metric"]) - {""})
         return ", ".join(metrics) if metrics else "metric"
 
+    @property
+    def smoke(self) -> bool:
+        """Smoke scale (a smoke track, or the tiny scale outside tracks): for tests, never a result."""
+        if self.track:
+            from .tracks import TRACKS
 
-def _setting_key(row) -> tuple[str, str, str]:
-    return (row["preset"], row["scale"], row["data_checksum"])
+            known = TRACKS.get(self.track)
+            return known.smoke if known is not None else self.track.endswith("/smoke")
+        return self.scale == "tiny"
+
+    @property
+    def ranked_rows(self) -> list[dict]:
+        return [row for row in self.rows if row.get("rank") is not None]
+
+
+def _setting_key(row) -> tuple[str, str, str, str]:
+    return (row["track"], row["preset"], row["scale"], row["data_checksum"])
 
 
 def _slug(text: str) -> str:
@@ -274,26 +278,31 @@ def build_boards(frame: pd.DataFrame) -> list[Board]:
     for task in sorted(set(frame["task"])):
         task_frame = frame[frame["task"] == task]
         settings = sorted({_setting_key(r) for _, r in task_frame.iterrows()})
-        for preset, scale, checksum in settings:
-            mask = ((task_frame["preset"] == preset) & (task_frame["scale"] == scale)
-                    & (task_frame["data_checksum"] == checksum))
+        ad_hoc = [key for key in settings if not key[0]]
+        for track, preset, scale, checksum in settings:
+            mask = ((task_frame["track"] == track) & (task_frame["preset"] == preset)
+                    & (task_frame["scale"] == scale) & (task_frame["data_checksum"] == checksum))
             records = task_frame[mask]
-            if len(settings) == 1:
+            if track:
+                same_track = [key for key in settings if key[0] == track]
+                key = _slug(track.replace("/", "-") + ("" if len(same_track) == 1 else f"-{checksum[:8]}"))
+            elif len(ad_hoc) == 1:
                 key = _slug(task)
             else:
                 key = _slug("-".join([task, preset or "preset", f"scale{scale}" if scale else "scale", checksum[:8]]))
             rows, rank_by = _board_rows(task, records)
-            boards.append(Board(key, task, preset, scale, checksum, records, rows, rank_by))
+            boards.append(Board(key, task, track, preset, scale, checksum, records, rows, rank_by))
     return boards
 
 
 def _config_stats(records: pd.DataFrame) -> list[dict]:
     """One entry per configuration (spec) of one regularizer."""
     out = []
+    metric = _first(records["metric"]) or ""
     for spec in sorted(set(records["spec"])):
         runs = records[records["spec"] == spec]
         ok = runs[runs["status"] == OK]
-        out.append({"spec": spec, "runs": runs, "ok": ok, "valid": summarize(ok["best_valid"])})
+        out.append({"spec": spec, "runs": runs, "ok": ok, "valid": summarize(ok["best_valid"], metric)})
     return out
 
 
@@ -317,6 +326,7 @@ def _board_rows(task: str, records: pd.DataFrame) -> tuple[list[dict], str]:
             source = "tuning only"
         row: dict[str, Any] = {
             "regularizer": regularizer,
+            "shipped": bool(len(mine)) and bool(mine["shipped"].all()) if "shipped" in mine else False,
             "tuning_trials": int(len(tuning)),
             "tuning_trials_ok": int((tuning["status"] == OK).sum()),
             "studies": sorted(set(s for s in tuning["study"] if s)),
@@ -334,7 +344,8 @@ def _board_rows(task: str, records: pd.DataFrame) -> tuple[list[dict], str]:
             continue
         runs, ok = best["runs"], best["ok"]
         valid = best["valid"]
-        test = summarize(ok["test_at_best"])
+        ok = ok.sort_values("seed", key=lambda s: s.fillna(-1))
+        test = summarize(ok["test_at_best"], _first(ok["metric"]) or "")
         seeds = sorted(s for s in ok["seed"] if s is not None)
         published = reference_numbers.published(task, regularizer)
         row.update({
@@ -357,7 +368,12 @@ def _board_rows(task: str, records: pd.DataFrame) -> tuple[list[dict], str]:
             "metric": _first(ok["metric"]),
             "paper_valid": None if published is None else published[0],
             "paper_test": None if published is None else published[1],
-            "curves": [c for c in ok.sort_values("seed", key=lambda s: s.fillna(-1))["curve_values"]],
+            "curves": [c for c in ok["curve_values"]],
+            "valid_values": [float(v) for v in ok["best_valid"]],
+            "test_values": [float(v) for v in ok["test_at_best"]],
+            "best_epochs": [_int_or_none(v) for v in ok["best_epoch"]] if "best_epoch" in ok else [],
+            "train_loss_curves": [_curve(c) for c in ok["train_loss_curve"]],
+            "val_nll_curves": [_curve(c) for c in ok["val_nll_curve"]],
             "status": OK,
         })
         rows.append(row)
@@ -369,15 +385,36 @@ def _board_rows(task: str, records: pd.DataFrame) -> tuple[list[dict], str]:
         for split in ("valid", "test"):
             row[f"{split}_vs_none"] = (row[f"{split}_mean"] - baseline[f"{split}_mean"]
                                        if baseline is not None else float("nan"))
+    _compare(finished, rank_by)
     order = sorted(finished, key=lambda r: (r[f"{rank_by}_mean"], r["valid_mean"], r["regularizer"]))
     previous, rank = None, 0
     for position, row in enumerate(order, start=1):
         score = round(row[f"{rank_by}_mean"], 12)
         if score != previous:
             rank, previous = position, score
-        row["rank"] = rank
+        # A board with one entrant ranks nothing: first of one is no result.
+        row["rank"] = rank if len(order) > 1 else None
     unfinished = [r for r in rows if r.get("status") != OK]
     return order + unfinished, rank_by
+
+
+def _compare(finished: list[dict], split: str) -> None:
+    """Each row against the baseline and against zoneout on ``split``: the difference of means,
+    Welch's p and Holm's adjustment over every comparison of the board (``row["vs_none"]``, ...)."""
+    by_name = {row["regularizer"]: row for row in finished}
+    tests = []
+    for row in finished:
+        for other in (BASELINE, REFERENCE):
+            key = f"vs_{other}"
+            if other == row["regularizer"] or other not in by_name:
+                row[key] = None
+                continue
+            difference, p = welch(row[f"{split}_values"], by_name[other][f"{split}_values"])
+            row[key] = {"difference": difference, "p": p}
+            tests.append(row[key])
+    for comparison, adjusted in zip(tests, holm([t["p"] for t in tests])):
+        comparison["p_holm"] = adjusted
+        comparison["significant"] = bool(adjusted == adjusted and adjusted < ALPHA)
 
 
 def _mean(series) -> float:
@@ -470,11 +507,78 @@ def _reproduce_commands(board: Board, store_label: str, out_label: str) -> list[
     return commands
 
 
+def _comparison(row: dict, other: str, metric: str) -> str:
+    """A table cell: the difference of means, Welch's Holm-adjusted p, ``*`` when significant at 5 %."""
+    comparison = row.get(f"vs_{other}")
+    if not comparison:
+        return "–"
+    p = comparison.get("p_holm")
+    p_text = "p –" if p is None or p != p else f"p {p:.3f}" if p >= 0.001 else "p < 0.001"
+    return f"{_fmt(comparison['difference'], metric, signed=True)} ({p_text}){'*' if comparison['significant'] else ''}"
+
+
+def _banner(board: Board) -> list[str]:
+    if board.smoke:
+        return ["> **Smoke scale: these numbers are not results.** Runs this short test that the pipeline "
+                "works; the models are at or near chance, and their ranking is noise. This board never enters "
+                "the cross-task ranking. See the CPU tracks (`regbench list`) for boards that mean something.", ""]
+    if not board.track:
+        return ["> **Not a benchmark track**: an ad-hoc setting (preset and scale chosen by hand). Its rows "
+                "are ranked, but it never enters the cross-task ranking; runs on a track "
+                "(`regbench run --track ...`) are comparable across regbench versions.", ""]
+    return []
+
+
+def _track_lines(board: Board) -> list[str]:
+    from .tracks import TRACKS
+
+    track = TRACKS.get(board.track)
+    if track is None:
+        return [f"- Track: `{board.track}` (not defined in this regbench version)."]
+    lines = [f"- Track: `{track.name}`: {track.description}. Protocol: an Optuna study of {track.trials} "
+             f"trials per regularizer with tunable hyperparameters (equal budget; `none` has none), then "
+             f"{track.seeds} fresh seeds of each best configuration, selected on validation, reported on test."]
+    if track.pilot:
+        lines.append(f"- Why this setting (pilot): {track.pilot}")
+    return lines
+
+
+def _overfitting_lines(board: Board, metric: str) -> list[str]:
+    """Whether the baseline overfits: where its validation NLL bottoms out, and the train/valid gap."""
+    baseline = next((r for r in board.rows if r["regularizer"] == BASELINE and r.get("status") == OK), None)
+    if baseline is None:
+        return []
+    pairs = [(t, v) for t, v in zip(baseline.get("train_loss_curves", []), baseline.get("val_nll_curves", []))
+             if t and v and len(t) == len(v)]
+    best_epochs = [e for e in baseline.get("best_epochs", []) if e is not None]
+    if not pairs and not best_epochs:
+        return []
+    parts = []
+    if best_epochs:
+        parts.append(f"its validation {metric} is best at epoch {np.mean(best_epochs) + 1:.1f} on average "
+                     f"(of {baseline.get('epochs')} trained)")
+    if pairs:
+        minimum = [int(np.nanargmin(v)) for _, v in pairs]
+        final_gap = [v[-1] - t[-1] for t, v in pairs]
+        rise = [v[-1] - np.nanmin(v) for _, v in pairs]
+        parts.append(f"its validation NLL bottoms out at epoch {np.mean(minimum) + 1:.1f} and then rises by "
+                     f"{np.mean(rise):.3f} nats by the last epoch, which ends with a train/valid gap of "
+                     f"{np.mean(final_gap):.3f} nats (validation NLL minus training loss; mean over "
+                     f"{len(pairs)} seeds)")
+    return ["- Does the baseline overfit? " + "; ".join(parts) + "."]
+
+
 def _board_markdown(board: Board, store_label: str, out_label: str, plots: list[str]) -> str:
     recs = board.records
     metric = _first(recs["metric"]) or ""
     finished = [r for r in board.rows if r.get("status") == OK]
-    lines = [f"# {board.task}" + (f" ({board.preset}, scale {board.scale})" if board.key != _slug(board.task) else ""), ""]
+    if board.track:
+        title = f"# {board.track}" + (f" (data {board.data_checksum[:8]})" if board.key.endswith(board.data_checksum[:8])
+                                      else "")
+    else:
+        title = f"# {board.task}" + (f" ({board.preset}, scale {board.scale})" if board.key != _slug(board.task) else "")
+    lines = [title, ""]
+    lines.extend(_banner(board))
     lines.append(f"Metric: **{metric or 'metric'}** (lower is better). Rows are ranked by the mean "
                  f"**{board.rank_by}** {metric} of each regularizer's best configuration (lowest mean "
                  "validation metric over its finished seeds). Numbers in the configurations are shown to 4 "
@@ -489,7 +593,10 @@ def _board_markdown(board: Board, store_label: str, out_label: str, plots: list[
     hidden = sorted(set(str(h) for h in (r.get("hidden_size") for r in finished) if h is not None))
     cells = sorted(set(str(c) for c in (r.get("cell") for r in finished) if c))
     epochs = sorted(set(str(e) for e in (r.get("epochs") for r in finished) if e is not None))
-    lines.append(f"- Scale (ours): preset `{board.preset or '?'}`, scale `{board.scale or '?'}`"
+    if board.track:
+        lines.extend(_track_lines(board))
+    lines.append((f"- Scale (ours): track `{board.track}`" if board.track else
+                  f"- Scale (ours): preset `{board.preset or '?'}`, scale `{board.scale or '?'}`")
                  + (f", cell {', '.join(cells)}" if cells else "")
                  + (f", hidden size {', '.join(hidden)}" if hidden else "")
                  + (f", epochs {', '.join(epochs)}" if epochs else "") + "; CPU.")
@@ -503,9 +610,11 @@ def _board_markdown(board: Board, store_label: str, out_label: str, plots: list[
                      "a different experiment, shown for reference only.")
     else:
         lines.append("- The paper has no figures for this task.")
+    lines.extend(_overfitting_lines(board, metric))
     seed_counts = sorted(set(r["seeds"] for r in finished))
     lines.append(f"- Seeds per row: {', '.join(map(str, seed_counts)) or '0'}; confidence intervals: "
-                 f"{int(CONFIDENCE * 100)} % Student t over seeds (needs at least 2 seeds).")
+                 f"{int(CONFIDENCE * 100)} % Student t over seeds (needs at least 2 seeds), cut to the metric's "
+                 "range.")
     lines.append(f"- Records: {len(recs)} ({int(recs['tuning'].sum())} tuning trials, "
                  f"{int((~recs['tuning']).sum())} final runs; {int((recs['status'] == OK).sum())} finished).")
     lines.append("")
@@ -513,24 +622,25 @@ def _board_markdown(board: Board, store_label: str, out_label: str, plots: list[
     lines.append("")
     header = ["rank", "regularizer", "best configuration", "seeds", "tuning trials",
               f"valid {metric} mean ± std", "valid 95% CI", f"test {metric} mean ± std", "test 95% CI",
-              "test vs none", "paper valid / test", "wall time (s)", "throughput"]
+              f"{board.rank_by} vs none (p)", f"{board.rank_by} vs zoneout (p)", "paper valid / test",
+              "wall time (s)", "throughput"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join(["---"] * len(header)) + "|")
     for row in board.rows:
         if row.get("status") != OK:
             lines.append("| – | " + " | ".join([
                 row["regularizer"], "–", f"0 ({row['seeds_failed']} failed)",
-                f"{row['tuning_trials_ok']}/{row['tuning_trials']}"] + ["–"] * 8) + " |")
+                f"{row['tuning_trials_ok']}/{row['tuning_trials']}"] + ["–"] * 9) + " |")
             continue
         seeds = str(row["seeds"]) + (f" ({row['seeds_failed']} failed)" if row["seeds_failed"] else "")
-        spec = f"`{_md_escape(_short_spec(row))}`" + (" (tuning only)" if row["source"] != "final" else "")
-        vs = _fmt(row.get(f"{'test' if board.rank_by == 'test' else 'valid'}_vs_none"), metric, signed=True)
+        spec = (f"`{_md_escape(_short_spec(row))}`" + (" (tuning only)" if row["source"] != "final" else "")
+                + (" (shipped)" if row.get("shipped") else ""))
         lines.append("| " + " | ".join([
-            str(row["rank"]), row["regularizer"], spec, seeds,
+            "–" if row["rank"] is None else str(row["rank"]), row["regularizer"], spec, seeds,
             f"{row['tuning_trials_ok']}/{row['tuning_trials']}",
             _mean_std(row, "valid", metric), _ci(row, "valid", metric),
             _mean_std(row, "test", metric), _ci(row, "test", metric),
-            vs, _paper(row, metric),
+            _comparison(row, BASELINE, metric), _comparison(row, REFERENCE, metric), _paper(row, metric),
             _fmt_cost(row["wall_time_s"]), _fmt_cost(row["throughput"], row.get("throughput_unit") or ""),
         ]) + " |")
     lines.append("")
@@ -539,8 +649,16 @@ def _board_markdown(board: Board, store_label: str, out_label: str, plots: list[
         lines.append("")
     lines.append("`tuning trials` counts finished / all trials of the regularizer's studies on this board; "
                  "`seeds` counts finished seeds of the best configuration; wall time and throughput are "
-                 "means over those seeds.")
+                 "means over those seeds. `vs none` and `vs zoneout`: the difference of means (negative = "
+                 "better), with the p-value of Welch's t-test over seeds, Holm-adjusted over every comparison "
+                 f"of this board; `*` marks a difference significant at {ALPHA:.0%}. Without a `*` a difference "
+                 "is not a win.")
     lines.append("")
+    if board.track and not board.smoke:
+        lines.append("## Findings")
+        lines.append("")
+        lines.append(findings.paragraph(board.task, finished, board.rank_by, metric))
+        lines.append("")
     failed = [r for r in board.rows if r.get("failures")]
     if failed:
         lines.append("## Failed or diverged runs")
@@ -582,11 +700,25 @@ def _commits_note(records: pd.DataFrame) -> list[str]:
             "repeat them in distribution.", ""]
 
 
-def _cross_task(boards: list[Board]) -> list[dict]:
-    """Mean rank per regularizer over the boards where it was run; a regularizer with no finished
-    run on a board (every run failed or diverged) counts as last there (finished rows + 1)."""
-    ranks: dict[str, list[tuple[str, int, bool]]] = {}
+def ranking_boards(boards: list[Board]) -> list[Board]:
+    """The boards of the cross-task ranking: one per task, a track's, never a smoke one, with at
+    least two ranked rows. Where a task has several such tracks, the one with the most ranked rows."""
+    chosen: dict[str, Board] = {}
     for board in boards:
+        if not board.track or board.smoke or len(board.ranked_rows) < 2:
+            continue
+        current = chosen.get(board.task)
+        if current is None or (len(board.ranked_rows), board.key) > (len(current.ranked_rows), current.key):
+            chosen[board.task] = board
+    return [chosen[task] for task in sorted(chosen)]
+
+
+def _cross_task(boards: list[Board]) -> list[dict]:
+    """Mean rank per regularizer over the ranking boards (``ranking_boards``) where it was run; a
+    regularizer with no finished run on a board (every run failed or diverged) counts as last there
+    (finished rows + 1)."""
+    ranks: dict[str, list[tuple[str, int, bool]]] = {}
+    for board in ranking_boards(boards):
         finished = sum(1 for row in board.rows if row.get("status") == OK)
         for row in board.rows:
             if row.get("status") == OK:
@@ -612,22 +744,33 @@ def _index_markdown(boards: list[Board], summary: list[dict], store_label: str, 
     lines.append("")
     lines.append("## Boards")
     lines.append("")
-    lines.append("| board | task | metric | preset | scale | data sha256 | regularizers | seeds per row | records |")
+    ranking = ranking_boards(boards)
+    lines.append("| board | task | metric | setting | data sha256 | regularizers | seeds per row | records | "
+                 "in the ranking |")
     lines.append("|---|---|---|---|---|---|---|---|---|")
     for board in boards:
         finished = [r for r in board.rows if r.get("status") == OK]
         seeds = ", ".join(map(str, sorted(set(r["seeds"] for r in finished)))) or "0"
-        lines.append(f"| [{board.key}]({board.key}.md) | {board.task} | {board.metric} | {board.preset or '?'} | "
-                     f"{board.scale or '?'} | `{(board.data_checksum or '?')[:16]}` | {len(finished)} | {seeds} | "
-                     f"{len(board.records)} |")
+        setting = f"track `{board.track}`" if board.track else f"preset {board.preset or '?'}, scale {board.scale or '?'}"
+        why_not = ("yes" if board in ranking else "no: smoke scale" if board.smoke
+                   else "no: not a track" if not board.track else "no: fewer than 2 ranked rows"
+                   if len(board.ranked_rows) < 2 else "no: another track of this task is ranked")
+        lines.append(f"| [{board.key}]({board.key}.md) | {board.task} | {board.metric} | {setting} | "
+                     f"`{(board.data_checksum or '?')[:16]}` | {len(finished)} | {seeds} | {len(board.records)} | "
+                     f"{why_not} |")
     lines.append("")
     lines.append("## Cross-task ranking")
     lines.append("")
-    lines.append("Mean rank of each regularizer over the boards where it was run (ties share the better "
+    lines.append("Mean rank of each regularizer over the ranking boards: one track per task, never a smoke "
+                 "board or an ad-hoc setting, each with at least two ranked rows (ties share the better "
                  "rank). A regularizer with no finished run on a board (all failed or diverged) counts as last "
-                 "there, marked `*`.")
+                 "there, marked `*`. A rank is an order of means, not a significant difference: each board "
+                 "gives the tests.")
     lines.append("")
-    keys = [b.key for b in boards]
+    if not ranking:
+        lines.append("No board qualifies yet.")
+        lines.append("")
+    keys = [b.key for b in ranking]
     lines.append("| position | regularizer | mean rank | boards | " + " | ".join(keys) + " |")
     lines.append("|" + "|".join(["---"] * (4 + len(keys))) + "|")
     for position, row in enumerate(summary, start=1):
@@ -870,6 +1013,28 @@ def write_leaderboards(store, out_dir: str | os.PathLike = "leaderboards", *, st
     return sorted(written)
 
 
+def track_records(track: str, store, shipped=None) -> pd.DataFrame:
+    """The records of ``track`` in ``store``, plus, for every regularizer the store has none of on
+    that track, the shipped ones (``shipped``: a store or JSON export, e.g. ``SHIPPED_STORE``),
+    marked ``shipped``: a new regularizer's board beside the built-ins without rerunning them."""
+    mine = load_records(store)
+    mine = mine[mine["track"] == track].assign(shipped=False)
+    if shipped is None or not Path(shipped).exists():
+        return mine.reset_index(drop=True)
+    theirs = load_records(shipped)
+    theirs = theirs[(theirs["track"] == track) & ~theirs["regularizer"].isin(set(mine["regularizer"]))]
+    return pd.concat([mine, theirs.assign(shipped=True)], ignore_index=True)
+
+
+def write_track_board(track: str, store, out_dir=DEFAULT_OUT, shipped=SHIPPED_STORE, plots: bool = True) -> Path:
+    """Write the board of ``track`` (with the shipped baselines) into ``out_dir``; return its markdown's path."""
+    frame = track_records(track, store, shipped)
+    if frame.empty:
+        raise ValueError(f"no records of track {track} in {store}" + (f" or {shipped}" if shipped else ""))
+    write_leaderboards(frame, out_dir, store_label=str(store), plots=plots)
+    return Path(out_dir) / f"{_slug(track.replace('/', '-'))}.md"
+
+
 # ----------------------------------------------------------------------------- command line
 
 
@@ -878,7 +1043,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--store", default=None,
                         help="results store: its SQLite file or a JSON export (default: $REGBENCH_STORE or "
                              "regbench_runs/results.sqlite)")
-    parser.add_argument("--out", default="leaderboards", help="output folder (default leaderboards/)")
+    parser.add_argument("--out", default=DEFAULT_OUT,
+                        help=f"output folder (default {DEFAULT_OUT}; the committed boards are leaderboards/)")
+    parser.add_argument("--track", default=None,
+                        help="only this track's board, with the shipped baselines (leaderboards/results.json) for "
+                             "the regularizers the store has not run on it")
     parser.add_argument("--export", default=None, metavar="JSON",
                         help="also write every record of the store to this JSON file (sorted, stable)")
     parser.add_argument("--no-plots", action="store_true", help="markdown and JSON only")
@@ -900,7 +1069,13 @@ def run(args) -> int:
     try:
         if args.export:
             print(export_results(store, args.export))
-        paths = write_leaderboards(store, args.out, plots=not args.no_plots)
+        if args.track:
+            from .tracks import get_track
+
+            get_track(args.track)  # an unknown name lists the valid ones
+            paths = [write_track_board(args.track, store, args.out, plots=not args.no_plots)]
+        else:
+            paths = write_leaderboards(store, args.out, plots=not args.no_plots)
     except (ValueError, OSError) as error:
         print(f"regbench leaderboard: error: {type(error).__name__}: {str(error).splitlines()[0]}", file=sys.stderr)
         return 2

@@ -1,14 +1,14 @@
-"""``regbench list``: the tasks and the regularizers with their hyperparameters."""
+"""``regbench list``: the tracks, the tasks and the regularizers with their hyperparameters."""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "show the tasks (data, metric, presets) and the regularizers with their hyperparameters"
+HELP = "show the benchmark tracks, the tasks (data, metric, presets) and the regularizers with their hyperparameters"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("what", nargs="?", choices=("all", "tasks", "regularizers"), default="all",
+    parser.add_argument("what", nargs="?", choices=("all", "tracks", "tasks", "regularizers"), default="all",
                         help="what to list (default: all)")
 
 
@@ -17,6 +17,20 @@ def _table(rows: list[list[str]], header: list[str], indent: str = "  ") -> str:
     lines = [header, ["-" * w for w in widths], *rows]
     return "\n".join(indent + "  ".join(str(cell).ljust(w) for cell, w in zip(line, widths)).rstrip()
                      for line in lines)
+
+
+def format_tracks() -> str:
+    from .tracks import DEFAULT_TRACK, TRACKS
+
+    rows = []
+    for track in TRACKS.values():
+        s = track.settings
+        budget = f"{track.trials} trials, {track.seeds} seeds" if track.trials else f"no tuning, {track.seeds} seeds"
+        kind = "smoke (not results)" if track.smoke else "default" if track.name == DEFAULT_TRACK else ""
+        rows.append([track.name, f"{s.num_layers}x{s.hidden_size} {s.cell}", f"{s.epochs}", budget, kind])
+    descriptions = "\n".join(f"  {t.name}: {t.description}" for t in TRACKS.values())
+    return ("Tracks (--track; a track fixes the task, the model, the data budget, the training and the protocol):\n"
+            + _table(rows, ["track", "model", "epochs", "protocol", ""]) + "\n\n" + descriptions)
 
 
 def format_tasks() -> str:
@@ -61,6 +75,8 @@ def _value(value) -> str:
 
 def run(args: argparse.Namespace) -> int:
     parts = []
+    if args.what in ("all", "tracks"):
+        parts.append(format_tracks())
     if args.what in ("all", "tasks"):
         parts.append(format_tasks())
     if args.what in ("all", "regularizers"):

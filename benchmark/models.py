@@ -197,6 +197,7 @@ class SequenceClassifier(_RegularizedRecurrentModule):
         self._initialise(init, init_range)
         self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.test_accuracy = MulticlassAccuracy(num_classes, average="micro")
+        self.val_nll = MeanMetric(nan_strategy="disable")  # beside the training loss: the overfitting gap
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` (batch, steps, features) -> logits (batch, classes)."""
@@ -209,7 +210,9 @@ class SequenceClassifier(_RegularizedRecurrentModule):
 
     def validation_step(self, batch, batch_idx) -> None:
         x, y = batch
-        self.val_accuracy.update(self(x), y)
+        logits = self(x)
+        self.val_accuracy.update(logits, y)
+        self.val_nll.update(F.cross_entropy(logits, y), weight=y.numel())
 
     def test_step(self, batch, batch_idx) -> None:
         x, y = batch
@@ -218,6 +221,8 @@ class SequenceClassifier(_RegularizedRecurrentModule):
     def on_validation_epoch_end(self) -> None:
         accuracy = self.val_accuracy.compute()
         self.val_accuracy.reset()
+        self.log("val_nll", self.val_nll.compute())
+        self.val_nll.reset()
         self._log_eval_metric(VAL_METRIC, 1 - accuracy)
 
     def on_test_epoch_end(self) -> None:

@@ -1,10 +1,10 @@
 """``regbench run``: train regularizers on tasks, store the results, write the leaderboards.
 
-With no arguments it runs the default suite: every registered regularizer on the two
-embedded tasks (no download), 3 seeds, preset ``cpu`` at the ``tiny`` scale, in parallel
-worker processes.
-Unspecified options take the suite's defaults: ``--task char_ptb`` alone runs every
-regularizer on char-PTB (1 seed, ``small`` scale).
+With no arguments it runs the default track (``benchmark.tracks.DEFAULT_TRACK``, on the
+embedded digits: no download): every registered regularizer at the paper's hyperparameters,
+the track's seeds, in parallel worker processes, and prints whether each beat ``none``
+significantly. ``--track T`` runs another track; ``--task`` with ``--preset``/``--scale`` runs
+an ad-hoc setting instead (``--task char_ptb`` alone: every regularizer, 1 seed, ``small`` scale).
 """
 
 from __future__ import annotations
@@ -17,10 +17,6 @@ from typing import Any
 
 HELP = "train regularizers on tasks and store the results (no arguments: the default suite, a few minutes)"
 
-SUITE_TASKS = ("digits", "embedded_text")
-SUITE_SCALE = "tiny"
-SUITE_PRESET = "cpu"
-SUITE_SEEDS = 3
 TASK_SEEDS = 1  # with --task
 TASK_SCALE = "small"
 DEFAULT_LEADERBOARD_DIR = os.path.join("regbench_runs", "leaderboards")
@@ -29,23 +25,26 @@ DEFAULT_LEADERBOARD_DIR = os.path.join("regbench_runs", "leaderboards")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .tasks import DEFAULT_PRESET
 
+    from .tracks import DEFAULT_TRACK
+
+    parser.add_argument("--track", action="append", metavar="TRACK",
+                        help=f"benchmark track to run, repeatable (default: {DEFAULT_TRACK}); a track fixes the "
+                             "task and every training setting; see `regbench list`")
     parser.add_argument("--task", action="append", metavar="TASK",
-                        help=f"task to run, repeatable (default: {', '.join(SUITE_TASKS)}); see `regbench list`")
+                        help="task to run in an ad-hoc setting (--preset, --scale) instead of a track, repeatable")
     parser.add_argument("--regularizer", action="append", metavar="NAME_OR_SPEC",
                         help="regularizer name or spec like zoneout:z_cells=0.5, repeatable "
                              "(default: every registered one that supports the cell type)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
                         help="hyperparameter of the (one) regularizer, repeatable: --set z_cells=0.5")
     parser.add_argument("--seeds", type=int, default=None,
-                        help=f"number of seeds (default: {SUITE_SEEDS} for the suite, {TASK_SEEDS} with --task)")
+                        help=f"number of seeds (default: the track's; {TASK_SEEDS} with --task)")
     parser.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed, first-seed+1, ... (0)")
     parser.add_argument("--data-dir", default=None,
                         help="folder with the data files, or a parent with ptb/, ptb_char/, mnist/ (e.g. shared/data)")
-    parser.add_argument("--preset", default=None,
-                        help=f"task preset (default: {SUITE_PRESET} for the suite, {DEFAULT_PRESET} with --task)")
+    parser.add_argument("--preset", default=None, help=f"with --task: task preset (default: {DEFAULT_PRESET})")
     parser.add_argument("--scale", default=None,
-                        help=f"tiny | small | paper | a number in (0, 1] (default: {SUITE_SCALE} for the suite, "
-                             f"{TASK_SCALE} with --task)")
+                        help=f"with --task: tiny | small | paper | a number in (0, 1] (default: {TASK_SCALE})")
     parser.add_argument("--epochs", type=int, default=None, help="override the preset's number of epochs")
     parser.add_argument("--cell", choices=("lstm", "gru", "rnn"), default=None, help="recurrent cell (default lstm)")
     parser.add_argument("--hidden-size", type=int, default=None, help="override the scaled hidden size")
@@ -106,29 +105,50 @@ def _regularizers_for(args, cell: str) -> list[str]:
     return [name for name in regularizers.available() if cell in regularizers.get(name).cell_types]
 
 
+def _settings(args) -> list[tuple[str | None, str | None, int]]:
+    """(track, task, seeds) of every setting the command line asks for."""
+    from .cli import UsageError
+    from .tracks import DEFAULT_TRACK, get_track
+
+    if args.track and args.task:
+        raise UsageError("--track and --task exclude each other: a track fixes its task "
+                         "(use --task with --preset/--scale for an ad-hoc setting)")
+    if args.task:
+        return [(None, task, args.seeds if args.seeds is not None else TASK_SEEDS) for task in args.task]
+    if args.preset or args.scale:
+        raise UsageError("--preset and --scale choose an ad-hoc setting of a --task; a track fixes its own")
+    settings = []
+    for name in args.track or [DEFAULT_TRACK]:
+        try:
+            track = get_track(name)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        settings.append((track.name, track.task, args.seeds if args.seeds is not None else track.seeds))
+    return settings
+
+
 def build_configs(args) -> list:
-    """Every (task, regularizer, seed) of the command line as a RunConfig; nothing validated yet."""
+    """Every (setting, regularizer, seed) of the command line as a RunConfig; nothing validated yet."""
     from .cli import UsageError
     from .runner import DEFAULT_OUT_DIR, RunConfig
     from .tasks import DEFAULT_PRESET
 
-    suite = not args.task
-    tasks = list(args.task or SUITE_TASKS)
-    seeds = args.seeds if args.seeds is not None else (SUITE_SEEDS if suite else TASK_SEEDS)
-    if seeds < 1:
-        raise UsageError(f"--seeds must be at least 1, got {seeds}")
-    scale = args.scale or (SUITE_SCALE if suite else TASK_SCALE)
-    preset = args.preset or (SUITE_PRESET if suite else DEFAULT_PRESET)
+    settings = _settings(args)
+    if any(seeds < 1 for _, _, seeds in settings):
+        raise UsageError(f"--seeds must be at least 1, got {args.seeds}")
+    scale = args.scale or TASK_SCALE
+    preset = args.preset or DEFAULT_PRESET
     params = _parse_settings(args.settings)
     specs = _regularizers_for(args, args.cell or "lstm")
     if params and len(specs) != 1:
         raise UsageError("--set applies to one regularizer; give exactly one --regularizer "
                          "(or several specs like --regularizer zoneout:z_cells=0.3)")
-    return [RunConfig(task=task, regularizer=spec, params=dict(params), seed=seed, cell=args.cell,
+    return [RunConfig(task=task, track=track, regularizer=spec, params=dict(params), seed=seed, cell=args.cell,
                       preset=preset, scale=scale, epochs=args.epochs, hidden_size=args.hidden_size,
                       lr=args.lr, dropout=args.dropout, data_dir=args.data_dir, out_dir=args.out or DEFAULT_OUT_DIR,
                       store_path=args.store, resume=False if args.resume is False else None)
-            for task in tasks for spec in specs for seed in range(args.first_seed, args.first_seed + seeds)]
+            for track, task, seeds in settings for spec in specs
+            for seed in range(args.first_seed, args.first_seed + seeds)]
 
 
 def validate(configs: list, require_checkpoint: bool = False) -> list:
@@ -182,18 +202,37 @@ def _progress_line(done: int, total: int, record: dict[str, Any]) -> str:
 
 
 def _print_summary(records: list[dict[str, Any]]) -> None:
-    from .suite import summarize
+    """Per setting: each regularizer's test mean ± std over seeds and whether it beat ``none``
+    significantly (Welch's t-test, Holm-corrected over the setting's comparisons; benchmark.significance)."""
+    import pandas as pd
 
-    summary = summarize(records)
-    if summary.empty:
+    from .leaderboard import BASELINE, build_boards, load_records
+
+    if not any(r.get("status") == "ok" for r in records):
         return
-    print("\nSummary (mean ± std over seeds; lower is better):")
-    for task, rows in summary.groupby("task", sort=False):
-        print(f"  {task} ({rows['metric'].iloc[0]})")
-        for row in rows.itertuples():
-            std = f" ± {row.val_std:.4f}" if row.val_std == row.val_std else ""
-            test = f"   test {row.test_mean:.4f}" if row.test_mean == row.test_mean else ""
-            print(f"    {row.regularizer:<22} valid {row.val_mean:.4f}{std}{test}   ({row.runs} runs)")
+    print("\nSummary (mean ± std over seeds; lower is better; vs none: difference, Welch p Holm-adjusted):")
+    for board in build_boards(load_records(pd.DataFrame(records))):
+        metric = board.metric
+        print(f"  {board.track or board.task} ({metric}, ranked on {board.rank_by})"
+              + ("  [smoke scale: not a result]" if board.smoke else ""))
+        for row in board.rows:
+            if row.get("status") != "ok":
+                print(f"    {row['regularizer']:<22} no finished run")
+                continue
+            split = board.rank_by
+            std = row[f"{split}_std"]
+            spread = f" ± {std:.4f}" if std == std else ""
+            versus = row.get(f"vs_{BASELINE}")
+            if versus is None:
+                verdict = "(baseline)" if row["regularizer"] == BASELINE else "(no baseline to compare)"
+            else:
+                p = versus.get("p_holm")
+                p_text = "p –" if p != p else f"p {p:.3f}"
+                outcome = ("beats none" if versus["significant"] and versus["difference"] < 0 else
+                           "worse than none" if versus["significant"] else "not significantly different from none")
+                verdict = f"{versus['difference']:+.4f} ({p_text}): {outcome}"
+            print(f"    {row['regularizer']:<22} {split} {row[f'{split}_mean']:.4f}{spread}  ({row['seeds']} seeds)  "
+                  f"{verdict}")
 
 
 def _write_leaderboards(args) -> None:
@@ -229,10 +268,10 @@ def run(args: argparse.Namespace) -> int:
               "(--rerun runs them again)", flush=True)
     to_run = [config for index, config in enumerate(configs) if index not in done]
 
-    tasks = sorted({c.task for c in configs})
-    print(f"regbench run: {len(to_run)} run(s): {', '.join(tasks)} x {len({c.regularizer for c in configs})} "
-          f"regularizer(s) x {len({c.seed for c in configs})} seed(s), preset {configs[0].preset}, "
-          f"scale {configs[0].scale}, {workers} worker(s)", flush=True)
+    where = sorted({c.track or c.task for c in configs})
+    setting = "" if configs[0].track else f", preset {configs[0].preset}, scale {configs[0].scale}"
+    print(f"regbench run: {len(to_run)} run(s): {', '.join(where)} x {len({c.regularizer for c in configs})} "
+          f"regularizer(s) x {len({c.seed for c in configs})} seed(s){setting}, {workers} worker(s)", flush=True)
     started = time.perf_counter()
     records = run_all(to_run, workers=workers, threads=args.threads,
                       on_result=lambda n, total, record: print(_progress_line(n, total, record), flush=True))

@@ -53,7 +53,7 @@ FINISHED_MARKER = "record.json"  # written into a run directory when its run is 
 class RunConfig:
     """What the user chose for one run; everything else comes from the task's preset and scale."""
 
-    task: str
+    task: str | None = None  # None: the track's task (one of task and track is needed)
     regularizer: str = "none"  # a registered name or a spec string "zoneout:z_cells=0.5"
     params: dict[str, Any] = field(default_factory=dict)  # hyperparameters; text values are parsed
     seed: int = 0
@@ -70,6 +70,9 @@ class RunConfig:
     run_name: str | None = None  # folder under out_dir/task; None: derived from the configuration
     resume: bool | None = None  # None: resume an unfinished run's last.ckpt if there is one
     progress_bar: bool = True
+    # A benchmark track (benchmark.tracks) fixes the task and every training setting, so preset,
+    # scale and the overrides above must be left at their defaults (cell may still be chosen).
+    track: str | None = None
 
 
 @dataclass
@@ -83,7 +86,12 @@ class RunPlan:
 
     @property
     def scale_label(self) -> str:
-        return str(parse_scale(self.config.scale))
+        return "" if self.config.track else str(parse_scale(self.config.scale))
+
+    @property
+    def setting_label(self) -> str:
+        """The track, or preset and scale: the part of a run folder's name that says which setting."""
+        return self.config.track.replace("/", "-") if self.config.track else f"{self.config.preset}-{self.scale_label}"
 
     @property
     def base_run_dir(self) -> Path:
@@ -93,8 +101,7 @@ class RunPlan:
         else:
             identity = json.dumps([self.regularizer.spec, asdict(self.settings), config.data_dir], sort_keys=True)
             digest = hashlib.sha1(identity.encode()).hexdigest()[:8]
-            name = (f"{self.regularizer.name}-{self.settings.cell}-{config.preset}-{self.scale_label}"
-                    f"-{digest}-seed{config.seed}")
+            name = f"{self.regularizer.name}-{self.settings.cell}-{self.setting_label}-{digest}-seed{config.seed}"
         return Path(config.out_dir) / self.task.name / name
 
 
@@ -130,11 +137,34 @@ def _build_regularizer(task: Task, config: RunConfig, cell: str) -> Regularizer:
     return instance
 
 
+def _track_settings(config: RunConfig) -> tuple[Task, TrainingSettings]:
+    """The task and settings of ``config.track``; a track's settings are not overridden."""
+    from .tracks import get_track
+
+    track = get_track(config.track)
+    if config.task is not None and config.task != track.task:
+        raise ValueError(f"track {track.name!r} is a {track.task} track, not {config.task}; "
+                         "leave out the task or choose one of its tracks")
+    overridden = [name.replace("_", "-") for name in ("epochs", "hidden_size", "lr", "dropout")
+                  if getattr(config, name) is not None]
+    if overridden:
+        raise ValueError(f"a track fixes its settings, so --{', --'.join(overridden)} cannot be changed on "
+                         f"{track.name}; leave them out, or use --preset/--scale instead of --track")
+    settings = track.settings if config.cell is None else track.settings.replace(cell=config.cell)
+    return get_task(track.task), settings
+
+
 def plan_run(config: RunConfig) -> RunPlan:
     """Validate ``config`` without loading data; raises ValueError with a one-line message."""
-    task = get_task(config.task)
-    settings = resolve_settings(task, config.preset, config.scale, epochs=config.epochs, cell=config.cell,
-                                hidden_size=config.hidden_size, lr=config.lr, dropout=config.dropout)
+    if config.track is not None:
+        task, settings = _track_settings(config)
+        config.task = task.name
+    elif config.task is None:
+        raise ValueError("a run needs a task or a track")
+    else:
+        task = get_task(config.task)
+        settings = resolve_settings(task, config.preset, config.scale, epochs=config.epochs, cell=config.cell,
+                                    hidden_size=config.hidden_size, lr=config.lr, dropout=config.dropout)
     if settings.cell not in RECURRENT_LAYERS:
         raise ValueError(f"unknown cell type {settings.cell!r}; valid: {', '.join(RECURRENT_LAYERS)}")
     for name in ("epochs", "hidden_size"):
@@ -153,10 +183,12 @@ def prepare(plan: RunPlan):
 
     task, settings, data_dir = plan.task, plan.settings, plan.config.data_dir
     if task.kind == "language_model":
-        datamodule = TextDataModule(task.dataset, settings.batch_size, settings.bptt, data_dir)
+        datamodule = TextDataModule(task.dataset, settings.batch_size, settings.bptt, data_dir,
+                                    train_subset=settings.train_subset)
     else:
         datamodule = PixelDataModule(task.dataset, settings.batch_size, task.permuted, data_dir,
-                                     shuffle_seed=plan.config.seed)
+                                     shuffle_seed=plan.config.seed, train_subset=settings.train_subset,
+                                     image_side=settings.image_side)
     datamodule.setup()
     return datamodule
 
@@ -293,12 +325,15 @@ def _record(plan: RunPlan, datamodule, run_dir: Path, history: dict[str, Any], s
     return {
         "task": plan.task.name, "regularizer": plan.regularizer.name,
         "hyperparameters": plan.regularizer.params, "spec": plan.regularizer.spec, "cell": plan.settings.cell,
-        "seed": plan.config.seed, "preset": plan.config.preset, "scale": plan.scale_label,
+        "seed": plan.config.seed, "track": plan.config.track,
+        "preset": None if plan.config.track else plan.config.preset, "scale": plan.scale_label or None,
         "dataset": plan.task.dataset, "data_source": source, "data_checksum": checksum,
         "metric": plan.task.metric.name, "direction": plan.task.metric.direction,
         "best_val_metric": best_value, "test_metric": test_metric, "best_epoch": best_epoch, "epochs": epochs,
         "wall_time_s": round(history["wall_seconds"], 3), "throughput": throughput,
-        "throughput_unit": plan.task.throughput_unit, "val_curve": curve, "status": status, "reason": reason,
+        "throughput_unit": plan.task.throughput_unit, "val_curve": curve,
+        "train_loss_curve": history["train_loss_curve"], "val_nll_curve": history["val_nll_curve"],
+        "status": status, "reason": reason,
         **_provenance(), "run_dir": str(run_dir), "settings": asdict(plan.settings),
         "command": command_line(plan),  # not a column: kept in the store's "extra"
     }
@@ -309,9 +344,9 @@ def command_line(plan: RunPlan) -> str:
     import shlex
 
     c = plan.config
-    parts = ["regbench", "run", "--task", c.task, "--regularizer", plan.regularizer.spec, "--seeds", "1",
-             "--first-seed", str(c.seed), "--preset", c.preset, "--scale", plan.scale_label,
-             "--cell", plan.settings.cell]
+    setting = ["--track", c.track] if c.track else ["--task", c.task, "--preset", c.preset, "--scale", plan.scale_label]
+    parts = ["regbench", "run", *setting, "--regularizer", plan.regularizer.spec, "--seeds", "1",
+             "--first-seed", str(c.seed), "--cell", plan.settings.cell]
     for option, value in (("--epochs", c.epochs), ("--hidden-size", c.hidden_size), ("--lr", c.lr),
                           ("--dropout", c.dropout), ("--data-dir", c.data_dir)):
         if value is not None:

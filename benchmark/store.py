@@ -58,6 +58,9 @@ COLUMNS: dict[str, str] = {
     "throughput": "REAL",  # training tokens or samples per second
     "throughput_unit": "TEXT",  # chars/s | words/s | samples/s
     "val_curve": "TEXT",  # JSON list: validation metric after each epoch
+    "train_loss_curve": "TEXT",  # JSON list: mean training loss of each epoch (training mode)
+    "val_nll_curve": "TEXT",  # JSON list: validation NLL after each epoch (with the above: the overfitting gap)
+    "track": "TEXT",  # the benchmark track (benchmark.tracks), e.g. digits/cpu-v1; empty for ad-hoc runs
     "status": "TEXT",  # ok | failed | diverged
     "reason": "TEXT",  # why it failed or diverged
     "study": "TEXT",  # Optuna study name, if any
@@ -70,7 +73,7 @@ COLUMNS: dict[str, str] = {
     "settings": "TEXT",  # JSON object: the resolved training settings (hidden size, lr, ...)
     "extra": "TEXT",  # JSON object: record keys that are not columns
 }
-JSON_COLUMNS = ("hyperparameters", "val_curve", "settings", "extra")
+JSON_COLUMNS = ("hyperparameters", "val_curve", "train_loss_curve", "val_nll_curve", "settings", "extra")
 
 
 def default_store_path() -> Path:
@@ -150,7 +153,7 @@ class ResultsStore:
             raise ValueError(f"record status must be one of {', '.join(STATUSES)}, got {row['status']!r}")
         for name in JSON_COLUMNS:
             if row[name] is not None and not isinstance(row[name], str):
-                row[name] = json.dumps(_json_safe(row[name]), sort_keys=name != "val_curve")
+                row[name] = json.dumps(_json_safe(row[name]), sort_keys=not name.endswith("_curve"))
         for name, kind in COLUMNS.items():
             if kind == "REAL" and row[name] is not None:
                 row[name] = float(row[name])

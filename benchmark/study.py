@@ -112,7 +112,12 @@ class StudyConfig:
     command: str | None = None  # the command line that runs this study, kept in every record
 
     def resolved_name(self) -> str:
-        return self.study_name or default_study_name(self.task, self.regularizer, self.preset, self.scale)
+        track = self.run_options.get("track")
+        if self.study_name:
+            return self.study_name
+        if track:  # "digits/cpu-v1" -> "digits-cpu-v1-zoneout"
+            return f"{track.replace('/', '-')}-{self.regularizer}"
+        return default_study_name(self.task, self.regularizer, self.preset, self.scale)
 
     def resolved_storage(self) -> str:
         return self.storage or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
@@ -789,21 +794,26 @@ def _tiny_run(request, callbacks, seed, epochs):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``regbench study``."""
-    parser.add_argument("--task", required=True, help="task name (regbench list shows them)")
+    setting = parser.add_mutually_exclusive_group(required=True)
+    setting.add_argument("--track", help="benchmark track: its task, settings, --trials and --seeds (regbench list); "
+                                         "with --seeds, also writes the track's board with the shipped baselines")
+    setting.add_argument("--task", help="task name for an ad-hoc setting (regbench list shows them)")
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--regularizer", help="registered regularizer name to tune")
     which.add_argument("--all", action="store_true",
                        help="a study for every registered regularizer with the same --trials (the protocol)")
-    parser.add_argument("--trials", type=int, required=True,
-                        help="trials the study must hold; rerunning resumes and runs only the missing ones")
+    parser.add_argument("--trials", type=int, default=None,
+                        help="trials the study must hold (default: the track's); rerunning resumes and runs only "
+                             "the missing ones")
     parser.add_argument("--storage", default=None,
                         help=f"Optuna storage URL (default ${STORAGE_ENV} or {DEFAULT_STORAGE}); "
                              "postgresql://user@host/db to share a study between machines")
     parser.add_argument("--study-name", default=None, help="default: <task>-<regularizer>[-<preset>][-<scale>]")
     parser.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="training seed of every trial and sampler seed (0)")
-    parser.add_argument("--seeds", type=int, default=0,
-                        help="after the study, rerun its best configuration with this many fresh seeds")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="after the study, rerun its best configuration with this many fresh seeds "
+                             "(default: the track's; 0 without a track)")
     parser.add_argument("--preset", default=None, help="task preset (default: the runner's)")
     parser.add_argument("--scale", default=None, help="tiny | small | paper | a number in (0, 1]")
     parser.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
@@ -817,8 +827,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--objective", default=None, help=argparse.SUPPRESS)  # "module:function", tests only
 
 
+def _apply_track(args) -> None:
+    """Fill the task, --trials and --seeds of ``args`` from ``--track`` (in place)."""
+    if not args.track:
+        if args.trials is None:
+            raise StudyError("--trials is needed with --task (a --track brings its own)")
+        args.seeds = args.seeds or 0
+        return
+    from .tracks import get_track
+
+    try:
+        track = get_track(args.track)
+    except ValueError as error:
+        raise StudyError(str(error)) from None
+    fixed = [flag for flag, value in (("--preset", args.preset), ("--scale", args.scale), ("--epochs", args.epochs))
+             if value is not None]
+    if fixed:
+        raise StudyError(f"a track fixes its settings: drop {', '.join(fixed)} (or use --task for an ad-hoc setting)")
+    if not track.trials and args.trials is None:
+        raise StudyError(f"track {track.name} has no tuning budget (its regularizers run at the paper's "
+                         f"hyperparameters): use `regbench run --track {track.name}`")
+    args.task = track.task
+    args.trials = track.trials if args.trials is None else args.trials
+    args.seeds = track.seeds if args.seeds is None else args.seeds
+
+
 def _config_from_args(args, regularizer: str) -> StudyConfig:
     options = {}
+    if args.track:
+        options["track"] = args.track
     if args.epochs is not None:
         options["epochs"] = args.epochs
     if args.data_dir is not None:
@@ -841,6 +878,7 @@ def _invocation(subcommand: str) -> str:
 def run(args) -> int:
     """``regbench study``: one line per trial, a summary line per study; errors as one line."""
     try:
+        _apply_track(args)
         if args.all:
             if args.study_name:
                 raise StudyError("--study-name names one study; with --all every regularizer gets its default name")
@@ -860,6 +898,8 @@ def run(args) -> int:
                 except StudyError as error:  # e.g. every trial diverged: say so, go on with the others
                     print(f"regbench study: {config.regularizer}: no rerun: {error}", file=sys.stderr, flush=True)
                     status = 1
+        if args.track and args.seeds:
+            _write_track_board(args)
     except StudyError as error:
         print(f"regbench study: error: {error}", file=sys.stderr)
         return 2
@@ -867,6 +907,16 @@ def run(args) -> int:
         print("regbench study: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     return status
+
+
+def _write_track_board(args) -> None:
+    """The track's board from this store, with the shipped baselines for the regularizers it lacks."""
+    from .leaderboard import DEFAULT_OUT, SHIPPED_STORE, write_track_board
+    from .store import default_store_path
+
+    store = args.store or str(default_store_path())
+    path = write_track_board(args.track, store, DEFAULT_OUT, shipped=SHIPPED_STORE)
+    print(f"Board of {args.track} with the shipped baselines: {path}", flush=True)
 
 
 def _remember_options(config: StudyConfig) -> None:

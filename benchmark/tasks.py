@@ -66,6 +66,10 @@ class TrainingSettings:
     limit_val_batches: int | float | None = None
     limit_test_batches: int | float | None = None
     early_stopping_patience: int | None = None  # epochs without improvement of the validation metric
+    # The data budget: train on the first N training tokens (language models) or images
+    # (classifiers) only, so that a small CPU model overfits; None = the whole training split.
+    train_subset: int | None = None
+    image_side: int | None = None  # classifiers: images shrunk to side x side pixels (MNIST 28 -> 14)
 
     def replace(self, **changes: Any) -> "TrainingSettings":
         unknown = sorted(set(changes) - {f.name for f in fields(self)})

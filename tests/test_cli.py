@@ -92,16 +92,19 @@ def test_run_trains_stores_and_writes_leaderboards(tmp_path):
     assert len(ResultsStore(tmp_path / "results.sqlite")) == 2
 
 
-def test_no_arguments_is_the_default_suite_of_every_regularizer_on_the_embedded_tasks():
+def test_no_arguments_is_the_default_track_with_every_regularizer():
     from benchmark.cli import build_parser
     from benchmark.run_command import build_configs
+    from benchmark.tracks import DEFAULT_TRACK, get_track
 
     parser, _ = build_parser()
     configs = build_configs(parser.parse_args(["run"]))
-    assert {c.task for c in configs} == {"digits", "embedded_text"}
+    track = get_track(DEFAULT_TRACK)
+    assert track.task == "digits" and not track.smoke  # embedded data, and a real result
+    assert {c.track for c in configs} == {DEFAULT_TRACK} and {c.task for c in configs} == {"digits"}
     assert {c.regularizer for c in configs} == set(regularizers.available())
-    assert {c.seed for c in configs} == {0, 1, 2} and len(configs) == 2 * 3 * len(regularizers.available())
-    assert {(c.preset, c.scale) for c in configs} == {("cpu", "tiny")}
+    assert {c.seed for c in configs} == set(range(track.seeds))
+    assert len(configs) == track.seeds * len(regularizers.available())
     gru = build_configs(parser.parse_args(["run", "--cell", "gru"]))
     assert {c.regularizer for c in gru} == {n for n in regularizers.available()
                                             if "gru" in regularizers.get(n).cell_types}

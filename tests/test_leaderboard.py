@@ -156,11 +156,110 @@ def test_files_content_and_byte_identity(store_json, tmp_path):
     data = json.loads((out1 / "leaderboard.json").read_text())
     zo = next(r for b in data["boards"] if b["board"] == "digits" for r in b["rows"] if r["regularizer"] == "zoneout")
     assert zo["test_mean"] == pytest.approx(0.26)
+    # boards outside the tracks are ranked on their own page, never across tasks
+    assert data["cross_task"] == [] and "No board qualifies yet." in index and "no: not a track" in index
+    assert "**Not a benchmark track**" in md
+
+
+def _on_tracks(records):
+    for record in records:
+        record["track"] = f"{record['task']}/cpu-v1"
+    return records
+
+
+def test_track_boards_and_cross_task_ranking(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(_on_tracks(synthetic_records())))
+    L.write_leaderboards(path, tmp_path / "lb", store_label="results.json", out_label="lb")
+    data = json.loads((tmp_path / "lb" / "leaderboard.json").read_text())
+    assert sorted(b["board"] for b in data["boards"]) == ["char_ptb-cpu-v1", "digits-cpu-v1"]
     summary = {r["regularizer"]: r for r in data["cross_task"]}
     assert summary["zoneout"]["mean_rank"] == 1.0 and summary["none"]["mean_rank"] == 2.5
     # weight_noise never finished on digits (3 finished rows): it counts as last there
-    assert summary["weight_noise"]["mean_rank"] == 4.0 and summary["weight_noise"]["unfinished"] == ["digits"]
+    assert summary["weight_noise"]["mean_rank"] == 4.0 and summary["weight_noise"]["unfinished"] == ["digits-cpu-v1"]
+    index = (tmp_path / "lb" / "README.md").read_text()
     assert "| weight_noise | 4.00 | 1 | – | 4* |" in index
+    md = (tmp_path / "lb" / "digits-cpu-v1.md").read_text()
+    assert md.startswith("# digits/cpu-v1\n") and "Track: `digits/cpu-v1`" in md and "## Findings" in md
+    assert "Not a benchmark track" not in md and "Smoke scale" not in md
+
+
+def test_differences_with_welch_p_and_holm():
+    boards = L.build_boards(L.load_records(L.pd.DataFrame(synthetic_records())))
+    rows = {r["regularizer"]: r for r in _board(boards, "digits").rows}
+    none_test, zo_test, rd_test = [0.31, 0.34, 0.30], [0.26, 0.27, 0.25], [0.28, 0.30]
+    # Welch's t and the Welch-Satterthwaite degrees of freedom, written out
+    def welch_p(a, b):
+        from scipy import stats
+        va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+        t = (np.mean(a) - np.mean(b)) / math.sqrt(va + vb)
+        dof = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+        return 2 * stats.t.sf(abs(t), dof)
+    raw = {"zo-none": welch_p(zo_test, none_test), "rd-none": welch_p(rd_test, none_test),
+           "rd-zo": welch_p(rd_test, zo_test)}
+    zo_none, rd_none, rd_zo = rows["zoneout"]["vs_none"], rows["recurrent_dropout"]["vs_none"], \
+        rows["recurrent_dropout"]["vs_zoneout"]
+    assert zo_none["difference"] == pytest.approx(np.mean(zo_test) - np.mean(none_test))
+    assert zo_none["p"] == pytest.approx(raw["zo-none"]) and rd_zo["p"] == pytest.approx(raw["rd-zo"])
+    # Holm over the four comparisons of the board (none vs zoneout is one of them, = zoneout vs none)
+    assert rows["none"]["vs_zoneout"]["p"] == pytest.approx(raw["zo-none"])
+    family = {"zo-none": raw["zo-none"], "none-zo": raw["zo-none"], "rd-none": raw["rd-none"], "rd-zo": raw["rd-zo"]}
+    order = sorted(family, key=family.get)
+    expected, running = {}, 0.0
+    for k, name in enumerate(order):
+        running = max(running, min(1.0, (4 - k) * family[name]))
+        expected[name] = running
+    assert zo_none["p_holm"] == pytest.approx(expected["zo-none"])
+    assert rd_none["p_holm"] == pytest.approx(expected["rd-none"]) and rd_zo["p_holm"] == pytest.approx(expected["rd-zo"])
+    assert rows["none"]["vs_none"] is None and rows["zoneout"]["vs_zoneout"] is None
+    assert all(c["significant"] == (c["p_holm"] < 0.05) for c in (zo_none, rd_none, rd_zo))
+
+
+def test_holm_and_welch_by_hand():
+    from benchmark.significance import holm, interval, welch
+
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, float("nan"), 0.01]) [0] == pytest.approx(0.5) and math.isnan(holm([0.5, float("nan")])[1])
+    assert welch([1.0, 1.0], [1.0, 1.0]) == (0.0, 1.0) and welch([1.0, 1.0], [2.0, 2.0]) == (-1.0, 0.0)
+    assert math.isnan(welch([1.0], [2.0, 3.0])[1])
+    low, high = interval([0.0, 0.0, 0.06], "error_rate")
+    assert low == 0.0 and 0.06 < high < 1.0  # Student t alone would go below 0
+    assert interval([0.99, 1.0, 0.9], "error_rate")[1] == 1.0
+
+
+def test_smoke_boards_say_so_and_single_entrants_are_not_ranked(tmp_path):
+    recs = [dict(_record("none", {}, s, 0.8, 0.8, scale="tiny"), track="digits/smoke") for s in range(2)]
+    recs += [dict(_record("zoneout", {"z_cells": 0.5}, s, 0.7, 0.7, scale="tiny"), track="digits/smoke")
+             for s in range(2)]
+    recs += [dict(_record("none", {}, s, 1.5, 1.5, task="char_ptb", metric="bpc"), track="char_ptb/cpu-v1")
+             for s in range(2)]
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(recs))
+    L.write_leaderboards(path, tmp_path / "lb", plots=False)
+    smoke = (tmp_path / "lb" / "digits-smoke.md").read_text()
+    assert "**Smoke scale: these numbers are not results.**" in smoke and "## Findings" not in smoke
+    data = json.loads((tmp_path / "lb" / "leaderboard.json").read_text())
+    assert data["cross_task"] == []  # smoke never; a board of one entrant ranks nothing
+    lone = next(b for b in data["boards"] if b["board"] == "char_ptb-cpu-v1")
+    assert [r["rank"] for r in lone["rows"]] == [None]
+    index = (tmp_path / "lb" / "README.md").read_text()
+    assert "no: smoke scale" in index and "no: fewer than 2 ranked rows" in index
+
+
+def test_findings_report_the_claims_either_way():
+    from benchmark.findings import paragraph
+
+    def row(name, values, rank):
+        return {"regularizer": name, "test_values": values, "rank": rank}
+    rows = [row("zoneout", [1.30, 1.31, 1.29, 1.30, 1.30], 1), row("recurrent_dropout", [1.40, 1.41, 1.39, 1.40, 1.41], 2),
+            row("none", [1.40, 1.42, 1.38, 1.41, 1.40], 3), row("weight_noise", [1.60, 1.61, 1.62, 1.60, 1.61], 4)]
+    text = paragraph("char_ptb", rows, "test", "bpc")
+    assert "*zoneout ahead of recurrent_dropout*: holds" in text
+    assert "*recurrent_dropout ahead of none*: not significant" in text
+    assert "*weight_noise near none*: does not hold: significantly worse" in text
+    assert "*norm_stabilizer near none*: cannot be checked" in text
+    pixels = paragraph("pmnist", rows, "test", "error_rate")
+    assert "*recurrent_batchnorm best*: cannot be checked" in pixels and "*zoneout ahead of none*: holds" in pixels
 
 
 def test_settings_split_into_boards(tmp_path):
