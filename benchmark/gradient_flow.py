@@ -15,7 +15,7 @@ finding: zoneout carries the most gradient back to early steps; per-step cell dr
 probe added to every ``c_t`` in a loop that repeats the LSTM branch of the library's reference
 recurrence with the layer's own masks (:func:`cell_gradients`); training uses the layer as usual.
 
-Output (``--out``, default ``leaderboards/gradient_flow``): ``gradient_flow_<task>.png`` (the
+Output (``--out``, default ``regbench_runs/gradient_flow``; the committed figure is ``leaderboards/gradient_flow``): ``gradient_flow_<task>.png`` (the
 curves), ``.csv`` (every step) and ``.md`` (a table, the settings and the command).
 
 The per-step cell dropout is :class:`CellDropout`, a regularizer defined here and not
@@ -315,7 +315,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit-train-batches", type=int, default=None,
                         help="train on at most this many batches per epoch (for pmnist on a CPU)")
     parser.add_argument("--grad-batches", type=int, default=8, help="validation batches the gradient is averaged on")
-    parser.add_argument("--out", default="leaderboards/gradient_flow", help="output folder")
+    parser.add_argument("--out", default="regbench_runs/gradient_flow",
+                        help="output folder (default regbench_runs/gradient_flow; the committed figure: leaderboards/gradient_flow)")
 
 
 def run(args) -> int:

@@ -487,9 +487,23 @@ def _md_escape(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
+def _source_names(source: str) -> str:
+    """A data source without the folders of the machine that ran it: files by name (the checksum names the data)."""
+    return ", ".join(os.path.basename(part.strip()) if os.sep in part else part.strip() for part in source.split(","))
+
+
+def _without_local_paths(command: str) -> str:
+    """``--data-dir /some/machine/path`` -> ``--data-dir DATA_DIR``: a board names data by checksum, not by path."""
+    parts = shlex.split(command)
+    for i, part in enumerate(parts[:-1]):
+        if part == "--data-dir":
+            parts[i + 1] = "DATA_DIR"
+    return shlex.join(parts)
+
+
 def _reproduce_commands(board: Board, store_label: str, out_label: str) -> list[str]:
     commands = []
-    recorded = sorted(set(c for c in board.records["command"].map(_text) if c))
+    recorded = sorted(set(_without_local_paths(c) for c in board.records["command"].map(_text) if c))
     commands.extend(recorded)
     if not recorded:
         for study in sorted(set(s for s in board.records["study"] if s)):
@@ -587,7 +601,7 @@ def _board_markdown(board: Board, store_label: str, out_label: str, plots: list[
     lines.append("## Setting")
     lines.append("")
     datasets = sorted(set(d for d in recs["dataset"] if d)) or ["?"]
-    sources = sorted(set(d for d in recs["data_source"] if d)) or ["?"]
+    sources = sorted(set(_source_names(d) for d in recs["data_source"] if d)) or ["?"]
     lines.append(f"- Data: {', '.join(datasets)}; source: {', '.join(sources)}; "
                  f"sha256: `{board.data_checksum or '?'}`")
     hidden = sorted(set(str(h) for h in (r.get("hidden_size") for r in finished) if h is not None))
@@ -677,10 +691,14 @@ def _board_markdown(board: Board, store_label: str, out_label: str, plots: list[
             lines.append("")
     lines.append("## Reproduce")
     lines.append("")
+    commands = _reproduce_commands(board, store_label, out_label)
     lines.append("```")
-    lines.extend(_reproduce_commands(board, store_label, out_label))
+    lines.extend(commands)
     lines.append("```")
     lines.append("")
+    if any("DATA_DIR" in command for command in commands):
+        lines.append("`DATA_DIR`: a folder with the data files named under *Setting* (check them by their sha256).")
+        lines.append("")
     lines.extend(_commits_note(board.records))
     return "\n".join(lines)
 
@@ -767,12 +785,14 @@ def _index_markdown(boards: list[Board], summary: list[dict], store_label: str, 
                  "there, marked `*`. A rank is an order of means, not a significant difference: each board "
                  "gives the tests.")
     lines.append("")
+    keys = [b.key for b in ranking]
     if not ranking:
         lines.append("No board qualifies yet.")
         lines.append("")
-    keys = [b.key for b in ranking]
-    lines.append("| position | regularizer | mean rank | boards | " + " | ".join(keys) + " |")
-    lines.append("|" + "|".join(["---"] * (4 + len(keys))) + "|")
+        summary = []
+    if ranking:
+        lines.append("| position | regularizer | mean rank | boards | " + " | ".join(keys) + " |")
+        lines.append("|" + "|".join(["---"] * (4 + len(keys))) + "|")
     for position, row in enumerate(summary, start=1):
         cells = [str(row["ranks"][k]) + ("*" if k in row["unfinished"] else "") if k in row["ranks"] else "–"
                  for k in keys]
