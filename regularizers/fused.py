@@ -16,7 +16,8 @@ Why it is fast:
   an ordinary ``mm`` re-packs the whole weight at every step, which at batch 32 costs half
   of the loop's time.
 
-Masks are constants here (no gradient); each is ``None`` or a tensor of shape
+Masks are constants here (no gradient: a mask that requires one is refused, and the layers
+run such a mask through the reference loop instead); each is ``None`` or a tensor of shape
 ``(T or 1, B or 1, H or 1)``.
 """
 
@@ -405,6 +406,9 @@ def fused_recurrence(cell_type: str, xp: torch.Tensor, w_hh: torch.Tensor, b_hh:
     """Drop-in for ``reference.reference_recurrence`` without ``normalize``."""
     if normalize is not None:
         raise ValueError("the fused recurrence does not support normalize hooks; use reference_recurrence")
+    if torch.is_grad_enabled() and any(m is not None and m.requires_grad for m in masks.values()):
+        raise ValueError("the fused recurrence gives masks no gradient, and a mask here requires one; use "
+                         "reference_recurrence (the layers do so by themselves)")
     get = masks.get
     if cell_type == "lstm":
         return _LSTMRecurrence.apply(xp, w_hh, b_hh, h0, c0, get("hidden_input"), get("candidate"),

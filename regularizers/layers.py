@@ -22,6 +22,8 @@ from .fused import fused_recurrence, project_inputs
 from .reference import reference_recurrence
 
 RegularizerLike = Regularizer | str
+# Training forwards with untaken penalty terms after which a layer warns (their graphs are kept).
+_PENDING_WARNING = 100
 
 
 class RegularizedRecurrent(nn.Module):
@@ -71,7 +73,9 @@ class RegularizedRecurrent(nn.Module):
         self.regularizers = nn.ModuleList(self._resolve(regularizers))
         for regularizer in self.regularizers:
             regularizer.bind(self)
-        self.last_penalty: torch.Tensor | None = None
+        # The penalty terms of every training forward since ``penalty(model)`` last took them.
+        self.pending_penalty: torch.Tensor | None = None
+        self._pending_forwards = 0
 
     # -- construction -------------------------------------------------------------------------
     def _resolve(self, regularizers) -> list[Regularizer]:
@@ -121,6 +125,12 @@ class RegularizedRecurrent(nn.Module):
         if x.size(-1) != self.input_size:
             raise ValueError(f"{type(self).__name__}: input has {x.size(-1)} features, expected "
                              f"input_size={self.input_size}")
+        if x.size(0) == 0:
+            raise ValueError(f"{type(self).__name__}: the input sequence has no time steps; a recurrent layer "
+                             "needs at least one")
+        if x.dtype != self.weight_ih_l0.dtype:
+            raise TypeError(f"{type(self).__name__}: input has dtype {x.dtype} but the layer's parameters are "
+                            f"{self.weight_ih_l0.dtype}; convert one to the other (input.to(...) or layer.to(...))")
         h0, c0 = self._initial_state(hx, x, unbatched)
 
         final_hidden, final_cells, penalties = [], [], []
@@ -134,7 +144,8 @@ class RegularizedRecurrent(nn.Module):
             x = hidden
             if self.dropout and self.training and layer < self.num_layers - 1:
                 x = F.dropout(x, self.dropout, training=True)
-        self.last_penalty = torch.stack(penalties).sum() if penalties else None
+        if penalties:
+            self._add_penalty(torch.stack(penalties).sum())
 
         output = x.squeeze(1) if unbatched else (x.transpose(0, 1) if self.batch_first else x)
         h_n = torch.stack(final_hidden)
@@ -143,6 +154,21 @@ class RegularizedRecurrent(nn.Module):
             h_n = h_n.squeeze(1)
             c_n = None if c_n is None else c_n.squeeze(1)
         return output, ((h_n, c_n) if self.cell_type == "lstm" else h_n)
+
+    def _add_penalty(self, term: torch.Tensor) -> None:
+        """Keep this forward's penalty until ``penalty(model)`` takes it, so that none is lost."""
+        self.pending_penalty = term if self.pending_penalty is None else self.pending_penalty + term
+        self._pending_forwards += 1
+        if self._pending_forwards == _PENDING_WARNING:
+            warnings.warn(f"{type(self).__name__}: {_PENDING_WARNING} training forwards have added penalty terms "
+                          "that regularizers.penalty(model) has not taken; each keeps its autograd graph until "
+                          "it is taken (add penalty(model) to the loss, or run these forwards in eval mode)",
+                          RuntimeWarning, stacklevel=3)
+
+    def take_penalty(self) -> torch.Tensor | None:
+        """The sum of the penalty terms since the last call (None if there are none), and forget them."""
+        term, self.pending_penalty, self._pending_forwards = self.pending_penalty, None, 0
+        return term
 
     def _initial_state(self, hx, x: torch.Tensor, unbatched: bool):
         shape = (self.num_layers, x.size(1), self.hidden_size)
@@ -153,12 +179,20 @@ class RegularizedRecurrent(nn.Module):
                 return zeros, zeros
             if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
                 raise ValueError(f"{name}: hx must be a tuple (h_0, c_0)")
+            if not all(isinstance(s, torch.Tensor) for s in hx):
+                raise ValueError(f"{name}: hx must be a tuple (h_0, c_0) of tensors")
             states = [s.unsqueeze(1) if unbatched else s for s in hx]
         else:
             if hx is None:
                 return x.new_zeros(shape), None
+            if not isinstance(hx, torch.Tensor):
+                raise ValueError(f"{name}: hx must be one tensor h_0, got a {type(hx).__name__}; only an LSTM "
+                                 "takes a pair (h_0, c_0)")
             states = [hx.unsqueeze(1) if unbatched else hx]
         for state in states:
+            if state.dtype != x.dtype:
+                raise TypeError(f"{name}: the initial state has dtype {state.dtype} but the input is {x.dtype}; "
+                                "give both the same dtype")
             if tuple(state.shape) != shape:
                 raise ValueError(f"{name}: expected hidden state of shape {shape}, got {tuple(state.shape)}")
         return states[0], (states[1] if len(states) == 2 else None)
@@ -187,6 +221,7 @@ class RegularizedRecurrent(nn.Module):
                 if mask.dim() != 3 or mask.size(0) not in (1, ctx.steps):
                     raise ValueError(f"regularizer {regularizer.name!r}: mask for {site!r} has shape "
                                      f"{tuple(mask.shape)}; expected (steps or 1, batch or 1, units or 1)")
+                mask = mask.to(device=ctx.device, dtype=ctx.dtype)  # the loops compute in the layer's dtype
                 combined[site] = mask if site not in combined else combined[site] * mask
         return combined
 
@@ -206,7 +241,8 @@ class RegularizedRecurrent(nn.Module):
         hidden, cells, last_cell = self._recurrence(x, weights, h0, c0, masks, ctx)
 
         penalty = None
-        if self.regularizers:
+        # A forward that autograd does not record (torch.no_grad) adds no penalty: nothing could learn from it.
+        if self.regularizers and torch.is_grad_enabled():
             outputs = LayerOutputs(hidden=hidden, cells=cells)
             terms = [p for r in self.regularizers if (p := r.penalty(outputs, ctx)) is not None]
             penalty = torch.stack(terms).sum() if terms else None
@@ -218,11 +254,14 @@ class RegularizedRecurrent(nn.Module):
         if not changers and self.use_fused and not set(masks) - {"input"} and not self._needs_cells():
             # Nothing acts inside the recurrence: torch's own fused kernel computes exactly it.
             return _torch_recurrence(self.cell_type, x, weights, h0, c0, self.training)
+        # The fused loops give masks no gradient: a mask that needs one (a learned rate) takes the
+        # autograd loop. The input mask is applied outside the loops, by autograd, in every case.
+        fused = self.use_fused and not _needs_grad(m for site, m in masks.items() if site != "input")
         if not changers:
             # One matrix product for the input projections of all steps, outside the loop.
-            project = project_inputs if self.use_fused else F.linear
+            project = project_inputs if fused else F.linear
             xp = project(x, weights["weight_ih"], weights["bias_ih"])
-            loop = fused_recurrence if self.use_fused else reference_recurrence
+            loop = fused_recurrence if fused else reference_recurrence
             hidden, cells = loop(self.cell_type, xp, weights["weight_hh"], weights["bias_hh"], h0, c0, masks)
             return hidden, cells, None if cells is None else cells[-1]
 
@@ -232,7 +271,7 @@ class RegularizedRecurrent(nn.Module):
             return value
 
         own_loop = getattr(changers[0], "fused_recurrence", None) if len(changers) == 1 else None
-        if self.use_fused and own_loop is not None:
+        if fused and own_loop is not None:
             # The regularizer's own loop runs the whole layer, input projection included, so that
             # it can lay the projection out in memory the way its normalization wants it.
             hidden, cells = own_loop(x, weights, h0, c0, masks, ctx)
@@ -243,6 +282,10 @@ class RegularizedRecurrent(nn.Module):
         hidden, cells = reference_recurrence(self.cell_type, xp, weights["weight_hh"], weights["bias_hh"],
                                              h0, c0, masks, normalize)
         return hidden, cells, None if cells is None else cells[-1]
+
+
+def _needs_grad(tensors) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def _reference_loop_requested() -> bool:
@@ -297,12 +340,13 @@ class RegularizedRNN(RegularizedRecurrent):
 
 
 def penalty(module: nn.Module) -> torch.Tensor:
-    """Sum of the penalty terms of every regularized layer inside ``module`` from its last forward.
+    """Takes the penalty terms of every regularized layer inside ``module``: their sum over every
+    training forward (with autograd recording) since the last call, which then starts again at zero.
 
-    Zero when there are none. The training loop adds it to the loss.
+    Zero when there are none. The training loop adds it to the loss once per optimizer step.
     """
-    terms = [m.last_penalty for m in module.modules()
-             if isinstance(m, RegularizedRecurrent) and m.last_penalty is not None]
+    taken = [m.take_penalty() for m in module.modules() if isinstance(m, RegularizedRecurrent)]
+    terms = [term for term in taken if term is not None]
     if terms:
         return torch.stack(terms).sum()
     reference = next(module.parameters(), None)
