@@ -72,13 +72,27 @@ class SequenceContext:
     training: bool
     device: torch.device
     dtype: torch.dtype
+    direction: int = 0  # 0 forward in time, 1 the reverse direction of a bidirectional layer
+    num_directions: int = 1
+    state_size: int | None = None  # units of h: proj_size for a projected LSTM; None means hidden_size
+
+    def __post_init__(self) -> None:
+        if self.state_size is None:
+            object.__setattr__(self, "state_size", self.hidden_size)
+
+    @property
+    def index(self) -> int:
+        """This recurrence among the layer's ``num_layers * num_directions`` (torch's order of h_n):
+        the index of a regularizer's per-recurrence parameters or buffers (see ``bind``)."""
+        return self.layer * self.num_directions + self.direction
 
     def bernoulli(self, keep_probability: float, steps: int | None = None, units: int | None = None,
                   scale: bool = False) -> torch.Tensor:
         """A 0/1 mask of shape ``(steps, batch, units)`` that is 1 with ``keep_probability``.
 
-        ``steps`` and ``units`` default to the full sizes; pass 1 to share a draw over time or
-        units. With ``scale`` the kept entries are divided by ``keep_probability`` (inverted
+        ``steps`` and ``units`` default to the full sizes (``hidden_size``: pass
+        ``units=ctx.state_size`` for the ``hidden_input`` and ``hidden_update`` sites, which differ
+        under LSTM's ``proj_size``); pass 1 to share a draw over time or units. With ``scale`` the kept entries are divided by ``keep_probability`` (inverted
         dropout, so that no rescaling is needed in eval).
         """
         shape = (self.steps if steps is None else steps, self.batch_size,
@@ -114,6 +128,9 @@ class LayerOutputs:
 
     hidden: torch.Tensor  # (steps, batch, hidden): h_1 .. h_T
     cells: torch.Tensor | None  # (steps, batch, hidden): c_1 .. c_T for LSTM when a regularizer needs_cells
+    # For PackedSequence input, each sequence's length (batch,), on the CPU; past it the states
+    # above hold the state at the length (frozen). None: every sequence has all the steps.
+    lengths: torch.Tensor | None = None
 
 
 class Regularizer(nn.Module):
@@ -148,8 +165,10 @@ class Regularizer(nn.Module):
     def bind(self, layer: nn.Module) -> None:
         """Called once when attached to a layer: create per-layer parameters or buffers here.
 
-        ``layer.cell_type``, ``layer.num_layers``, ``layer.hidden_size`` and
-        ``layer.input_size`` are available. The cell type was already checked.
+        ``layer.cell_type``, ``layer.num_layers``, ``layer.num_directions``, ``layer.hidden_size``,
+        ``layer.state_size`` (units of h) and ``layer.input_size`` are available; per-recurrence
+        state is indexed by ``ctx.index`` (``num_layers * num_directions`` of them). The cell type
+        was already checked.
         """
 
     def masks(self, ctx: SequenceContext) -> dict[str, torch.Tensor]:

@@ -181,7 +181,8 @@ def test_a_torch_lstm_state_dict_with_regularizers_loads_and_eval_equals_torch()
     (dict(input_size=3, hidden_size=4, num_layers=0), "num_layers"),
     (dict(input_size=3, hidden_size=4, dropout=1.5), "dropout"),
     (dict(input_size=3, hidden_size=4, dropout=-0.1), "dropout"),
-    (dict(input_size=3, hidden_size=4, bidirectional=True), "bidirectional"),
+    (dict(input_size=3, hidden_size=4, bidirectional=1), "bidirectional"),
+    (dict(input_size=3, hidden_size=4, proj_size=-1), "proj_size"),
     (dict(input_size=3, hidden_size=4, regularizers=["zonout"]), "zoneout"),
 ])
 @pytest.mark.parametrize("cls", [R.RegularizedLSTM, R.RegularizedGRU, R.RegularizedRNN])
@@ -227,9 +228,6 @@ def test_bad_inputs(cls):
         layer(torch.randn(5, 2, 3, 1))
     with pytest.raises(ValueError, match="input_size=3"):
         layer(torch.randn(5, 7))  # unbatched
-    packed = nn.utils.rnn.pack_padded_sequence(torch.randn(5, 2, 3), [5, 3])
-    with pytest.raises(TypeError, match="PackedSequence"):
-        layer(packed)
     bad = torch.zeros(1, 2, 4)  # one layer's state for a two-layer stack
     with pytest.raises(ValueError, match="hidden state"):
         layer(torch.randn(5, 2, 3), (bad, bad) if cls is R.RegularizedLSTM else bad)
