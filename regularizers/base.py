@@ -15,7 +15,9 @@ hooks it needs:
     Returns replacement weights for this forward pass (weight noise).
 ``penalty(outputs, ctx)``
     A scalar added to the training loss, computed from the layer's outputs (norm stabilizer).
-    ``outputs.cells`` is filled only for regularizers whose ``needs_cells`` is true.
+    ``outputs.cells`` is filled only for regularizers whose ``needs_cells`` is true;
+    ``outputs.lengths`` holds the sequences' lengths for packed input. The layer keeps the terms
+    of every training forward until ``regularizers.penalty(model)`` takes them.
 ``normalize(site, value, step, ctx)``
     Changes the cell's equations themselves (recurrent batch normalization). A regularizer
     that overrides it makes the layer use the plain step-by-step loop, unless it also
@@ -35,6 +37,17 @@ The mask sites, in the LSTM's equations (GRU and tanh-RNN use the sites that exi
 ``cell_update``       ``c_t = c_{t-1} + u⊙(ĉ - c_{t-1})``: u = 1 - keep (zoneout; LSTM only)
 ``hidden_update``     ``h_t = h_{t-1} + u⊙(ĥ - h_{t-1})`` (zoneout, stochastic depth)
 ====================  =====================================================================
+
+Every mask is ``(steps or 1, batch or 1, units or 1)``: ``units`` is the layer's input width
+for ``input``, the width of ``h`` (``ctx.state_size``: ``proj_size`` for a projected LSTM) for
+``hidden_input`` and ``hidden_update``, and ``hidden_size`` elsewhere. It is cast to the layer's
+dtype. A mask may depend on a parameter (a learned rate): the layer then runs the reference loop,
+which differentiates it (the fused loops treat masks as constants).
+
+Each direction of each layer is one recurrence: a bidirectional layer asks its regularizers
+twice per layer, with ``ctx.direction`` 0 and 1, and per-recurrence state is indexed by
+``ctx.index``. Packed input runs on the padded grid: masks are drawn for every
+``(step, sequence)``, and the layer itself zeroes the update masks past each sequence's length.
 
 Update masks hold the probability of *updating* (1 − zoneout probability), so that
 composing two zoneout-like regularizers is again a product: a unit moves only if neither

@@ -288,11 +288,11 @@ class RegularizedRecurrent(nn.Module):
                 raise ValueError(f"{name}: expected hidden state of shape {expected}, got {tuple(state.shape)}")
         return states[0], (states[1] if len(states) == 2 else None)
 
-    def _weights(self, layer: int, direction: int) -> dict[str, torch.Tensor | None]:
+    def _weights(self, layer: int, direction: int = 0) -> dict[str, torch.Tensor | None]:
         return {kind: getattr(self, _name(kind, layer, direction), None)
                 for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")}
 
-    def _context(self, layer: int, direction: int, x: torch.Tensor) -> SequenceContext:
+    def _context(self, layer: int, x: torch.Tensor, direction: int = 0) -> SequenceContext:
         return SequenceContext(
             cell_type=self.cell_type, layer=layer, num_layers=self.num_layers, steps=x.size(0),
             batch_size=x.size(1), input_size=x.size(2), hidden_size=self.hidden_size,
@@ -330,7 +330,7 @@ class RegularizedRecurrent(nn.Module):
         """One direction of one layer over the sequence (in its own time order): returns h_1..h_T, the
         last cell (LSTM) and the penalty. ``valid`` (steps, batch, 1) is 0 past each packed sequence's
         length, where it freezes the state through the update masks."""
-        ctx = self._context(layer, direction, x)
+        ctx = self._context(layer, x, direction)
         masks = self._masks(ctx)
         if valid is not None:
             for site in ("hidden_update", "cell_update") if self.cell_type == "lstm" else ("hidden_update",):
