@@ -105,8 +105,9 @@ class SequenceContext:
 
         ``steps`` and ``units`` default to the full sizes (``hidden_size``: pass
         ``units=ctx.state_size`` for the ``hidden_input`` and ``hidden_update`` sites, which differ
-        under LSTM's ``proj_size``); pass 1 to share a draw over time or units. With ``scale`` the kept entries are divided by ``keep_probability`` (inverted
-        dropout, so that no rescaling is needed in eval).
+        under LSTM's ``proj_size``); pass 1 to share a draw over time or units. With ``scale`` the
+        kept entries are divided by ``keep_probability`` (inverted dropout, so that no rescaling is
+        needed in eval).
         """
         shape = (self.steps if steps is None else steps, self.batch_size,
                  self.hidden_size if units is None else units)

@@ -75,16 +75,14 @@ class RegularizedRecurrent(nn.Module):
         for layer in range(num_layers):
             layer_input = input_size if layer == 0 else state * self.num_directions
             for direction in range(self.num_directions):
-                def add(kind, *shape):
-                    self.register_parameter(_name(kind, layer, direction), nn.Parameter(torch.empty(*shape, **factory)))
                 # torch's names, shapes and order, so that its state dicts load
-                add("weight_ih", gates, layer_input)
-                add("weight_hh", gates, state)
+                shapes = {"weight_ih": (gates, layer_input), "weight_hh": (gates, state)}
                 if bias:
-                    add("bias_ih", gates)
-                    add("bias_hh", gates)
+                    shapes.update(bias_ih=(gates,), bias_hh=(gates,))
                 if proj_size:
-                    add("weight_hr", proj_size, hidden_size)
+                    shapes["weight_hr"] = (proj_size, hidden_size)
+                for kind, shape in shapes.items():
+                    self.register_parameter(_name(kind, layer, direction), nn.Parameter(torch.empty(shape, **factory)))
         self.reset_parameters()
 
         self.regularizers = nn.ModuleList(self._resolve(regularizers))

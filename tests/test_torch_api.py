@@ -103,16 +103,6 @@ def test_equals_torch(cell, bidirectional, packed, proj, fused):
         assert_same(run(ours, x, state, packed), run(reference, x, state, packed))
 
 
-def test_packed_output_is_zero_past_each_length_as_torch():
-    torch.manual_seed(0)
-    layer = R.RegularizedGRU(INPUT, HIDDEN, bidirectional=True, regularizers=["zoneout:z_states=0.3"])
-    x = torch.randn(STEPS, BATCH, INPUT)
-    padded, lengths = nn.utils.rnn.pad_packed_sequence(layer(pack_padded_sequence(x, LENGTHS, enforce_sorted=False))[0])
-    assert lengths.tolist() == LENGTHS
-    for b, length in enumerate(LENGTHS):
-        assert padded[length:, b].abs().max() == 0 if length < STEPS else True
-
-
 # -- with regularizers -------------------------------------------------------------------------
 
 REGULARIZED = [
@@ -219,7 +209,8 @@ def test_projected_lstm_masks_act_on_the_projected_state():
     assert static.regularizers[0].static_state_update.shape[-1] == 2
     assert static.regularizers[0].static_cell_update.shape[-1] == HIDDEN
     with pytest.raises(ValueError, match="shared_mask"):
-        R.RegularizedLSTM(INPUT, HIDDEN, proj_size=2, regularizers=["zoneout:z_cells=0.1,z_states=0.1,shared_mask=true"])
+        R.RegularizedLSTM(INPUT, HIDDEN, proj_size=2,
+                          regularizers=["zoneout:z_cells=0.1,z_states=0.1,shared_mask=true"])
 
 
 def test_a_mask_of_the_wrong_width_is_refused():
