@@ -356,16 +356,15 @@ class RegularizedRecurrent(nn.Module):
             return _torch_recurrence(self.cell_type, x, weights, h0, c0, self.training)
         # The fused loops give masks no gradient: a mask that needs one (a learned rate) takes the
         # autograd loop. The input mask is applied outside the loops, by autograd, in every case.
-        # Nor do they project h (proj_size): a projected LSTM with masks takes the autograd loop too.
-        w_hr = weights["weight_hr"]
-        fused = (self.use_fused and w_hr is None
-                 and not _needs_grad(m for site, m in masks.items() if site != "input"))
+        w_hr = weights["weight_hr"]  # LSTM's projection (proj_size), or None
+        fused = self.use_fused and not _needs_grad(m for site, m in masks.items() if site != "input")
         if not changers:
             # One matrix product for the input projections of all steps, outside the loop.
             project = project_inputs if fused else F.linear
             xp = project(x, weights["weight_ih"], weights["bias_ih"])
             args = (self.cell_type, xp, weights["weight_hh"], weights["bias_hh"], h0, c0, masks)
-            hidden, cells = fused_recurrence(*args) if fused else reference_recurrence(*args, w_hr=w_hr)
+            loop = fused_recurrence if fused else reference_recurrence
+            hidden, cells = loop(*args, w_hr=w_hr)
             return hidden, cells, None if cells is None else cells[-1]
 
         def normalize(site: str, value: torch.Tensor, step: int | None) -> torch.Tensor:
@@ -374,9 +373,10 @@ class RegularizedRecurrent(nn.Module):
             return value
 
         own_loop = getattr(changers[0], "fused_recurrence", None) if len(changers) == 1 else None
-        if fused and own_loop is not None:
+        if fused and own_loop is not None and w_hr is None:
             # The regularizer's own loop runs the whole layer, input projection included, so that
-            # it can lay the projection out in memory the way its normalization wants it.
+            # it can lay the projection out in memory the way its normalization wants it. (It has
+            # no projection of h: a projected LSTM takes the reference loop.)
             hidden, cells = own_loop(x, weights, h0, c0, masks, ctx)
             return hidden, cells, None if cells is None else cells[-1]
         xp = normalize("input_projection", F.linear(x, weights["weight_ih"], None), None)
@@ -441,7 +441,8 @@ class RegularizedLSTM(RegularizedRecurrent):
     """``torch.nn.LSTM`` with regularizers: ``RegularizedLSTM(64, 256, regularizers=["zoneout"])``.
 
     ``proj_size`` (a keyword here) is torch's: ``h_t = W_hr (o⊙tanh(ĉ_t))`` has ``proj_size`` units,
-    on which the hidden-state masks act; with masks inside the recurrence it runs the reference loop.
+    on which the hidden-state masks act; with masks inside the recurrence it runs the fused loop's
+    Python version (the compiled loops have no projection).
     """
 
     cell_type = "lstm"

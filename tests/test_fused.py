@@ -409,3 +409,42 @@ def test_masks_of_another_dtype_are_cast_to_the_layers(cell):
     output, _ = layer(x)
     assert output.dtype == torch.float32
     torch.testing.assert_close(output, reference(x)[0])
+
+
+# -- a projected LSTM (proj_size) --------------------------------------------------------------
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("shape", list(MASK_SHAPES))
+def test_projected_lstm_gradcheck_and_equals_reference(shape, bias):
+    P = 2  # units of h; the cell keeps H
+    masks = make_masks("lstm", shape, "scaled")
+    g = torch.Generator().manual_seed(4)
+    for site in ("hidden_input", "hidden_update"):  # the masks on h have P units
+        mask = masks[site]
+        if mask.size(-1) == H:
+            masks[site] = mask[..., :P].contiguous()
+    xp, _, b_hh, _, c0 = inputs("lstm", bias)
+
+    def r(*size):
+        return (0.5 * torch.randn(*size, generator=g, dtype=torch.float64)).requires_grad_(True)
+
+    w_hh, h0, w_hr = r(4 * H, P), r(B, P), r(P, H)
+    differentiable = [t for t in (xp, w_hh, b_hh, h0, c0, w_hr) if t is not None]
+
+    def call(loop):
+        def f(*tensors):
+            it = iter(tensors)
+            xp_, w_hh_, b_hh_, h0_, c0_, w_hr_ = [next(it) if t is not None else None
+                                                  for t in (xp, w_hh, b_hh, h0, c0, w_hr)]
+            return loop("lstm", xp_, w_hh_, b_hh_, h0_, c0_, masks, w_hr=w_hr_)
+        return f
+
+    assert torch.autograd.gradcheck(call(fused_recurrence), differentiable, eps=1e-6, atol=1e-7, rtol=1e-5)
+    fused_out, reference_out = call(fused_recurrence)(*differentiable), call(reference_recurrence)(*differentiable)
+    assert fused_out[0].shape == (T, B, P) and fused_out[1].shape == (T, B, H)
+    upstream = [torch.randn_like(o) for o in fused_out]
+    for a, b in zip(fused_out, reference_out):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    for a, b in zip(torch.autograd.grad(fused_out, differentiable, upstream),
+                    torch.autograd.grad(reference_out, differentiable, upstream)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

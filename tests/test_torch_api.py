@@ -213,6 +213,17 @@ def test_projected_lstm_masks_act_on_the_projected_state():
                           regularizers=["zoneout:z_cells=0.1,z_states=0.1,shared_mask=true"])
 
 
+def test_a_projected_lstm_with_masks_runs_the_fused_loop(monkeypatch):
+    import regularizers.layers as layers_module
+
+    calls = []
+    original = layers_module.fused_recurrence
+    monkeypatch.setattr(layers_module, "fused_recurrence", lambda *a, **k: calls.append(k) or original(*a, **k))
+    layer = R.RegularizedLSTM(INPUT, HIDDEN, num_layers=2, proj_size=2, regularizers=["zoneout"]).train()
+    layer(torch.randn(STEPS, BATCH, INPUT))[0].sum().backward()
+    assert len(calls) == 2 and all(k["w_hr"] is not None for k in calls)
+
+
 def test_a_mask_of_the_wrong_width_is_refused():
     class WrongWidth(R.Regularizer):
         def masks(self, ctx):
