@@ -16,6 +16,9 @@ Why it is fast:
   an ordinary ``mm`` re-packs the whole weight at every step, which at batch 32 costs half
   of the loop's time.
 
+The Python LSTM loops also take LSTM's projection ``W_hr`` (torch's ``proj_size``); the compiled
+ones don't, so a projected layer runs the Python loops.
+
 Masks are constants here (no gradient: a mask that requires one is refused, and the layers
 run such a mask through the reference loop instead); each is ``None`` or a tensor of shape
 ``(T or 1, B or 1, H or 1)``.

@@ -252,6 +252,13 @@ class RegularizedRecurrent(nn.Module):
                           "it is taken (add penalty(model) to the loss, or run these forwards in eval mode)",
                           RuntimeWarning, stacklevel=3)
 
+    def __getstate__(self):
+        # A copy (copy.deepcopy, pickle) starts with no untaken penalty: the terms belong to this
+        # layer's graphs, and autograd can copy neither.
+        state = super().__getstate__().copy()
+        state.update(pending_penalty=None, _pending_forwards=0)
+        return state
+
     def take_penalty(self) -> torch.Tensor | None:
         """The sum of the penalty terms since the last call (None if there are none), and forget them."""
         term, self.pending_penalty, self._pending_forwards = self.pending_penalty, None, 0

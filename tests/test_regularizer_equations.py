@@ -8,6 +8,7 @@ recurrences of ``regularizers/`` (reference.py, fused.py). Each test runs both l
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 from pathlib import Path
@@ -635,6 +636,14 @@ def test_untaken_penalties_warn_once_they_pile_up(monkeypatch):
         layer(rand(4, 2, 3))
     R.penalty(layer)
     assert layer.pending_penalty is None
+
+
+def test_a_layer_with_an_untaken_penalty_can_be_copied():
+    layer = make(["norm_stabilizer"]).train()
+    layer(rand(4, 2, 3))
+    twin = copy.deepcopy(layer)  # autograd can't copy the pending term's graph; the copy has none
+    assert twin.pending_penalty is None and layer.pending_penalty is not None
+    assert R.penalty(twin).item() == 0.0 and R.penalty(layer).item() > 0
 
 
 def test_penalty_is_a_zero_tensor_without_penalty_terms(fused):
