@@ -100,8 +100,8 @@ def cell_gradients(lstm, x, loss_fn) -> tuple["torch.Tensor", "torch.Tensor"]:
     import torch.nn.functional as F
     from regularizers.reference import _apply, _at, _update
 
-    if lstm.num_layers != 1 or lstm.cell_type != "lstm":
-        raise ValueError("cell_gradients takes a one-layer RegularizedLSTM")
+    if lstm.num_layers != 1 or lstm.cell_type != "lstm" or lstm.bidirectional or lstm.proj_size:
+        raise ValueError("cell_gradients takes a one-layer, one-direction RegularizedLSTM without proj_size")
     if any(r.changes_cell for r in lstm.regularizers):
         raise ValueError("cell_gradients does not support regularizers that change the cell's equations")
     seq = x.transpose(0, 1) if lstm.batch_first else x

@@ -47,6 +47,7 @@ def _synchronize(device: torch.device) -> None:
 def _step(layer: torch.nn.Module, x: torch.Tensor) -> None:
     output, _ = layer(x)
     output.sum().backward()
+    regularizers.penalty(layer)  # taken and dropped, as before: a layer keeps untaken terms, and their graphs
 
 
 _MEMORY_PROBE = """

@@ -15,7 +15,9 @@ hooks it needs:
     Returns replacement weights for this forward pass (weight noise).
 ``penalty(outputs, ctx)``
     A scalar added to the training loss, computed from the layer's outputs (norm stabilizer).
-    ``outputs.cells`` is filled only for regularizers whose ``needs_cells`` is true.
+    ``outputs.cells`` is filled only for regularizers whose ``needs_cells`` is true;
+    ``outputs.lengths`` holds the sequences' lengths for packed input. The layer keeps the terms
+    of every training forward until ``regularizers.penalty(model)`` takes them.
 ``normalize(site, value, step, ctx)``
     Changes the cell's equations themselves (recurrent batch normalization). A regularizer
     that overrides it makes the layer use the plain step-by-step loop, unless it also
@@ -35,6 +37,17 @@ The mask sites, in the LSTM's equations (GRU and tanh-RNN use the sites that exi
 ``cell_update``       ``c_t = c_{t-1} + u⊙(ĉ - c_{t-1})``: u = 1 - keep (zoneout; LSTM only)
 ``hidden_update``     ``h_t = h_{t-1} + u⊙(ĥ - h_{t-1})`` (zoneout, stochastic depth)
 ====================  =====================================================================
+
+Every mask is ``(steps or 1, batch or 1, units or 1)``: ``units`` is the layer's input width
+for ``input``, the width of ``h`` (``ctx.state_size``: ``proj_size`` for a projected LSTM) for
+``hidden_input`` and ``hidden_update``, and ``hidden_size`` elsewhere. It is cast to the layer's
+dtype. A mask may depend on a parameter (a learned rate): the layer then runs the reference loop,
+which differentiates it (the fused loops treat masks as constants).
+
+Each direction of each layer is one recurrence: a bidirectional layer asks its regularizers
+twice per layer, with ``ctx.direction`` 0 and 1, and per-recurrence state is indexed by
+``ctx.index``. Packed input runs on the padded grid: masks are drawn for every
+``(step, sequence)``, and the layer itself zeroes the update masks past each sequence's length.
 
 Update masks hold the probability of *updating* (1 − zoneout probability), so that
 composing two zoneout-like regularizers is again a product: a unit moves only if neither
@@ -72,14 +85,29 @@ class SequenceContext:
     training: bool
     device: torch.device
     dtype: torch.dtype
+    direction: int = 0  # 0 forward in time, 1 the reverse direction of a bidirectional layer
+    num_directions: int = 1
+    state_size: int | None = None  # units of h: proj_size for a projected LSTM; None means hidden_size
+
+    def __post_init__(self) -> None:
+        if self.state_size is None:
+            object.__setattr__(self, "state_size", self.hidden_size)
+
+    @property
+    def index(self) -> int:
+        """This recurrence among the layer's ``num_layers * num_directions`` (torch's order of h_n):
+        the index of a regularizer's per-recurrence parameters or buffers (see ``bind``)."""
+        return self.layer * self.num_directions + self.direction
 
     def bernoulli(self, keep_probability: float, steps: int | None = None, units: int | None = None,
                   scale: bool = False) -> torch.Tensor:
         """A 0/1 mask of shape ``(steps, batch, units)`` that is 1 with ``keep_probability``.
 
-        ``steps`` and ``units`` default to the full sizes; pass 1 to share a draw over time or
-        units. With ``scale`` the kept entries are divided by ``keep_probability`` (inverted
-        dropout, so that no rescaling is needed in eval).
+        ``steps`` and ``units`` default to the full sizes (``hidden_size``: pass
+        ``units=ctx.state_size`` for the ``hidden_input`` and ``hidden_update`` sites, which differ
+        under LSTM's ``proj_size``); pass 1 to share a draw over time or units. With ``scale`` the
+        kept entries are divided by ``keep_probability`` (inverted dropout, so that no rescaling is
+        needed in eval).
         """
         shape = (self.steps if steps is None else steps, self.batch_size,
                  self.hidden_size if units is None else units)
@@ -114,6 +142,9 @@ class LayerOutputs:
 
     hidden: torch.Tensor  # (steps, batch, hidden): h_1 .. h_T
     cells: torch.Tensor | None  # (steps, batch, hidden): c_1 .. c_T for LSTM when a regularizer needs_cells
+    # For PackedSequence input, each sequence's length (batch,), on the CPU; past it the states
+    # above hold the state at the length (frozen). None: every sequence has all the steps.
+    lengths: torch.Tensor | None = None
 
 
 class Regularizer(nn.Module):
@@ -148,8 +179,10 @@ class Regularizer(nn.Module):
     def bind(self, layer: nn.Module) -> None:
         """Called once when attached to a layer: create per-layer parameters or buffers here.
 
-        ``layer.cell_type``, ``layer.num_layers``, ``layer.hidden_size`` and
-        ``layer.input_size`` are available. The cell type was already checked.
+        ``layer.cell_type``, ``layer.num_layers``, ``layer.num_directions``, ``layer.hidden_size``,
+        ``layer.state_size`` (units of h) and ``layer.input_size`` are available; per-recurrence
+        state is indexed by ``ctx.index`` (``num_layers * num_directions`` of them). The cell type
+        was already checked.
         """
 
     def masks(self, ctx: SequenceContext) -> dict[str, torch.Tensor]:

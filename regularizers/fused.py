@@ -16,7 +16,11 @@ Why it is fast:
   an ordinary ``mm`` re-packs the whole weight at every step, which at batch 32 costs half
   of the loop's time.
 
-Masks are constants here (no gradient); each is ``None`` or a tensor of shape
+The Python LSTM loops also take LSTM's projection ``W_hr`` (torch's ``proj_size``); the compiled
+ones don't, so a projected layer runs the Python loops.
+
+Masks are constants here (no gradient: a mask that requires one is refused, and the layers
+run such a mask through the reference loop instead); each is ``None`` or a tensor of shape
 ``(T or 1, B or 1, H or 1)``.
 """
 
@@ -166,7 +170,9 @@ def lstm_gate_factors(gates, c0, cells, tanh_cells, m_candidate):
     return d_gates, o * (1 - tanh_cells * tanh_cells)
 
 
-def lstm_forward(xp, w_hh, b_hh, h0, c0, m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, onednn):
+def lstm_forward(xp, w_hh, b_hh, h0, c0, m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, onednn,
+                 w_hr=None):
+    """``w_hr`` (torch's ``proj_size``, Python loop only): ``ĥ = W_hr (o⊙tanh(ĉ))``."""
     steps, batch, gate_width = xp.shape
     H = gate_width // 4
     if b_hh is not None:
@@ -174,8 +180,9 @@ def lstm_forward(xp, w_hh, b_hh, h0, c0, m_hidden_input, m_candidate, m_cell, u_
     gates = xp.new_empty(steps, batch, gate_width)  # activations i, f, g, o
     cells = xp.new_empty(steps, batch, H)
     tanh_cells = xp.new_empty(steps, batch, H)  # tanh(ĉ_t), reused by the backward pass
-    hidden = xp.new_empty(steps, batch, H)
+    hidden = xp.new_empty(steps, batch, H if w_hr is None else w_hr.size(0))
     recurrent_product = RecurrentProduct(w_hh, batch, onednn=onednn)
+    projection = None if w_hr is None else RecurrentProduct(w_hr, batch, onednn=onednn)
     h, c = h0, c0
     for t in range(steps):
         g_t = torch.add(xp[t], recurrent_product(_masked(h, _at(m_hidden_input, t))), out=gates[t])
@@ -191,7 +198,13 @@ def lstm_forward(xp, w_hh, b_hh, h0, c0, m_hidden_input, m_candidate, m_cell, u_
         if u_c is not None:
             torch.lerp(c, cell_hat, u_c.expand_as(c), out=cells[t])
         u_h = _at(u_hidden, t)
-        if u_h is None:
+        if projection is not None:
+            hidden_hat = projection(o * tanh_cells[t])
+            if u_h is None:
+                hidden[t].copy_(hidden_hat)
+            else:
+                torch.lerp(h, hidden_hat, u_h.expand_as(h), out=hidden[t])
+        elif u_h is None:
             torch.mul(o, tanh_cells[t], out=hidden[t])
         else:
             torch.lerp(h, o * tanh_cells[t], u_h.expand_as(h), out=hidden[t])
@@ -200,10 +213,14 @@ def lstm_forward(xp, w_hh, b_hh, h0, c0, m_hidden_input, m_candidate, m_cell, u_
 
 
 def lstm_backward(grad_hidden, grad_cells, w_hh, h0, c0, gates, cells, tanh_cells, hidden,
-                  m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, has_bias, onednn):
+                  m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, has_bias, onednn, w_hr=None):
+    """With ``w_hr`` (Python loop only) the result ends with the gradient of ``W_hr``."""
     steps, batch, gate_width = gates.shape
     H = gate_width // 4
     f = gates[:, :, H: 2 * H]
+    if w_hr is not None:
+        unprojection = RecurrentProduct(w_hr.t(), batch, onednn=onednn)  # dĥ W_hr: back to the H units
+        d_projected = gates.new_empty(steps, batch, w_hr.size(0))  # dL/dĥ_t, for W_hr's gradient
     d_gates, cell_from_hidden = lstm_gate_factors(gates, c0, cells, tanh_cells, m_candidate)
     d_ifg, d_o = d_gates.view(steps, batch, 4, H)[:, :, :3], d_gates[:, :, 3 * H:]
     keep_cell = None if u_cell is None else 1 - u_cell
@@ -218,6 +235,9 @@ def lstm_backward(grad_hidden, grad_cells, w_hh, h0, c0, gates, cells, tanh_cell
             d_c = d_c + grad_cells[t]
         u_h = _at(u_hidden, t)
         d_hidden_hat = d_h if u_h is None else d_h * u_h
+        if w_hr is not None:
+            d_projected[t] = d_hidden_hat
+            d_hidden_hat = unprojection(d_hidden_hat)  # the gradient of o⊙tanh(ĉ)
         u_c = _at(u_cell, t)
         d_cell_hat = torch.addcmul(d_c if u_c is None else d_c * u_c, d_hidden_hat, cell_from_hidden[t])
         if m_cell is not None:
@@ -235,7 +255,11 @@ def lstm_backward(grad_hidden, grad_cells, w_hh, h0, c0, gates, cells, tanh_cell
         d_h, d_c = d_h_previous, d_c_previous
 
     grad_w, grad_b = _weight_grads(d_gates, h0, hidden, m_hidden_input, has_bias)
-    return [d_gates, grad_w, grad_b, d_h, d_c]
+    if w_hr is None:
+        return [d_gates, grad_w, grad_b, d_h, d_c]
+    unprojected = gates[:, :, 3 * H:] * tanh_cells  # o⊙tanh(ĉ) of every step
+    grad_w_hr = d_projected.reshape(-1, w_hr.size(0)).t() @ unprojected.reshape(-1, H)
+    return [d_gates, grad_w, grad_b, d_h, d_c, grad_w_hr]
 
 
 def gru_forward(xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn):
@@ -325,18 +349,27 @@ def _use_onednn(tensor: torch.Tensor) -> bool:
 
 class _LSTMRecurrence(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, xp, w_hh, b_hh, h0, c0, m_hidden_input, m_candidate, m_cell, u_cell, u_hidden):
+    def forward(ctx, xp, w_hh, b_hh, h0, c0, m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, w_hr):
         masks = (m_hidden_input, m_candidate, m_cell, u_cell, u_hidden)
-        ctx.loops, ctx.onednn, ctx.has_bias = _loops(), _use_onednn(xp), b_hh is not None
+        # The compiled loops have no projection: a projected LSTM (w_hr) runs the Python loops.
+        ctx.loops = _loops() if w_hr is None else _PythonLoops()
+        ctx.onednn, ctx.has_bias = _use_onednn(xp), b_hh is not None
         ctx.set_materialize_grads(False)  # an unused output's gradient arrives as None, not as zeros to add
-        hidden, cells, gates, tanh_cells = ctx.loops.lstm_forward(xp, w_hh, b_hh, h0, c0, *masks, ctx.onednn)
-        ctx.save_for_backward(w_hh, h0, c0, gates, cells, tanh_cells, hidden, *masks)
+        projection = () if w_hr is None else (w_hr,)
+        hidden, cells, gates, tanh_cells = ctx.loops.lstm_forward(xp, w_hh, b_hh, h0, c0, *masks, ctx.onednn,
+                                                                  *projection)
+        ctx.save_for_backward(w_hh, h0, c0, gates, cells, tanh_cells, hidden, *masks, *projection)
+        ctx.projected = w_hr is not None
         return hidden, cells
 
     @staticmethod
     def backward(ctx, grad_hidden, grad_cells):
-        grads = ctx.loops.lstm_backward(grad_hidden, grad_cells, *ctx.saved_tensors, ctx.has_bias, ctx.onednn)
-        return (*grads, None, None, None, None, None)
+        saved = list(ctx.saved_tensors)
+        projection = saved[-1:] if ctx.projected else []
+        saved = saved[:len(saved) - len(projection)]
+        grads = ctx.loops.lstm_backward(grad_hidden, grad_cells, *saved, ctx.has_bias, ctx.onednn, *projection)
+        d_xp, d_w_hh, d_b_hh, d_h0, d_c0, *d_w_hr = grads
+        return (d_xp, d_w_hh, d_b_hh, d_h0, d_c0, None, None, None, None, None, *(d_w_hr or [None]))
 
 
 class _GRURecurrence(torch.autograd.Function):
@@ -401,14 +434,19 @@ class _RNNRecurrence(torch.autograd.Function):
 
 def fused_recurrence(cell_type: str, xp: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor | None,
                      h0: torch.Tensor, c0: torch.Tensor | None, masks: dict[str, torch.Tensor | None],
-                     normalize=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                     normalize=None, w_hr: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Drop-in for ``reference.reference_recurrence`` without ``normalize``."""
     if normalize is not None:
         raise ValueError("the fused recurrence does not support normalize hooks; use reference_recurrence")
+    if w_hr is not None and cell_type != "lstm":
+        raise ValueError("only an LSTM has a projection w_hr")
+    if torch.is_grad_enabled() and any(m is not None and m.requires_grad for m in masks.values()):
+        raise ValueError("the fused recurrence gives masks no gradient, and a mask here requires one; use "
+                         "reference_recurrence (the layers do so by themselves)")
     get = masks.get
     if cell_type == "lstm":
         return _LSTMRecurrence.apply(xp, w_hh, b_hh, h0, c0, get("hidden_input"), get("candidate"),
-                                     get("cell"), get("cell_update"), get("hidden_update"))
+                                     get("cell"), get("cell_update"), get("hidden_update"), w_hr)
     if cell_type == "gru":
         return _GRURecurrence.apply(xp, w_hh, b_hh, h0, get("hidden_input"), get("candidate"),
                                     get("hidden_update")), None

@@ -34,4 +34,10 @@ class NormStabilizer(Regularizer):
             return None
         states = outputs.cells if self.on == "cells" else outputs.hidden
         norms = states.norm(dim=-1)  # (T, B)
-        return self.beta * (norms[1:] - norms[:-1]).pow(2).mean(0).mean()
+        squared = (norms[1:] - norms[:-1]).pow(2)
+        if outputs.lengths is None:
+            return self.beta * squared.mean(0).mean()
+        # Packed input: each sequence's average over its own T_b - 1 pairs (none past its length).
+        pairs = torch.arange(1, ctx.steps).unsqueeze(1) < outputs.lengths  # (T-1, B)
+        squared = squared * pairs.to(squared)
+        return self.beta * (squared.sum(0) / (outputs.lengths - 1).clamp(min=1).to(squared)).mean()

@@ -38,7 +38,8 @@ class RecurrentBatchNorm(Regularizer):
     }
 
     def bind(self, layer) -> None:
-        layers, hidden, steps = layer.num_layers, layer.hidden_size, self.max_steps
+        # One set of scales and statistics per recurrence (layer and direction).
+        layers, hidden, steps = layer.num_layers * layer.num_directions, layer.hidden_size, self.max_steps
         gates = 4 * hidden
         like = layer.weight_hh_l0
         factory = {"dtype": like.dtype, "device": like.device}
@@ -83,14 +84,14 @@ class RecurrentBatchNorm(Regularizer):
         gates) view; in place (no copy) when ``by_batch`` is contiguous."""
         batch, steps, width = by_batch.shape
         if ctx.training:
-            mean = self.running_mean_input[ctx.layer, :steps].view(-1)  # views: updated in place
-            var = self.running_var_input[ctx.layer, :steps].view(-1)
+            mean = self.running_mean_input[ctx.index, :steps].view(-1)  # views: updated in place
+            var = self.running_var_input[ctx.index, :steps].view(-1)
         else:
-            slots = self._slots(ctx.layer, steps, by_batch.device)
-            mean = self.running_mean_input[ctx.layer][slots].reshape(-1)
-            var = self.running_var_input[ctx.layer][slots].reshape(-1)
+            slots = self._slots(ctx.index, steps, by_batch.device)
+            mean = self.running_mean_input[ctx.index][slots].reshape(-1)
+            var = self.running_var_input[ctx.index][slots].reshape(-1)
         normalized = F.batch_norm(by_batch.reshape(batch, steps * width), mean, var,
-                                  self.gamma_input[ctx.layer].repeat(steps),
+                                  self.gamma_input[ctx.index].repeat(steps),
                                   None if bias is None else bias.repeat(steps), training=ctx.training,
                                   momentum=self.momentum, eps=self.eps)
         return normalized.view(batch, steps, width).transpose(0, 1)
@@ -104,10 +105,10 @@ class RecurrentBatchNorm(Regularizer):
             if ctx.batch_size < 2:
                 raise ValueError("recurrent_batchnorm: training needs a batch of at least 2 sequences")
             with torch.no_grad():
-                self.steps_trained[ctx.layer] = max(int(self.steps_trained[ctx.layer]), ctx.steps)
+                self.steps_trained[ctx.index] = max(int(self.steps_trained[ctx.index]), ctx.steps)
 
     def normalize(self, site: str, value: torch.Tensor, step: int | None, ctx: SequenceContext) -> torch.Tensor:
-        layer = ctx.layer
+        layer = ctx.index
         if site == "input_projection":
             self._start_sequence(ctx)
             return self._normalize_sequence(value, ctx)
@@ -140,7 +141,7 @@ class RecurrentBatchNorm(Regularizer):
         self._start_sequence(ctx)
         xp = self._normalize_inputs_batch_major(x, weights["weight_ih"], weights["bias_ih"], ctx)
         w_hh, b_hh = weights["weight_hh"], weights["bias_hh"]
-        layer = ctx.layer
+        layer = ctx.index
         running = None
         if not ctx.training:
             slots = self._slots(layer, ctx.steps, xp.device)

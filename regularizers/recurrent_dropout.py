@@ -6,6 +6,9 @@ Dropout on the candidate update only, so the memory is never erased::
     GRU:       h_t = (1-z)⊙(d⊙n) + z⊙h_{t-1}
     tanh-RNN:  h_t = d⊙tanh(W x_t + U h_{t-1} + b)     (no separate memory to protect)
 
+On the tanh-RNN the candidate *is* the new state, so the dropped units of ``h_t`` are zero (the
+next step sees them as zero); composed with zoneout, ``h_t = h_{t-1} + u⊙(d⊙ĥ_t - h_{t-1})``.
+
 Inverted dropout: kept units are scaled by 1/(1-p) in training, so eval uses no noise.
 """
 

@@ -32,11 +32,13 @@ def _update(previous: torch.Tensor, new: torch.Tensor, update: torch.Tensor | No
 
 def reference_recurrence(cell_type: str, xp: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor | None,
                          h0: torch.Tensor, c0: torch.Tensor | None, masks: dict[str, torch.Tensor | None],
-                         normalize: Normalize | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                         normalize: Normalize | None = None,
+                         w_hr: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run one layer over a sequence.
 
     ``xp`` is the projected input ``W_ih (x ⊙ m_input) + b_ih`` of shape (T, B, gates*H).
-    Returns the hidden states ``h_1..h_T`` and, for LSTM, the cells ``c_1..c_T``.
+    Returns the hidden states ``h_1..h_T`` and, for LSTM, the cells ``c_1..c_T``. ``w_hr`` is
+    LSTM's projection (torch's ``proj_size``): ``ĥ = W_hr (o⊙tanh(ĉ))``.
     """
     hidden, cell = h0, c0
     hiddens, cells = [], []
@@ -56,6 +58,8 @@ def reference_recurrence(cell_type: str, xp: torch.Tensor, w_hh: torch.Tensor, b
             cell_hat = _apply(cell_hat, _at(masks.get("cell"), t))
             shown = cell_hat if normalize is None else normalize("cell", cell_hat, t)
             hidden_hat = o * torch.tanh(shown)  # h uses ĉ, not the zoned-out c_t (paper, eq. 5)
+            if w_hr is not None:
+                hidden_hat = hidden_hat @ w_hr.t()
             cell = _update(cell, cell_hat, _at(masks.get("cell_update"), t))
             cells.append(cell)
         elif cell_type == "gru":

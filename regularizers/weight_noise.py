@@ -3,6 +3,10 @@
 Gaussian noise ``N(0, sigma^2)`` added to the weight matrices, drawn anew for every forward
 pass in training; gradients are taken at the noisy weights (they flow to the clean ones
 unchanged, since ``∂(W + ε)/∂W = 1``). Eval uses the clean weights.
+
+The noise acts on the recurrent layer's own weights only (``W_ih``, ``W_hh`` and LSTM's
+projection ``W_hr``; the biases with ``include_bias``), every layer and direction of the stack;
+not on the model's embedding or decoder, which the layer does not own.
 """
 
 import torch

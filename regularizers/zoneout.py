@@ -38,12 +38,16 @@ class Zoneout(Regularizer):
                              f"({self.z_cells:g}) and z_states ({self.z_states:g}) must be equal")
 
     def bind(self, layer) -> None:
+        if self.shared_mask and layer.state_size != layer.hidden_size:
+            raise ValueError(f"zoneout: shared_mask=true needs cells and states of one size; with proj_size="
+                             f"{layer.state_size} the states have {layer.state_size} units, the cells "
+                             f"{layer.hidden_size}")
         if self.static_mask:
-            # One keep/update decision per unit and layer, drawn now and kept for all of training.
-            shape = (layer.num_layers, 1, 1, layer.hidden_size)
-            device = layer.weight_hh_l0.device
-            cells = torch.rand(shape, device=device)
-            states = cells if self.shared_mask else torch.rand(shape, device=device)
+            # One keep/update decision per unit and recurrence (layer and direction), drawn now and
+            # kept for all of training.
+            recurrences, device = layer.num_layers * layer.num_directions, layer.weight_hh_l0.device
+            cells = torch.rand(recurrences, 1, 1, layer.hidden_size, device=device)
+            states = cells if self.shared_mask else torch.rand(recurrences, 1, 1, layer.state_size, device=device)
             self.register_buffer("static_cell_update", (cells >= self.z_cells).float())
             self.register_buffer("static_state_update", (states >= self.z_states).float())
 
@@ -55,11 +59,11 @@ class Zoneout(Regularizer):
                 masks["cell_update"] = ctx.constant(1 - self.z_cells)
             return masks
         if self.static_mask:
-            masks = {"hidden_update": self.static_state_update[ctx.layer].to(ctx.dtype)}
+            masks = {"hidden_update": self.static_state_update[ctx.index].to(ctx.dtype)}
             if lstm:
-                masks["cell_update"] = self.static_cell_update[ctx.layer].to(ctx.dtype)
+                masks["cell_update"] = self.static_cell_update[ctx.index].to(ctx.dtype)
             return masks
-        hidden_update = ctx.bernoulli(1 - self.z_states)
+        hidden_update = ctx.bernoulli(1 - self.z_states, units=ctx.state_size)
         masks = {"hidden_update": hidden_update}
         if lstm:
             masks["cell_update"] = hidden_update if self.shared_mask else ctx.bernoulli(1 - self.z_cells)

@@ -98,13 +98,14 @@ def run(layer, x, state, seed):
     output, final = layer(x, state if layer.cell_type == "lstm" else state[0])
     finals = list(final) if layer.cell_type == "lstm" else [final]
     upstream = torch.randn(output.shape, generator=torch.Generator().manual_seed(3))
-    loss = (output * upstream).sum() + sum(f.pow(2).sum() for f in finals) + R.penalty(layer)
+    taken = R.penalty(layer)
+    loss = (output * upstream).sum() + sum(f.pow(2).sum() for f in finals) + taken
     loss.backward()
     grads = {n: p.grad.clone() for n, p in layer.named_parameters()}
     grads["input"] = x.grad
     for k, s in enumerate(state):
         grads[f"state{k}"] = s.grad
-    return [output.detach()] + [f.detach() for f in finals] + [R.penalty(layer).detach()], grads
+    return [output.detach()] + [f.detach() for f in finals] + [taken.detach()], grads
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
@@ -336,3 +337,114 @@ def test_reference_loop_switch_runs_the_step_by_step_loop(monkeypatch):
     fast.eval(), reference.eval()
     torch.testing.assert_close(reference(x)[0], fast(x)[0], rtol=1e-10, atol=1e-12)
     assert calls == [1]
+
+
+# -- masks that need a gradient, masks of another dtype ------------------------------------------
+
+class LearnedZoneout(R.Regularizer):
+    """Zoneout in expectation with a learned rate, on every update site, in training and eval: the
+    update masks are a function of a parameter, so they need a gradient (the fused loops give none)."""
+
+    def bind(self, layer):
+        self.logit = torch.nn.Parameter(torch.tensor(0.4))
+        self.noise = torch.nn.Parameter(torch.tensor(0.2))
+
+    def masks(self, ctx):
+        update = torch.sigmoid(self.logit).reshape(1, 1, 1)
+        g = torch.Generator().manual_seed(ctx.layer)
+        scaled = 1 + self.noise * torch.randn(ctx.steps, ctx.batch_size, ctx.hidden_size, generator=g)
+        masks = {"hidden_update": update, "candidate": scaled, "hidden_input": scaled.flip(0)}
+        if ctx.cell_type == "lstm":
+            masks["cell_update"] = update
+            masks["cell"] = scaled[:1]
+        return masks
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_a_mask_with_a_learned_parameter_trains_on_the_default_path(cell, fused_calls):
+    torch.manual_seed(0)
+    fused = CLASSES[cell](3, 4, num_layers=2, regularizers=[LearnedZoneout()])
+    reference = copy.deepcopy(fused)
+    reference.use_fused = False
+    x, state = torch.randn(6, 2, 3), (torch.randn(2, 2, 4), torch.randn(2, 2, 4))
+    grads = []
+    for layer in (fused, reference):
+        output, final = layer(x, state if cell == "lstm" else state[0])
+        (output.pow(2).sum() + sum(f.sum() for f in (final if cell == "lstm" else [final]))).backward()
+        grads.append({n: p.grad for n, p in layer.named_parameters()})
+    learned = ("regularizers.0.logit", "regularizers.0.noise")
+    for name in learned:
+        assert grads[0][name] is not None and grads[0][name].abs() > 0, f"{name} got no gradient"
+    for name in grads[1]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-5, atol=1e-6, msg=name)
+    fused_calls.clear()
+    with torch.no_grad():  # no gradient wanted: the fused loop runs again
+        fused(x)
+    assert len(fused_calls) == 2
+
+
+def test_fused_recurrence_refuses_a_mask_that_needs_a_gradient():
+    xp, w_hh, b_hh, h0, c0 = inputs("lstm", True)
+    mask = torch.full((1, 1, 1), 0.5, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(ValueError, match="gives masks no gradient"):
+        fused_recurrence("lstm", xp, w_hh, b_hh, h0, c0, {"hidden_update": mask})
+
+
+class HalfPrecisionZoneout(R.Regularizer):
+    def masks(self, ctx):
+        masks = {"hidden_update": torch.full((ctx.steps, ctx.batch_size, ctx.hidden_size), 0.5, dtype=torch.float64),
+                 "input": torch.full((1, 1, ctx.input_size), 0.75, dtype=torch.float16)}
+        if ctx.cell_type == "lstm":
+            masks["cell_update"] = torch.full((1, 1, 1), 0.25, dtype=torch.bfloat16)
+        return masks
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_masks_of_another_dtype_are_cast_to_the_layers(cell):
+    torch.manual_seed(0)
+    layer = CLASSES[cell](3, 4, regularizers=[HalfPrecisionZoneout()])
+    reference = copy.deepcopy(layer)
+    reference.use_fused = False
+    x = torch.randn(5, 2, 3)
+    output, _ = layer(x)
+    assert output.dtype == torch.float32
+    torch.testing.assert_close(output, reference(x)[0])
+
+
+# -- a projected LSTM (proj_size) --------------------------------------------------------------
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("shape", list(MASK_SHAPES))
+def test_projected_lstm_gradcheck_and_equals_reference(shape, bias):
+    P = 2  # units of h; the cell keeps H
+    masks = make_masks("lstm", shape, "scaled")
+    g = torch.Generator().manual_seed(4)
+    for site in ("hidden_input", "hidden_update"):  # the masks on h have P units
+        mask = masks[site]
+        if mask.size(-1) == H:
+            masks[site] = mask[..., :P].contiguous()
+    xp, _, b_hh, _, c0 = inputs("lstm", bias)
+
+    def r(*size):
+        return (0.5 * torch.randn(*size, generator=g, dtype=torch.float64)).requires_grad_(True)
+
+    w_hh, h0, w_hr = r(4 * H, P), r(B, P), r(P, H)
+    differentiable = [t for t in (xp, w_hh, b_hh, h0, c0, w_hr) if t is not None]
+
+    def call(loop):
+        def f(*tensors):
+            it = iter(tensors)
+            xp_, w_hh_, b_hh_, h0_, c0_, w_hr_ = [next(it) if t is not None else None
+                                                  for t in (xp, w_hh, b_hh, h0, c0, w_hr)]
+            return loop("lstm", xp_, w_hh_, b_hh_, h0_, c0_, masks, w_hr=w_hr_)
+        return f
+
+    assert torch.autograd.gradcheck(call(fused_recurrence), differentiable, eps=1e-6, atol=1e-7, rtol=1e-5)
+    fused_out, reference_out = call(fused_recurrence)(*differentiable), call(reference_recurrence)(*differentiable)
+    assert fused_out[0].shape == (T, B, P) and fused_out[1].shape == (T, B, H)
+    upstream = [torch.randn_like(o) for o in fused_out]
+    for a, b in zip(fused_out, reference_out):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    for a, b in zip(torch.autograd.grad(fused_out, differentiable, upstream),
+                    torch.autograd.grad(reference_out, differentiable, upstream)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

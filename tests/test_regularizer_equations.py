@@ -8,6 +8,7 @@ recurrences of ``regularizers/`` (reference.py, fused.py). Each test runs both l
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 from pathlib import Path
@@ -599,10 +600,50 @@ def test_norm_stabilizer_on_cells(fused):
     out = layer(x, state)[0]
     hs, cs = step_by_step_lstm(plain_torch(layer), x, state)
     torch.testing.assert_close(out, hs)
-    torch.testing.assert_close(R.penalty(layer), hand_norm_penalty(cs, 7.0))
-    assert not torch.isclose(R.penalty(layer), hand_norm_penalty(hs, 7.0))
+    taken = R.penalty(layer)
+    torch.testing.assert_close(taken, hand_norm_penalty(cs, 7.0))
+    assert not torch.isclose(taken, hand_norm_penalty(hs, 7.0))
     with pytest.raises(ValueError, match="on='hidden'|LSTM"):
         make(["norm_stabilizer:on=cells"], cell="gru")
+
+
+def test_norm_stabilizer_counts_every_training_forward_since_the_penalty_was_taken(fused):
+    layer = make(["norm_stabilizer:beta=3"], fused=fused).train()
+    x1, x2, x3 = rand(6, 4, 3, seed=1), rand(5, 4, 3, seed=2), rand(4, 4, 3, seed=3)
+    h1, h2 = layer(x1)[0], layer(x2)[0]
+    with torch.no_grad():
+        layer(x3)  # not recorded by autograd: adds nothing, and takes nothing away
+    taken = R.penalty(layer)
+    expected = hand_norm_penalty(h1, 3.0) + hand_norm_penalty(h2, 3.0)
+    torch.testing.assert_close(taken, expected)
+    assert taken.requires_grad
+    taken.backward(retain_graph=True)
+    got = layer.weight_hh_l0.grad.clone()
+    layer.zero_grad()
+    expected.backward()
+    torch.testing.assert_close(got, layer.weight_hh_l0.grad)
+    assert R.penalty(layer).item() == 0.0  # taken: the next one starts again at zero
+
+
+def test_untaken_penalties_warn_once_they_pile_up(monkeypatch):
+    import regularizers.layers as layers_module
+
+    monkeypatch.setattr(layers_module, "_PENDING_WARNING", 3)
+    layer = make(["norm_stabilizer"]).train()
+    layer(rand(4, 2, 3))
+    layer(rand(4, 2, 3))
+    with pytest.warns(RuntimeWarning, match="penalty"):
+        layer(rand(4, 2, 3))
+    R.penalty(layer)
+    assert layer.pending_penalty is None
+
+
+def test_a_layer_with_an_untaken_penalty_can_be_copied():
+    layer = make(["norm_stabilizer"]).train()
+    layer(rand(4, 2, 3))
+    twin = copy.deepcopy(layer)  # autograd can't copy the pending term's graph; the copy has none
+    assert twin.pending_penalty is None and layer.pending_penalty is not None
+    assert R.penalty(twin).item() == 0.0 and R.penalty(layer).item() > 0
 
 
 def test_penalty_is_a_zero_tensor_without_penalty_terms(fused):
