@@ -103,6 +103,7 @@ class StudyConfig:
     run_options: dict[str, Any] = field(default_factory=dict)  # epochs, data_dir, ... for the runner
     store: str | None = None  # results store path; None = the runner's default
     workers: int = 1
+    threads: int = 1  # torch threads per worker: the native loops slow down many times over on shared cores
     prune: bool = True
     startup_trials: int | None = None  # random trials before TPE; default min(10, max(2, N // 3))
     heartbeat: int = 10  # seconds between heartbeats; stale after 3 missed ones
@@ -522,6 +523,9 @@ def _work(config: StudyConfig, worker: int = 0) -> None:
     import optuna
     from optuna.trial import TrialState
 
+    import torch
+
+    torch.set_num_threads(config.threads)
     _quiet_optuna()
     storage = open_storage(config.resolved_storage(), config.heartbeat)
     name = config.resolved_name()
@@ -810,6 +814,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "postgresql://user@host/db to share a study between machines")
     parser.add_argument("--study-name", default=None, help="default: <task>-<regularizer>[-<preset>][-<scale>]")
     parser.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per worker (default 1: with other processes on the cores, more threads "
+                             "make the recurrent loops many times slower)")
     parser.add_argument("--seed", type=int, default=0, help="training seed of every trial and sampler seed (0)")
     parser.add_argument("--seeds", type=int, default=None,
                         help="after the study, rerun its best configuration with this many fresh seeds "
@@ -862,7 +869,8 @@ def _config_from_args(args, regularizer: str) -> StudyConfig:
         options["data_dir"] = args.data_dir
     return StudyConfig(task=args.task, regularizer=regularizer, trials=args.trials, storage=args.storage,
                        study_name=args.study_name, seed=args.seed, preset=args.preset, scale=args.scale,
-                       run_options=options, store=args.store, workers=args.workers, prune=not args.no_prune,
+                       run_options=options, store=args.store, workers=args.workers, threads=args.threads,
+                       prune=not args.no_prune,
                        startup_trials=args.startup_trials, heartbeat=args.heartbeat, run_fn=args.objective,
                        command=_invocation("study"))
 
@@ -878,6 +886,11 @@ def _invocation(subcommand: str) -> str:
 def run(args) -> int:
     """``regbench study``: one line per trial, a summary line per study; errors as one line."""
     try:
+        if args.threads < 1:
+            raise StudyError(f"--threads must be at least 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)  # the reruns of the best configurations run in this process
         _apply_track(args)
         if args.all:
             if args.study_name:

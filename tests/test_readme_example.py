@@ -61,5 +61,5 @@ def test_the_example_runs(tmp_path):
     if "run_experiment" in code:
         last = result.stdout.strip().splitlines()[-1].split()
         assert last[0] == "ok", result.stdout[-2000:]
-        assert 0.0 <= float(last[1]) <= 1.0  # an error rate
+        assert 0.0 <= float(last[1]) < 0.5  # an error rate on a real track: far from chance (0.9)
         assert (tmp_path / "results.sqlite").exists()
