@@ -12,7 +12,9 @@ hyperparameters, missing data) raises ``ValueError`` or ``DataNotFoundError`` fr
 ``val_metric`` (lower is better for every task). A run whose loss becomes NaN is returned and
 stored with status ``diverged``; an exception during training is stored as ``failed`` and
 re-raised. A failed or interrupted (Ctrl-C: nothing stored) run leaves ``last.ckpt`` in its run
-directory, and running the same configuration again resumes from it.
+directory, and running the same configuration again resumes from it; the checkpoint carries
+every random generator (``benchmark.checkpointing``), so the resumed run is the same run, and its
+record says ``resumed``.
 """
 
 from __future__ import annotations
@@ -235,6 +237,8 @@ def _make_trainer(plan: RunPlan, datamodule, run_dir: Path, history: RunHistory,
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+    from .checkpointing import AtomicCheckpointIO, RandomState
+
     s = plan.settings
     # Both at the end of the epoch, so that a resume starts the next one. save_last=True would
     # refresh last.ckpt only in epochs that improve the metric, hence a checkpoint of its own.
@@ -242,7 +246,7 @@ def _make_trainer(plan: RunPlan, datamodule, run_dir: Path, history: RunHistory,
                                  mode="min", save_top_k=1, save_on_train_epoch_end=True)
     last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
                            save_on_train_epoch_end=True, enable_version_counter=False)
-    all_callbacks = [checkpoint, last, history, *callbacks]
+    all_callbacks = [checkpoint, last, history, RandomState(), *callbacks]
     if s.early_stopping_patience:
         all_callbacks.append(EarlyStopping(monitor="val_metric", mode="min", patience=s.early_stopping_patience))
     limits = {f"limit_{split}_batches": _batch_limit(limit, loader)
@@ -256,7 +260,7 @@ def _make_trainer(plan: RunPlan, datamodule, run_dir: Path, history: RunHistory,
         default_root_dir=run_dir, max_epochs=s.epochs, gradient_clip_val=s.gradient_clip,
         callbacks=all_callbacks, logger=loggers, deterministic=True, num_sanity_val_steps=0,
         enable_model_summary=False, enable_progress_bar=plan.config.progress_bar, log_every_n_steps=10,
-        **limits)
+        plugins=[AtomicCheckpointIO()], **limits)
     return trainer, checkpoint
 
 
@@ -282,7 +286,7 @@ def _data_identity(datamodule) -> tuple[str, str]:
 
 
 def _record(plan: RunPlan, datamodule, run_dir: Path, history: dict[str, Any], status: str,
-            reason: str | None, test_metric: float | None, epochs: int) -> dict[str, Any]:
+            reason: str | None, test_metric: float | None, epochs: int, resumed: bool) -> dict[str, Any]:
     """``history``: ``RunHistory.state_dict()`` taken after training (testing restores the best
     checkpoint, callbacks' states included)."""
     source, checksum = _data_identity(datamodule)
@@ -301,6 +305,7 @@ def _record(plan: RunPlan, datamodule, run_dir: Path, history: dict[str, Any], s
         "throughput_unit": plan.task.throughput_unit, "val_curve": curve, "status": status, "reason": reason,
         **_provenance(), "run_dir": str(run_dir), "settings": asdict(plan.settings),
         "command": command_line(plan),  # not a column: kept in the store's "extra"
+        "resumed": resumed,  # from a checkpoint of an interrupted attempt (extra, too)
     }
 
 
@@ -372,7 +377,8 @@ def run_experiment(config: RunConfig, callbacks: Iterable = (), store=None,
         trained, epochs, failure = history.state_dict(), trainer.current_epoch, error
         fit_end = time.perf_counter()
     trained["wall_seconds"] += time.perf_counter() - fit_end  # plus testing
-    record = _record(plan, datamodule, run_dir, trained, status, reason, test_metric, epochs)
+    record = _record(plan, datamodule, run_dir, trained, status, reason, test_metric, epochs,
+                     resumed=resume_from is not None)
     record.update(record_extra or {})
     if store is not False:
         record["id"] = store.append(record)
