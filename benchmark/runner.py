@@ -351,6 +351,11 @@ def run_experiment(config: RunConfig, callbacks: Iterable = (), store=None,
     run_dir, resume_from = resume_point(plan)
     if store is None:
         store = ResultsStore(config.store_path)
+    # A first compilation of the native loops takes about a minute: do it before the clock
+    # starts, so that it never counts as training time.
+    from regularizers import native
+
+    native.loops()
     seed_everything(config.seed, workers=True, verbose=False)
     model = build_model(plan, datamodule)
     history = RunHistory()

@@ -329,3 +329,21 @@ def test_a_resumed_run_is_the_same_run_as_an_uninterrupted_one(tmp_path, regular
     assert resumed["val_curve"] == straight["val_curve"]
     assert resumed["test_metric"] == straight["test_metric"]
     assert resumed["resumed"] is True and straight["resumed"] is False
+
+
+def test_a_native_build_is_not_counted_as_training_time(tmp_path, monkeypatch):
+    import time
+
+    from regularizers import native
+
+    def slow_build():  # stands in for a first compilation of the native loops
+        time.sleep(3)
+        return None
+
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setattr(native, "_build", slow_build)
+    started = time.perf_counter()
+    record = run_experiment(tiny_config(tmp_path, regularizer="zoneout", epochs=1), store=False)
+    elapsed = time.perf_counter() - started
+    assert record["status"] == "ok"
+    assert record["wall_time_s"] <= elapsed - 3  # the build happened outside the recorded time
