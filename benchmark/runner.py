@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import subprocess
 import time
 import warnings
@@ -225,6 +226,21 @@ def finished_record(plan: RunPlan) -> dict[str, Any] | None:
         attempt += 1
 
 
+def _readable_or_set_aside(run_dir: Path, checkpoint: Path | None) -> Path | None:
+    """``checkpoint`` if it loads; a damaged one (a crash mid-write, a full disk) is renamed aside
+    and the run starts afresh, instead of failing on every rerun."""
+    from .checkpointing import unreadable_reason
+
+    damage = None if checkpoint is None else unreadable_reason(checkpoint)
+    if damage is None:
+        return checkpoint
+    aside = checkpoint.with_name(f"{checkpoint.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(checkpoint, aside)
+    print(f"regbench: {checkpoint} is unreadable ({damage}); starting {run_dir.name} afresh, "
+          f"the damaged file kept as {aside.name}", flush=True)
+    return None
+
+
 def _batch_limit(limit: int | float, loader) -> int | float:
     """A fraction of the batches as a count, at least one (Lightning refuses a fraction that rounds to 0)."""
     if isinstance(limit, float) and limit < 1:
@@ -361,6 +377,7 @@ def run_experiment(config: RunConfig, callbacks: Iterable = (), store=None,
     history = RunHistory()
     trainer, checkpoint = _make_trainer(plan, datamodule, run_dir, history, callbacks)
 
+    resume_from = _readable_or_set_aside(run_dir, resume_from)
     if resume_from is not None:
         print(f"regbench: resuming {run_dir} from {resume_from.name}", flush=True)
     status, reason, test_metric, failure = "ok", None, None, None

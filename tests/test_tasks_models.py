@@ -347,3 +347,40 @@ def test_a_native_build_is_not_counted_as_training_time(tmp_path, monkeypatch):
     elapsed = time.perf_counter() - started
     assert record["status"] == "ok"
     assert record["wall_time_s"] <= elapsed - 3  # the build happened outside the recorded time
+
+
+def test_a_damaged_last_checkpoint_is_set_aside_and_the_run_starts_afresh(tmp_path, capsys):
+    config = tiny_config(tmp_path, epochs=2)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config, callbacks=[InterruptAtEpoch(1)])
+    last = next((tmp_path / "runs" / "tiny_digits").glob("*/checkpoints/last.ckpt"))
+    last.write_bytes(last.read_bytes()[:200])  # a crash mid-write, a full disk
+    capsys.readouterr()
+    counter = CountEpochs()
+    record = run_experiment(config, callbacks=[counter])
+    assert record["status"] == "ok" and counter.epochs == [0, 1] and record["resumed"] is False
+    out = capsys.readouterr().out
+    assert "unreadable" in out and "afresh" in out, out
+    assert [p.name.startswith("last.ckpt.damaged") for p in last.parent.glob("last.ckpt.damaged*")] == [True]
+    assert ResultsStore(tmp_path / "results.sqlite").dataframe()["status"].tolist() == ["ok"]
+
+
+def test_a_checkpoint_write_that_fails_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
+    from benchmark import checkpointing
+
+    path = tmp_path / "last.ckpt"
+    io = checkpointing.AtomicCheckpointIO()
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, path)
+    before = path.read_bytes()
+
+    def full_disk(obj, file):
+        file.write(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpointing.torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+    assert checkpointing.unreadable_reason(path) is None
+    path.write_bytes(before[:100])
+    assert checkpointing.unreadable_reason(path)
