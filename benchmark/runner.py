@@ -26,6 +26,7 @@ import os
 import subprocess
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -355,16 +356,59 @@ def run_experiment(config: RunConfig, callbacks: Iterable = (), store=None,
     ``val_metric``). ``store``: a ``ResultsStore``, None for the default one (``config.store_path``
     or ``benchmark.store.default_store_path()``), or False to store nothing. ``record_extra``
     (e.g. ``{"study": name, "trial": number}``) is merged into the record. Returns the record.
+    A configuration and seed is run by one process at a time; a process that finds another one
+    running it waits, and returns that run's record when it finished it.
     """
+    quiet_lightning()
+    plan = plan_run(config)
+    datamodule = prepare(plan)
+    with _exclusive(plan) as finished_meanwhile:
+        if finished_meanwhile is not None:
+            return finished_meanwhile
+        return _train(plan, datamodule, callbacks, store, record_extra)
+
+
+@contextmanager
+def _exclusive(plan: RunPlan):
+    """Hold the configuration's lock: one process at a time runs a configuration and seed.
+
+    Yields None, or the record of the run that another process finished while this one waited
+    for it (then this process has nothing left to do). The lock is a file next to the run
+    directories, held with an OS lock that dies with its process (``filelock``).
+    """
+    from filelock import FileLock, Timeout
+
+    base = plan.base_run_dir
+    base.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(base.with_name(f"{base.name}.lock"))
+    before = finished_record(plan)
+    waited = False
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"regbench: another process is running {base.name}; waiting for it to finish", flush=True)
+        lock.acquire()
+        waited = True
+    try:
+        after = finished_record(plan) if waited else None
+        if after is not None and (before is None or after.get("run_dir") != before.get("run_dir")):
+            print(f"regbench: {base.name} was finished by the other process; taking its record", flush=True)
+            yield after
+        else:
+            yield None
+    finally:
+        lock.release()
+
+
+def _train(plan: RunPlan, datamodule, callbacks: Iterable, store, record_extra: dict[str, Any] | None):
     from lightning.pytorch import seed_everything
 
     from .history import RunHistory
     from .store import ResultsStore
 
-    quiet_lightning()
-    plan = plan_run(config)
-    datamodule = prepare(plan)
+    config = plan.config
     run_dir, resume_from = resume_point(plan)
+    resume_from = _readable_or_set_aside(run_dir, resume_from)
     if store is None:
         store = ResultsStore(config.store_path)
     # A first compilation of the native loops takes about a minute: do it before the clock
@@ -376,8 +420,6 @@ def run_experiment(config: RunConfig, callbacks: Iterable = (), store=None,
     model = build_model(plan, datamodule)
     history = RunHistory()
     trainer, checkpoint = _make_trainer(plan, datamodule, run_dir, history, callbacks)
-
-    resume_from = _readable_or_set_aside(run_dir, resume_from)
     if resume_from is not None:
         print(f"regbench: resuming {run_dir} from {resume_from.name}", flush=True)
     status, reason, test_metric, failure = "ok", None, None, None

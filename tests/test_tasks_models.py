@@ -384,3 +384,27 @@ def test_a_checkpoint_write_that_fails_leaves_the_previous_checkpoint_whole(tmp_
     assert checkpointing.unreadable_reason(path) is None
     path.write_bytes(before[:100])
     assert checkpointing.unreadable_reason(path)
+
+
+def test_the_same_run_started_twice_at_once_is_run_and_stored_once(tmp_path):
+    import threading
+
+    config = tiny_config(tmp_path, epochs=1)
+    records, errors = [], []
+
+    def start():
+        try:
+            records.append(run_experiment(config))
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not errors and len(records) == 2
+    frame = ResultsStore(tmp_path / "results.sqlite").dataframe()
+    assert frame["status"].tolist() == ["ok"]  # one row: the second waited and took the first's record
+    assert records[0]["id"] == records[1]["id"] == frame["id"].iloc[0]
+    assert len(list((tmp_path / "runs" / "tiny_digits").glob("*/record.json"))) == 1
