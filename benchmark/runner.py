@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import subprocess
 import time
 import warnings
@@ -45,7 +46,7 @@ RECURRENT_LAYERS = {"lstm": regularizers.RegularizedLSTM, "gru": regularizers.Re
 if TYPE_CHECKING:
     from .history import RunHistory
 
-__all__ = ["RunConfig", "RunPlan", "plan_run", "prepare", "build_model", "resume_point", "finished_record",
+__all__ = ["RunConfig", "RunPlan", "folder_name", "plan_run", "prepare", "build_model", "resume_point", "finished_record",
            "run_experiment",
            "command_line", "DEFAULT_OUT_DIR", "quiet_lightning"]
 
@@ -93,7 +94,7 @@ class RunPlan:
     def base_run_dir(self) -> Path:
         config = self.config
         if config.run_name:
-            name = config.run_name
+            name = folder_name(config.run_name)
         else:
             identity = json.dumps([self.regularizer.spec, asdict(self.settings), config.data_dir], sort_keys=True)
             digest = hashlib.sha1(identity.encode()).hexdigest()[:8]
@@ -103,6 +104,22 @@ class RunPlan:
 
 
 # ------------------------------------------------------------------------- validation
+
+_UNSAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9._+=-]+")
+_MAX_FOLDER_NAME = 120
+
+
+def folder_name(name: str) -> str:
+    """``name`` as one folder name that stays where it is put: no separators, no ``..``, no
+    leading dot or dash. Names that had to change get a digest of the original, so that two
+    names never share a folder. ValueError for a name with no letter or digit to keep."""
+    safe = _UNSAFE_CHARACTERS.sub("_", name).strip("._-")
+    if not any(character.isalnum() for character in safe):
+        raise ValueError(f"{name!r} cannot be a folder name: give a name with letters or digits")
+    if safe != name or len(safe) > _MAX_FOLDER_NAME:
+        safe = f"{safe[:_MAX_FOLDER_NAME]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return safe
+
 
 
 def _regularizer_params(task: Task, config: RunConfig, cls: type[Regularizer], spec_params: dict[str, str],
@@ -148,6 +165,8 @@ def plan_run(config: RunConfig) -> RunPlan:
         raise ValueError(f"dropout must be in [0, 1), got {settings.dropout}")
     if not settings.lr > 0:
         raise ValueError(f"the learning rate must be positive, got {settings.lr}")
+    if config.run_name is not None:
+        folder_name(config.run_name)  # ValueError for a name that cannot be a folder
     return RunPlan(config, task, settings, _build_regularizer(task, config, settings.cell))
 
 

@@ -574,6 +574,7 @@ def run_study(config: StudyConfig) -> StudySummary:
     """Run (or resume) a study until it holds ``config.trials`` trials with an outcome."""
     import regularizers
 
+    _check_study_name(config.study_name)
     if config.trials < 1:
         raise StudyError(f"--trials must be at least 1, got {config.trials}")
     if config.workers < 1:
@@ -612,6 +613,20 @@ def run_study(config: StudyConfig) -> StudySummary:
 
 def _worker_process(payload: dict[str, Any], worker: int) -> None:
     sys.exit(_worker_entry(payload, worker))
+
+
+def _check_study_name(name: str | None) -> None:
+    """A study name becomes part of run folder names (``<name>-trial3``); it must make a safe one."""
+    if name is None:
+        return
+    from .runner import folder_name
+
+    if not name.strip():
+        raise StudyError("--study-name must not be empty (leave it out for the default name)")
+    try:
+        folder_name(name)
+    except ValueError as error:
+        raise StudyError(f"--study-name {error}") from None
 
 
 def _check_task(task: str) -> None:

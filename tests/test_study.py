@@ -282,3 +282,11 @@ def test_two_worker_processes_share_a_sqlite_study(tmp_path, monkeypatch):
     frame = _records(config)
     assert sorted(frame["trial"]) == sorted(t.number for t in counted)
     assert len(workers) >= 1
+
+
+@pytest.mark.parametrize("name, message", [("", "must not be empty"), ("../..", "cannot be a folder name"),
+                                           ("/", "cannot be a folder name")])
+def test_a_study_name_that_cannot_be_a_folder_is_refused(tmp_path, name, message):
+    with pytest.raises(S.StudyError, match=message):
+        S.run_study(_config(tmp_path, study_name=name, trials=1))
+    assert not (tmp_path / "results.sqlite").exists()

@@ -408,3 +408,21 @@ def test_the_same_run_started_twice_at_once_is_run_and_stored_once(tmp_path):
     assert frame["status"].tolist() == ["ok"]  # one row: the second waited and took the first's record
     assert records[0]["id"] == records[1]["id"] == frame["id"].iloc[0]
     assert len(list((tmp_path / "runs" / "tiny_digits").glob("*/record.json"))) == 1
+
+
+@pytest.mark.parametrize("name", ["../../../x", "/tmp/elsewhere", "a/../../b", "..\\\\x", ".hidden", "-rf"])
+def test_a_run_name_never_leaves_the_output_folder(tmp_path, name):
+    from benchmark.runner import folder_name
+
+    folder = plan_run(tiny_config(tmp_path, run_name=name)).base_run_dir
+    out = (tmp_path / "runs").resolve()
+    assert folder.resolve().parent == out / "tiny_digits"
+    assert not folder.name.startswith((".", "-")) and "/" not in folder.name and "\\\\" not in folder.name
+    assert folder_name("a/b") != folder_name("a_b")  # distinct names keep distinct folders
+    assert folder_name("digits-zoneout-trial3") == "digits-zoneout-trial3"  # safe names are kept
+
+
+@pytest.mark.parametrize("name", ["..", "/", "../..", "  ", "***"])
+def test_a_run_name_that_cannot_be_a_folder_is_refused(tmp_path, name):
+    with pytest.raises(ValueError, match="cannot be a folder name"):
+        plan_run(tiny_config(tmp_path, run_name=name))
