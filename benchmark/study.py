@@ -183,10 +183,9 @@ def open_storage(url: str, heartbeat: int | None = 10):
     _quiet_optuna()
     given = url
     engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite:///"):
-        path = url[len("sqlite:///"):]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if url.startswith("sqlite:"):
+        _check_sqlite_lasts(url)
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": 60}}
     elif url.startswith("postgresql"):
         url = _postgres_driver(url)
@@ -208,6 +207,22 @@ def open_storage(url: str, heartbeat: int | None = 10):
                 continue
             raise StudyError(f"cannot open the study storage {_redact(given)}: {_short(error)}") from None
     raise AssertionError("unreachable")
+
+
+def _check_sqlite_lasts(url: str) -> None:
+    """Refuse an in-memory SQLite storage: the study would vanish with the process (and every
+    worker process would get a study of its own)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError as error:
+        raise StudyError(f"cannot open the study storage {url}: {_short(error)}") from None
+    database = parsed.database or ""
+    if database in ("", ":memory:") or parsed.query.get("mode") == "memory":
+        raise StudyError(f"the study storage {url} is in memory and would vanish with this process; "
+                         f"give a file, e.g. {DEFAULT_STORAGE}")
 
 
 def _postgres_driver(url: str) -> str:

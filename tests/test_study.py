@@ -137,6 +137,10 @@ def _cli(args, cwd):
     (["--storage", "nosuchdb://x"], "cannot open the study storage nosuchdb://x"),
     (["--regularizer", "zonout"], "unknown regularizer 'zonout'"),
     (["--task", "nosuchtask"], "unknown task 'nosuchtask'"),
+    (["--storage", "sqlite:///"], "is in memory and would vanish"),
+    (["--storage", "sqlite://"], "is in memory and would vanish"),
+    (["--storage", "sqlite:///:memory:"], "is in memory and would vanish"),
+    (["--storage", "sqlite:///file:s?mode=memory&uri=true"], "is in memory and would vanish"),
 ])
 def test_bad_input_gives_one_line_errors(tmp_path, args, message):
     base = {"--task": "digits", "--regularizer": "zoneout", "--trials": "1",
