@@ -13,8 +13,10 @@ Protocol and behaviour
 * Budget: ``--trials N`` is the number of trials the study must hold *with an outcome*
   (finished, diverged, pruned or failed with a recorded reason). Rerunning the same command
   resumes the study (``load_if_exists``) and runs only the trials still missing. A trial left
-  RUNNING by a killed worker is failed by the storage's heartbeat (``fail_stale_trials``), has
-  no outcome and is run again. An equal budget N for every regularizer of a task is the
+  RUNNING by a killed worker is failed by the storage's heartbeat (``fail_stale_trials``) or,
+  when that worker ran on this machine, as soon as its process is gone, with or without a
+  heartbeat; it has no outcome and is run again. A RUNNING trial that cannot be judged (a
+  worker elsewhere without a heartbeat) gets one line saying why the study waits for it. An equal budget N for every regularizer of a task is the
   protocol (``run_task_suite``, ``--all``).
 * Nothing to tune (``none``, ``recurrent_batchnorm``: an empty search space): the study runs its
   one configuration once, as trial 0, whatever N is; spending N trials on one configuration
@@ -468,6 +470,7 @@ def _objective(config: StudyConfig, study_name: str, target: int, store, worker:
         spec = _spec(config.regularizer, params)
         trial.set_user_attr("spec", spec)
         trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
+        trial.set_user_attr("heartbeat", int(config.heartbeat or 0))  # whether a kill can be told from the storage
         request = {"task": config.task, "regularizer": config.regularizer, "params": params, "spec": spec,
                    "seed": config.seed, "preset": config.preset, "scale": config.scale, **config.run_options,
                    "run_name": f"{study_name}-trial{trial.number}", "resume": False}
@@ -540,6 +543,7 @@ def _work(config: StudyConfig, worker: int = 0) -> None:
                        startup=min(5, max(1, target // 3)))
     store = _open_store(config.store) if config.store is not False else None
     objective = _objective(config, name, target, store, worker)
+    waiting_on: set[int] = set()  # RUNNING trials whose fate this worker cannot tell, already said so
     while True:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -550,10 +554,60 @@ def _work(config: StudyConfig, worker: int = 0) -> None:
         if done >= target:
             return
         if done + running >= target:
-            time.sleep(config.poll)  # the last trials are running elsewhere (or stale: the heartbeat decides)
+            # The last trials are running elsewhere, or were left RUNNING by a killed worker:
+            # the heartbeat fails those above; orphans of local workers without one are failed here.
+            if not _fail_orphans(config, storage, study, waiting_on):
+                time.sleep(config.poll)
             continue
         study.sampler = _sampler(config, worker, len(trials), target)
         study.optimize(objective, n_trials=1, catch=(TrialFailed, SurplusTrial), gc_after_trial=False)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _fail_orphans(config: StudyConfig, storage, study, waiting_on: set[int]) -> bool:
+    """Fail RUNNING trials whose worker process on this machine is gone; True if any was failed.
+
+    The storage's heartbeat catches a killed worker only when that worker had a heartbeat (and
+    this one checks it); without one a trial would stay RUNNING forever and block every rerun.
+    A RUNNING trial whose worker is elsewhere and cannot be judged gets one line saying why
+    this worker waits for it.
+    """
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    failed = False
+    host = os.uname().nodename
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        node, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
+        if node == host and pid.isdigit() and not _alive(int(pid)):
+            try:
+                storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+            except UpdateFinishedTrialError:  # it finished after all
+                continue
+            failed = True
+            _log(config, f"[{study.study_name}] trial {trial.number} was left running by worker {node}:{pid}, "
+                         "which is gone; failed it (no outcome), its trial will be run again")
+            continue
+        heartbeat = int(trial.user_attrs.get("heartbeat") or 0)
+        if trial.number in waiting_on or (heartbeat and config.heartbeat):
+            continue  # said already, or the heartbeat will tell
+        waiting_on.add(trial.number)
+        worker = trial.user_attrs.get("worker") or "an unknown worker"
+        why = ("which runs without a heartbeat (--heartbeat 0)" if not heartbeat else
+               "and this worker runs with --heartbeat 0, so it cannot tell a stale trial (rerun with --heartbeat 10)")
+        print(f"[{study.study_name}] waiting for trial {trial.number}, running in {worker} {why}; "
+              "if that worker is gone, stop this one (Ctrl-C) and rerun on its machine, which fails it",
+              file=sys.stderr, flush=True)
+    return failed
 
 
 def _worker_entry(payload: dict[str, Any], worker: int) -> int:

@@ -294,3 +294,35 @@ def test_a_study_name_that_cannot_be_a_folder_is_refused(tmp_path, name, message
     with pytest.raises(S.StudyError, match=message):
         S.run_study(_config(tmp_path, study_name=name, trials=1))
     assert not (tmp_path / "results.sqlite").exists()
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+@pytest.mark.parametrize("heartbeat", [0, 1])
+def test_a_trial_orphaned_by_a_killed_worker_without_heartbeat_does_not_block_the_study(tmp_path, heartbeat, capsys):
+    config = _config(tmp_path, trials=1, heartbeat=0)
+    S.run_study(config)
+    # What a worker started with --heartbeat 0 and killed with -9 in the middle of a trial leaves.
+    study = optuna.load_study(study_name=config.resolved_name(), storage=S.open_storage(config.resolved_storage(), None))
+    orphan = study.ask()
+    orphan.set_user_attr("worker", f"{os.uname().nodename}:{_dead_pid()}")
+    orphan.set_user_attr("heartbeat", 0)
+
+    def hung(signum, frame):
+        raise TimeoutError("the study waited on the orphaned trial")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    try:
+        summary = S.run_study(_config(tmp_path, trials=2, heartbeat=heartbeat, verbose=True))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert sum(summary.outcomes.values()) == 2
+    trials = {t.number: t for t in _trials(config)}
+    assert trials[orphan.number].state == TrialState.FAIL and "outcome" not in trials[orphan.number].user_attrs
+    assert f"trial {orphan.number} was left running by" in capsys.readouterr().out
