@@ -923,7 +923,8 @@ def _invocation(subcommand: str) -> str:
 
 
 def run(args) -> int:
-    """``regbench study``: one line per trial, a summary line per study; errors as one line."""
+    """``regbench study``: one line per trial, a summary line per study; errors as one line. Exits 1
+    when a study has no trial with a finite value (all failed, pruned or diverged) or a rerun failed."""
     try:
         if args.all:
             if args.study_name:
@@ -937,6 +938,12 @@ def run(args) -> int:
         for config in configs:
             summary = run_study(config)
             print(summary.line(), flush=True)
+            if summary.best_value is None:
+                outcomes = ", ".join(f"{v} {k}" for k, v in sorted(summary.outcomes.items()) if v) or "none"
+                print(f"regbench study: no trial of study {summary.study_name} finished with a finite value "
+                      f"({outcomes}); see the reasons above", file=sys.stderr, flush=True)
+                status = 1
+                continue
             if args.seeds:
                 try:
                     rerun_best(config.resolved_name(), config.resolved_storage(), seeds=args.seeds,

@@ -326,3 +326,17 @@ def test_a_trial_orphaned_by_a_killed_worker_without_heartbeat_does_not_block_th
     trials = {t.number: t for t in _trials(config)}
     assert trials[orphan.number].state == TrialState.FAIL and "outcome" not in trials[orphan.number].user_attrs
     assert f"trial {orphan.number} was left running by" in capsys.readouterr().out
+
+
+def always_fails(request, callbacks):
+    raise RuntimeError("out of memory (simulated)")
+
+
+def test_a_study_whose_trials_all_failed_exits_non_zero_and_says_why(tmp_path, capsys):
+    sys.path.insert(0, str(Path(__file__).parent))
+    argv = ["--task", "digits", "--regularizer", "zoneout", "--trials", "2", "--storage",
+            f"sqlite:///{tmp_path}/s.sqlite", "--store", str(tmp_path / "r.sqlite"), "--objective",
+            "test_study:always_fails", "--heartbeat", "0"]
+    assert S.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "no trial of study digits-zoneout finished" in err and "2 failed" in err, err
