@@ -157,6 +157,29 @@ def validate(configs: list, require_checkpoint: bool = False) -> list:
     return plans
 
 
+def check_outputs(args) -> None:
+    """Every place the command writes must be usable before any run starts: the store (a damaged
+    or foreign file, an unwritable place), ``--out`` and ``--leaderboards``; UsageError otherwise."""
+    import tempfile
+
+    from .cli import UsageError
+    from .runner import DEFAULT_OUT_DIR
+    from .store import ResultsStore
+
+    ResultsStore(args.store)  # StoreError (a UsageError) when it cannot be used
+    folders = [("--out", args.out or DEFAULT_OUT_DIR)]
+    if not args.no_leaderboard:
+        folders.append(("--leaderboards", args.leaderboards or DEFAULT_LEADERBOARD_DIR))
+    for option, folder in folders:
+        try:
+            os.makedirs(folder, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as error:
+            raise UsageError(f"{option} {folder} cannot be written ({error.strerror or error}); "
+                             "choose another folder") from None
+
+
 def _finished(plans: list) -> dict[int, dict[str, Any]]:
     """Index -> record of the configurations that already have a finished run."""
     from .runner import finished_record
@@ -223,6 +246,7 @@ def run(args: argparse.Namespace) -> int:
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
     plans = validate(configs, require_checkpoint=bool(args.resume))
+    check_outputs(args)
     done = {} if args.rerun else _finished(plans)
     if done:
         print(f"regbench run: {len(done)} of {len(configs)} run(s) already finished, reusing their records "

@@ -653,6 +653,8 @@ def run_study(config: StudyConfig) -> StudySummary:
     except ValueError as error:
         raise StudyError(str(error)) from None
     _check_task(config.task)
+    if config.store is not False:
+        _open_store(config.store)  # a damaged or unwritable results store: one line, before any trial
     target = _target(config)
     _remember_options(config)
     if target < config.trials:
