@@ -161,3 +161,15 @@ def test_leaderboard_of_a_damaged_store_is_one_line(make, tmp_path, monkeypatch,
     name = "garbage.sqlite" if make is _garbage_store else "truncated.sqlite"
     code, err = _in_process(["leaderboard", "--store", name, "--out", "boards"], tmp_path, monkeypatch, capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "cannot use the results store" in err, err
+
+
+def test_a_data_file_of_garbage_is_one_line(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for split in ("train", "valid", "test"):
+        (folder / f"ptb.char.{split}.txt").write_text("a b \n")
+    (folder / "ptb.char.valid.txt").write_bytes(bytes(range(256)) * 4)
+    code, err = _in_process(["run", "--task", "char_ptb", "--regularizer", "none", "--data-dir", "data"],
+                            tmp_path, monkeypatch, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "ptb.char.valid.txt: not UTF-8 text" in err
