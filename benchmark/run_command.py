@@ -117,6 +117,8 @@ def build_configs(args) -> list:
     seeds = args.seeds if args.seeds is not None else (SUITE_SEEDS if suite else TASK_SEEDS)
     if seeds < 1:
         raise UsageError(f"--seeds must be at least 1, got {seeds}")
+    if args.first_seed < 0:
+        raise UsageError(f"--first-seed must be 0 or more, got {args.first_seed}")
     scale = args.scale or (SUITE_SCALE if suite else TASK_SCALE)
     preset = args.preset or (SUITE_PRESET if suite else DEFAULT_PRESET)
     params = _parse_settings(args.settings)
@@ -245,6 +247,8 @@ def run(args: argparse.Namespace) -> int:
     workers = args.workers if args.workers is not None else (2 if len(configs) > 1 and cores >= 2 else 1)
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
+    if args.threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {args.threads}")
     plans = validate(configs, require_checkpoint=bool(args.resume))
     check_outputs(args)
     done = {} if args.rerun else _finished(plans)

@@ -151,6 +151,29 @@ def _build_regularizer(task: Task, config: RunConfig, cell: str) -> Regularizer:
     return instance
 
 
+MAX_SEED = 2**32 - 1  # NumPy's generator, which seed_everything seeds, takes no more (and no negative)
+_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+_BYTES_PER_PARAMETER = 16  # float32 weight, gradient and Adam's two moments
+
+
+def _check_memory(task: Task, settings: TrainingSettings) -> None:
+    """Refuse a model whose parameters alone cannot fit in this machine's memory, before allocating
+    it (allocating first would stall the machine or be killed). A lower bound: vocabulary-sized
+    layers and activations, known only once data is loaded, come on top."""
+    h, gates = settings.hidden_size, _GATES[settings.cell]
+    first_input = (settings.embedding_size or h) if task.kind == "language_model" else 1
+    parameters = sum(gates * h * ((first_input if layer == 0 else h) + h + 2) for layer in range(settings.num_layers))
+    needed = parameters * _BYTES_PER_PARAMETER
+    try:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not on this platform: no check
+        return
+    if needed > available:
+        raise ValueError(f"hidden size {h} x {settings.num_layers} layer(s) needs at least {needed / 2**30:,.1f} GiB "
+                         f"(its {parameters:,} parameters with gradients and optimizer state); this machine has "
+                         f"{available / 2**30:,.1f} GiB: choose a smaller --hidden-size")
+
+
 def plan_run(config: RunConfig) -> RunPlan:
     """Validate ``config`` without loading data; raises ValueError with a one-line message."""
     task = get_task(config.task)
@@ -167,6 +190,9 @@ def plan_run(config: RunConfig) -> RunPlan:
         raise ValueError(f"the learning rate must be positive, got {settings.lr}")
     if config.run_name is not None:
         folder_name(config.run_name)  # ValueError for a name that cannot be a folder
+    if not 0 <= config.seed <= MAX_SEED:
+        raise ValueError(f"the seed must be in [0, {MAX_SEED}], got {config.seed}")
+    _check_memory(task, settings)
     return RunPlan(config, task, settings, _build_regularizer(task, config, settings.cell))
 
 

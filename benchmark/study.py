@@ -648,6 +648,14 @@ def run_study(config: StudyConfig) -> StudySummary:
         raise StudyError(f"--trials must be at least 1, got {config.trials}")
     if config.workers < 1:
         raise StudyError(f"--workers must be at least 1, got {config.workers}")
+    from .runner import MAX_SEED
+
+    if not 0 <= config.seed <= MAX_SEED:
+        raise StudyError(f"--seed must be in [0, {MAX_SEED}], got {config.seed}")
+    if config.startup_trials is not None and config.startup_trials < 0:
+        raise StudyError(f"--startup-trials must be 0 or more, got {config.startup_trials}")
+    if config.heartbeat < 0:
+        raise StudyError(f"--heartbeat must be 0 (off) or more seconds, got {config.heartbeat}")
     try:
         regularizers.get(config.regularizer)
     except ValueError as error:

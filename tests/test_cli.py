@@ -173,3 +173,21 @@ def test_a_data_file_of_garbage_is_one_line(tmp_path, monkeypatch, capsys):
                             tmp_path, monkeypatch, capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "ptb.char.valid.txt: not UTF-8 text" in err
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["run", "--task", "digits", "--first-seed", "-1"], "--first-seed must be 0 or more, got -1"),
+    (["run", "--task", "digits", "--threads", "0"], "--threads must be at least 1, got 0"),
+    (["run", "--task", "digits", "--threads", "-1"], "--threads must be at least 1, got -1"),
+    (["run", "--task", "digits", "--regularizer", "none", "--hidden-size", "3000000"], "choose a smaller --hidden-size"),
+    (["study", "--task", "digits", "--regularizer", "zoneout", "--trials", "1", "--seed", "-1"],
+     "--seed must be in [0, 4294967295], got -1"),
+    (["study", "--task", "digits", "--regularizer", "zoneout", "--trials", "1", "--startup-trials", "-1"],
+     "--startup-trials must be 0 or more"),
+    (["study", "--task", "digits", "--regularizer", "zoneout", "--trials", "1", "--study-name", ""],
+     "--study-name must not be empty"),
+])
+def test_bad_numbers_are_one_line_before_any_work(argv, expected, tmp_path, monkeypatch, capsys):
+    code, err = _in_process(argv, tmp_path, monkeypatch, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and expected in err, err
+    assert not list(tmp_path.glob("**/*.sqlite")) and not list(tmp_path.glob("**/*.ckpt"))
