@@ -46,7 +46,7 @@ RECURRENT_LAYERS = {"lstm": regularizers.RegularizedLSTM, "gru": regularizers.Re
 if TYPE_CHECKING:
     from .history import RunHistory
 
-__all__ = ["RunConfig", "RunPlan", "folder_name", "plan_run", "prepare", "build_model", "resume_point", "finished_record",
+__all__ = ["RunConfig", "RunPlan", "folder_name", "plan_run", "recorded_hyperparameters", "prepare", "build_model", "resume_point", "finished_record",
            "run_experiment",
            "command_line", "DEFAULT_OUT_DIR", "quiet_lightning"]
 
@@ -134,6 +134,11 @@ def _regularizer_params(task: Task, config: RunConfig, cls: type[Regularizer], s
         if key not in cls.hyperparameters:
             valid = ", ".join(cls.hyperparameters) or "none"
             raise ValueError(f"{cls.name}: unknown hyperparameter {key!r}; valid: {valid}")
+        spec = cls.hyperparameters[key]
+        if not spec.applies_to(cell):  # whatever its value: the layer would ignore it
+            valid = ", ".join(k for k, h in cls.hyperparameters.items() if h.applies_to(cell))
+            raise ValueError(f"{cls.name}: {key} applies to {', '.join(t.upper() for t in spec.cell_types)} layers "
+                             f"only, not {cell.upper()}; drop it (valid here: {valid})")
         chosen[key] = cls.hyperparameters[key].parse(key, value) if isinstance(value, str) else value
     return chosen
 
@@ -172,6 +177,17 @@ def _check_memory(task: Task, settings: TrainingSettings) -> None:
         raise ValueError(f"hidden size {h} x {settings.num_layers} layer(s) needs at least {needed / 2**30:,.1f} GiB "
                          f"(its {parameters:,} parameters with gradients and optimizer state); this machine has "
                          f"{available / 2**30:,.1f} GiB: choose a smaller --hidden-size")
+
+
+def recorded_hyperparameters(plan: RunPlan) -> tuple[dict[str, Any], str]:
+    """The hyperparameters and spec a record shows: those that act on the plan's cell (a GRU has no
+    cell state, so zoneout's z_cells is not one of its hyperparameters)."""
+    cell, regularizer = plan.settings.cell, plan.regularizer
+    applies = {k for k, h in regularizer.hyperparameters.items() if h.applies_to(cell)}
+    name, raw = regularizers.parse_spec(regularizer.spec)
+    kept = [f"{k}={v}" for k, v in raw.items() if k in applies]
+    return ({k: v for k, v in regularizer.params.items() if k in applies},
+            f"{name}:{','.join(kept)}" if kept else name)
 
 
 def plan_run(config: RunConfig) -> RunPlan:
@@ -352,13 +368,14 @@ def _record(plan: RunPlan, datamodule, run_dir: Path, history: dict[str, Any], s
     """``history``: ``RunHistory.state_dict()`` taken after training (testing restores the best
     checkpoint, callbacks' states included)."""
     source, checksum = _data_identity(datamodule)
+    hyperparameters, spec = recorded_hyperparameters(plan)
     curve = history["val_curve"]
     throughput = history["items"] / history["train_seconds"] if history["train_seconds"] > 0 else None
     finite = [(v, i) for i, v in enumerate(curve) if v == v and abs(v) != float("inf")]
     best_value, best_epoch = min(finite) if finite else (None, None)
     return {
         "task": plan.task.name, "regularizer": plan.regularizer.name,
-        "hyperparameters": plan.regularizer.params, "spec": plan.regularizer.spec, "cell": plan.settings.cell,
+        "hyperparameters": hyperparameters, "spec": spec, "cell": plan.settings.cell,
         "seed": plan.config.seed, "preset": plan.config.preset, "scale": plan.scale_label,
         "dataset": plan.task.dataset, "data_source": source, "data_checksum": checksum,
         "metric": plan.task.metric.name, "direction": plan.task.metric.direction,
@@ -376,7 +393,7 @@ def command_line(plan: RunPlan) -> str:
     import shlex
 
     c = plan.config
-    parts = ["regbench", "run", "--task", c.task, "--regularizer", plan.regularizer.spec, "--seeds", "1",
+    parts = ["regbench", "run", "--task", c.task, "--regularizer", recorded_hyperparameters(plan)[1], "--seeds", "1",
              "--first-seed", str(c.seed), "--preset", c.preset, "--scale", plan.scale_label,
              "--cell", plan.settings.cell]
     for option, value in (("--epochs", c.epochs), ("--hidden-size", c.hidden_size), ("--lr", c.lr),

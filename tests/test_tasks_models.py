@@ -426,3 +426,20 @@ def test_a_run_name_never_leaves_the_output_folder(tmp_path, name):
 def test_a_run_name_that_cannot_be_a_folder_is_refused(tmp_path, name):
     with pytest.raises(ValueError, match="cannot be a folder name"):
         plan_run(tiny_config(tmp_path, run_name=name))
+
+
+@pytest.mark.parametrize("given", [{"regularizer": "zoneout:z_cells=0.5"}, {"regularizer": "zoneout:z_cells=0"},
+                                   {"regularizer": "zoneout", "params": {"z_cells": "0.3"}}])
+def test_a_hyperparameter_that_does_not_apply_to_the_cell_is_refused_whatever_its_value(tmp_path, given):
+    with pytest.raises(ValueError, match="z_cells applies to LSTM layers only, not GRU"):
+        plan_run(tiny_config(tmp_path, cell="gru", **given))
+
+
+def test_a_hyperparameter_that_does_not_apply_to_the_cell_is_not_recorded(tmp_path):
+    record = run_experiment(tiny_config(tmp_path, cell="gru", regularizer="zoneout:z_states=0.1", epochs=1))
+    assert "z_cells" not in record["hyperparameters"] and record["hyperparameters"]["z_states"] == 0.1
+    assert "z_cells" not in record["spec"] and "z_cells" not in record["command"]
+    row = ResultsStore(tmp_path / "results.sqlite").dataframe().iloc[0]
+    assert "z_cells" not in row["hyperparameters"] and "z_cells" not in row["spec"]
+    lstm = plan_run(tiny_config(tmp_path, regularizer="zoneout:z_states=0.1"))
+    assert "z_cells" in lstm.regularizer.params  # an LSTM records it
