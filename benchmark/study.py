@@ -668,6 +668,10 @@ def run_study(config: StudyConfig) -> StudySummary:
     if target < config.trials:
         _log(config, f"{config.regularizer} has nothing to tune: its study runs its one configuration once "
                      f"(trial 0), not {config.trials} times; use --seeds / run --from-study for its variance")
+    missing = max(1, target - sum(_outcomes(_load_existing(config)).values()))
+    if config.workers > missing:  # a worker for every trial still to run, no more
+        _log(config, f"{missing} trial(s) to run: {missing} worker(s), not {config.workers}")
+        config = dataclasses.replace(config, workers=missing)
     if config.workers == 1:
         _work(config, 0)
     else:
@@ -685,9 +689,11 @@ def run_study(config: StudyConfig) -> StudySummary:
         bad = [p.exitcode for p in processes if p.exitcode]
         if bad:
             raise StudyError(f"{len(bad)} of {config.workers} workers failed (exit codes {bad}); rerun to resume")
-    storage = open_storage(config.resolved_storage(), None)
-    study = load_study(storage, config.resolved_name(), config.identity())
-    return summarize_study(study, target, config.resolved_storage())
+    return summarize_study(_load_existing(config), target, config.resolved_storage())
+
+
+def _load_existing(config: StudyConfig):
+    return load_study(open_storage(config.resolved_storage(), None), config.resolved_name(), config.identity())
 
 
 def _worker_process(payload: dict[str, Any], worker: int) -> None:

@@ -340,3 +340,11 @@ def test_a_study_whose_trials_all_failed_exits_non_zero_and_says_why(tmp_path, c
     assert S.main(argv) == 1
     err = capsys.readouterr().err
     assert "no trial of study digits-zoneout finished" in err and "2 failed" in err, err
+
+
+def test_workers_are_capped_at_the_trials_still_to_run(tmp_path, capsys):
+    config = _config(tmp_path, trials=1, workers=4, verbose=True)
+    S.run_study(config)
+    assert "1 trial(s) to run: 1 worker(s), not 4" in capsys.readouterr().out
+    trial = _trials(config)[0]
+    assert trial.user_attrs["worker"].endswith(f":{os.getpid()}")  # one worker: this process, none spawned
