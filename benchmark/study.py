@@ -190,8 +190,10 @@ def open_storage(url: str, heartbeat: int | None = 10):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": 60}}
     elif url.startswith("postgresql"):
+        from .storage_timeout import connect_args
+
         url = _postgres_driver(url)
-        engine_kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
+        engine_kwargs = {"connect_args": connect_args(url, _redact(given)), "pool_pre_ping": True}
     kwargs: dict[str, Any] = {}
     if heartbeat:
         kwargs = {"heartbeat_interval": int(heartbeat), "grace_period": int(heartbeat) * 3}
@@ -531,7 +533,18 @@ def _sampler(config: StudyConfig, worker: int, position: int, target: int):
 
 
 def _work(config: StudyConfig, worker: int = 0) -> None:
-    """One worker: run trials until the study holds ``target`` trials with an outcome."""
+    """One worker: run trials until the study holds ``target`` trials with an outcome; a storage
+    that fails mid-study (its server gone, a connection that cannot be made) is a StudyError."""
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        _trials_until_done(config, worker)
+    except DBAPIError as error:
+        raise StudyError(f"the study storage {_redact(config.resolved_storage())} failed: {_short(error.orig or error)}; "
+                         "rerun the same command to resume once it answers") from None
+
+
+def _trials_until_done(config: StudyConfig, worker: int) -> None:
     import optuna
     from optuna.trial import TrialState
 
