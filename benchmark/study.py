@@ -169,7 +169,10 @@ def _search_space_is_empty(regularizer: str) -> bool:
 def _quiet_optuna() -> None:
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Errors only: every trial outcome gets its own line from this module (the traceback of a
+    # failed run goes to its record), and Optuna's warning for a trial stopped by Ctrl-C would
+    # print a traceback per worker.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
 def _short(error: BaseException) -> str:
@@ -638,6 +641,8 @@ def _worker_entry(payload: dict[str, Any], worker: int) -> int:
     except StudyError as error:
         print(f"regbench study: error: {error}", file=sys.stderr, flush=True)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C reaches every worker; the parent says it once
+        return 130
     return 0
 
 
@@ -697,8 +702,17 @@ def run_study(config: StudyConfig) -> StudySummary:
                      for worker in range(config.workers)]
         for process in processes:
             process.start()
-        for process in processes:
-            process.join()
+        try:
+            for process in processes:
+                process.join()
+        except KeyboardInterrupt:
+            # The workers got Ctrl-C too: their trials are marked failed (no outcome, run again
+            # next time). Wait for them, so that the storage is consistent when the command ends.
+            for process in processes:
+                process.join(timeout=30)
+                if process.is_alive():
+                    process.terminate()
+            raise
         bad = [p.exitcode for p in processes if p.exitcode]
         if bad:
             raise StudyError(f"{len(bad)} of {config.workers} workers failed (exit codes {bad}); rerun to resume")

@@ -348,3 +348,32 @@ def test_workers_are_capped_at_the_trials_still_to_run(tmp_path, capsys):
     assert "1 trial(s) to run: 1 worker(s), not 4" in capsys.readouterr().out
     trial = _trials(config)[0]
     assert trial.user_attrs["worker"].endswith(f":{os.getpid()}")  # one worker: this process, none spawned
+
+
+def test_ctrl_c_on_a_study_with_workers_is_one_line_and_the_study_resumes(tmp_path):
+    storage = f"sqlite:///{tmp_path}/studies.sqlite"
+    store = tmp_path / "results.sqlite"
+    argv = ["--task", "digits", "--regularizer", "zoneout", "--trials", "4", "--storage", storage,
+            "--store", str(store), "--objective", "test_study:slow_run", "--epochs", "1", "--heartbeat", "1",
+            "--no-prune", "--workers", "2"]
+    # Its own process group, as a terminal's foreground job: Ctrl-C reaches every process in it.
+    study = subprocess.Popen([sys.executable, "-m", "benchmark.study", *argv], cwd=tmp_path, env=_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    config = _config(tmp_path, trials=4, run_fn="test_study:slow_run", run_options={"epochs": 1}, prune=False)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        time.sleep(0.3)
+        try:
+            if len([t for t in _trials(config) if t.state == TrialState.RUNNING]) == 2:
+                break
+        except Exception:
+            continue
+    os.killpg(study.pid, signal.SIGINT)
+    out, err = study.communicate(timeout=120)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert study.returncode == 130 and len(lines) == 1 and "interrupted" in lines[0], err
+    assert not [t for t in _trials(config) if t.state == TrialState.RUNNING]  # consistent: nothing left running
+    S.run_study(config)  # the same study again resumes and completes
+    counted = [t.number for t in _trials(config) if S._counted(t)]
+    assert len(counted) == 4
+    assert sorted(ResultsStore(store).dataframe()["trial"]) == sorted(counted)  # each once
