@@ -11,7 +11,8 @@ hyperparameters, missing data) raises ``ValueError`` or ``DataNotFoundError`` fr
 :func:`plan_run` / :func:`prepare` before any training. The validation metric is logged as
 ``val_metric`` (lower is better for every task). A run whose loss becomes NaN is returned and
 stored with status ``diverged``; an exception during training is stored as ``failed`` and
-re-raised. A failed or interrupted (Ctrl-C: nothing stored) run leaves ``last.ckpt`` in its run
+re-raised; an ``OSError`` (a full disk, an unwritable folder: the environment, not the
+configuration) is re-raised without a record. A failed or interrupted (Ctrl-C: nothing stored) run leaves ``last.ckpt`` in its run
 directory, and running the same configuration again resumes from it; the checkpoint carries
 every random generator (``benchmark.checkpointing``), so the resumed run is the same run, and its
 record says ``resumed``.
@@ -497,6 +498,10 @@ def _train(plan: RunPlan, datamodule, callbacks: Iterable, store, record_extra: 
         # Lightning turns Ctrl-C into SystemExit(1); give callers the KeyboardInterrupt back.
         if trainer.interrupted:
             raise KeyboardInterrupt from None
+        raise
+    except OSError:
+        # The machine's fault, not the configuration's (a full disk, an unwritable folder): no
+        # record; last.ckpt lets the same command resume once the cause is fixed.
         raise
     except Exception as error:  # recorded as failed, then re-raised for the caller to see
         status, reason = "failed", f"{type(error).__name__}: {error}".splitlines()[0][:500]

@@ -443,3 +443,17 @@ def test_a_hyperparameter_that_does_not_apply_to_the_cell_is_not_recorded(tmp_pa
     assert "z_cells" not in row["hyperparameters"] and "z_cells" not in row["spec"]
     lstm = plan_run(tiny_config(tmp_path, regularizer="zoneout:z_states=0.1"))
     assert "z_cells" in lstm.regularizer.params  # an LSTM records it
+
+
+class FullDisk(Callback):
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == 1:
+            raise OSError(28, "No space left on device")
+
+
+def test_an_environment_error_is_not_stored_as_a_failed_run(tmp_path):
+    with pytest.raises(OSError, match="No space left"):
+        run_experiment(tiny_config(tmp_path), callbacks=[FullDisk()])
+    assert len(ResultsStore(tmp_path / "results.sqlite")) == 0
+    record = run_experiment(tiny_config(tmp_path))  # fixed: the same command resumes
+    assert record["status"] == "ok" and record["resumed"] is True
