@@ -12,10 +12,10 @@ hyperparameters, missing data) raises ``ValueError`` or ``DataNotFoundError`` fr
 ``val_metric`` (lower is better for every task). A run whose loss becomes NaN is returned and
 stored with status ``diverged``; an exception during training is stored as ``failed`` and
 re-raised; an ``OSError`` (a full disk, an unwritable folder: the environment, not the
-configuration) is re-raised without a record. A failed or interrupted (Ctrl-C: nothing stored) run leaves ``last.ckpt`` in its run
-directory, and running the same configuration again resumes from it; the checkpoint carries
-every random generator (``benchmark.checkpointing``), so the resumed run is the same run, and its
-record says ``resumed``.
+configuration) is re-raised without a record. A failed or interrupted (Ctrl-C: nothing stored)
+run leaves ``last.ckpt`` in its run directory, and running the same configuration again resumes
+from it; the checkpoint carries every random generator (``benchmark.checkpointing``), so the
+resumed run is the same run, and its record says ``resumed``.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ RECURRENT_LAYERS = {"lstm": regularizers.RegularizedLSTM, "gru": regularizers.Re
 if TYPE_CHECKING:
     from .history import RunHistory
 
-__all__ = ["RunConfig", "RunPlan", "folder_name", "plan_run", "recorded_hyperparameters", "prepare", "build_model", "resume_point", "finished_record",
-           "run_experiment",
+__all__ = ["RunConfig", "RunPlan", "folder_name", "plan_run", "recorded_hyperparameters", "prepare", "build_model",
+           "resume_point", "finished_record", "run_experiment",
            "command_line", "DEFAULT_OUT_DIR", "quiet_lightning"]
 
 DEFAULT_OUT_DIR = "regbench_runs"
@@ -120,7 +120,6 @@ def folder_name(name: str) -> str:
     if safe != name or len(safe) > _MAX_FOLDER_NAME:
         safe = f"{safe[:_MAX_FOLDER_NAME]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
     return safe
-
 
 
 def _regularizer_params(task: Task, config: RunConfig, cls: type[Regularizer], spec_params: dict[str, str],
@@ -394,8 +393,8 @@ def command_line(plan: RunPlan) -> str:
     import shlex
 
     c = plan.config
-    parts = ["regbench", "run", "--task", c.task, "--regularizer", recorded_hyperparameters(plan)[1], "--seeds", "1",
-             "--first-seed", str(c.seed), "--preset", c.preset, "--scale", plan.scale_label,
+    parts = ["regbench", "run", "--task", c.task, "--regularizer", recorded_hyperparameters(plan)[1],
+             "--seeds", "1", "--first-seed", str(c.seed), "--preset", c.preset, "--scale", plan.scale_label,
              "--cell", plan.settings.cell]
     for option, value in (("--epochs", c.epochs), ("--hidden-size", c.hidden_size), ("--lr", c.lr),
                           ("--dropout", c.dropout), ("--data-dir", c.data_dir)):

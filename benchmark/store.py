@@ -116,8 +116,9 @@ class ResultsStore:
         except (sqlite3.Error, OSError) as error:
             if "locked" in str(error):  # busy, not broken: the caller's timeout applies
                 raise
-            raise StoreError(f"cannot use the results store {self.path}: {type(error).__name__}: "
-                             f"{str(error).strip() or 'unknown error'}; move it aside or pass another --store") from None
+            reason = f"{type(error).__name__}: {str(error).strip() or 'unknown error'}"
+            raise StoreError(f"cannot use the results store {self.path}: {reason}; "
+                             "move it aside or pass another --store") from None
 
     def _connect(self) -> closing[sqlite3.Connection]:
         """A connection that closes at the end of a ``with`` block (sqlite3's own only commits)."""

@@ -543,7 +543,8 @@ def _work(config: StudyConfig, worker: int = 0) -> None:
     try:
         _trials_until_done(config, worker)
     except DBAPIError as error:
-        raise StudyError(f"the study storage {_redact(config.resolved_storage())} failed: {_short(error.orig or error)}; "
+        where = _redact(config.resolved_storage())
+        raise StudyError(f"the study storage {where} failed: {_short(error.orig or error)}; "
                          "rerun the same command to resume once it answers") from None
 
 
