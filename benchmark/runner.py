@@ -53,6 +53,7 @@ __all__ = ["RunConfig", "RunPlan", "folder_name", "plan_run", "recorded_hyperpar
 
 DEFAULT_OUT_DIR = "regbench_runs"
 FINISHED_MARKER = "record.json"  # written into a run directory when its run is finished
+TAKEN = "taken_from_another_process"  # in a record that another process ran and stored: store it no more
 
 
 @dataclass
@@ -419,7 +420,8 @@ def run_experiment(config: RunConfig, callbacks: Iterable = (), store=None,
     or ``benchmark.store.default_store_path()``), or False to store nothing. ``record_extra``
     (e.g. ``{"study": name, "trial": number}``) is merged into the record. Returns the record.
     A configuration and seed is run by one process at a time; a process that finds another one
-    running it waits, and returns that run's record when it finished it.
+    running it waits, and returns that run's record (already stored; marked ``TAKEN``) when it
+    finished it.
     """
     quiet_lightning()
     plan = plan_run(config)
@@ -455,7 +457,7 @@ def _exclusive(plan: RunPlan):
         after = finished_record(plan) if waited else None
         if after is not None and (before is None or after.get("run_dir") != before.get("run_dir")):
             print(f"regbench: {base.name} was finished by the other process; taking its record", flush=True)
-            yield after
+            yield {**after, TAKEN: True}
         else:
             yield None
     finally:

@@ -830,7 +830,10 @@ def rerun_best(study_name: str, storage_url: str | None = None, seeds: int = 3, 
         record.update({"study": study_name, "trial": None, "rerun_of_trial": best["trial"]})
         if command:
             record["command"] = command
-        results_store.append(record)
+        from .runner import TAKEN
+
+        if not record.get(TAKEN):  # another process ran this very seed and stored it
+            results_store.append(record)
         records.append(record)
         if verbose:
             value = _value(record)

@@ -408,6 +408,7 @@ def test_the_same_run_started_twice_at_once_is_run_and_stored_once(tmp_path):
     assert frame["status"].tolist() == ["ok"]  # one row: the second waited and took the first's record
     assert records[0]["id"] == records[1]["id"] == frame["id"].iloc[0]
     assert len(list((tmp_path / "runs" / "tiny_digits").glob("*/record.json"))) == 1
+    assert sum(bool(r.get("taken_from_another_process")) for r in records) == 1  # callers that store skip it
 
 
 @pytest.mark.parametrize("name", ["../../../x", "/tmp/elsewhere", "a/../../b", "..\\\\x", ".hidden", "-rf"])
