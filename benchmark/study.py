@@ -32,8 +32,10 @@ Protocol and behaviour
   ``trial.should_prune`` and stops the trainer cleanly (the partial run is then recorded and
   the trial marked PRUNED).
 * Storage: ``sqlite:///regbench_runs/studies.sqlite`` by default; any SQLAlchemy URL, e.g.
-  ``postgresql://user@host/db`` for workers on several machines. ``--workers K`` runs K
-  processes sharing the storage on this machine. The study's user attrs hold its task,
+  ``postgresql://user@host/db`` for workers on several machines (every query is timed:
+  ``benchmark.storage_timeout``); an in-memory SQLite URL is refused. ``--workers K`` runs K
+  processes sharing the storage on this machine, no more than there are trials to run; Ctrl-C
+  stops them all with one line, their trials failed without an outcome (run again next time). The study's user attrs hold its task,
   regularizer, preset, scale and seed; reusing a study name for anything else is refused.
 
 Public functions: :func:`run_study`, :func:`run_task_suite`, :func:`rerun_best`,
