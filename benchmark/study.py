@@ -16,8 +16,8 @@ Protocol and behaviour
   RUNNING by a killed worker is failed by the storage's heartbeat (``fail_stale_trials``) or,
   when that worker ran on this machine, as soon as its process is gone, with or without a
   heartbeat; it has no outcome and is run again. A RUNNING trial that cannot be judged (a
-  worker elsewhere without a heartbeat) gets one line saying why the study waits for it. An equal budget N for every regularizer of a task is the
-  protocol (``run_task_suite``, ``--all``).
+  worker elsewhere without a heartbeat) gets one line saying why the study waits for it. An
+  equal budget N for every regularizer of a task is the protocol (``run_task_suite``, ``--all``).
 * Nothing to tune (``none``, ``recurrent_batchnorm``: an empty search space): the study runs its
   one configuration once, as trial 0, whatever N is; spending N trials on one configuration
   would only pick a lucky run. Its variance comes from the seeded reruns like everyone else's.
@@ -35,8 +35,9 @@ Protocol and behaviour
   ``postgresql://user@host/db`` for workers on several machines (every query is timed:
   ``benchmark.storage_timeout``); an in-memory SQLite URL is refused. ``--workers K`` runs K
   processes sharing the storage on this machine, no more than there are trials to run; Ctrl-C
-  stops them all with one line, their trials failed without an outcome (run again next time). The study's user attrs hold its task,
-  regularizer, preset, scale and seed; reusing a study name for anything else is refused.
+  stops them all with one line, their trials failed without an outcome (run again next time).
+  The study's user attrs hold its task, regularizer, preset, scale and seed; reusing a study
+  name for anything else is refused.
 
 Public functions: :func:`run_study`, :func:`run_task_suite`, :func:`rerun_best`,
 :func:`best_configuration`, :func:`open_storage`, :func:`load_study`, :func:`pruning_callback`,
@@ -191,7 +192,7 @@ def open_storage(url: str, heartbeat: int | None = 10):
     given = url
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:"):
-        _check_sqlite_lasts(url)
+        _refuse_in_memory_sqlite(url)
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": 60}}
     elif url.startswith("postgresql"):
@@ -218,7 +219,7 @@ def open_storage(url: str, heartbeat: int | None = 10):
     raise AssertionError("unreachable")
 
 
-def _check_sqlite_lasts(url: str) -> None:
+def _refuse_in_memory_sqlite(url: str) -> None:
     """Refuse an in-memory SQLite storage: the study would vanish with the process (and every
     worker process would get a study of its own)."""
     from sqlalchemy.engine import make_url
