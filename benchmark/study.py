@@ -54,6 +54,7 @@ import json
 import math
 import os
 import shlex
+import signal
 import sys
 import time
 import traceback
@@ -467,6 +468,16 @@ def _objective(config: StudyConfig, study_name: str, target: int, store, worker:
     cls = regularizers.get(config.regularizer)
 
     def objective(trial) -> float:
+        global _in_objective
+        _in_objective = True
+        try:
+            if _stopping:  # stopped while Optuna created this trial: it fails it now
+                raise KeyboardInterrupt
+            return run_trial(trial)
+        finally:
+            _in_objective = False
+
+    def run_trial(trial) -> float:
         from optuna.trial import TrialState
 
         ahead = sum(1 for t in trial.study.get_trials(deepcopy=False)
@@ -565,6 +576,8 @@ def _trials_until_done(config: StudyConfig, worker: int) -> None:
     objective = _objective(config, name, target, store, worker)
     waiting_on: set[int] = set()  # RUNNING trials whose fate this worker cannot tell, already said so
     while True:
+        if _stopping:
+            raise KeyboardInterrupt
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
@@ -601,21 +614,15 @@ def _fail_orphans(config: StudyConfig, storage, study, waiting_on: set[int]) -> 
     A RUNNING trial whose worker is elsewhere and cannot be judged gets one line saying why
     this worker waits for it.
     """
-    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
-    failed = False
-    host = os.uname().nodename
+    failed = _fail_trials_of_gone_workers(storage, study)
+    for trial in failed:
+        _log(config, f"[{study.study_name}] trial {trial.number} was left running by worker "
+                     f"{trial.user_attrs['worker']}, which is gone; failed it (no outcome), it will be run again")
+    gone = {trial.number for trial in failed}
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        node, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
-        if node == host and pid.isdigit() and not _alive(int(pid)):
-            try:
-                storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-            except UpdateFinishedTrialError:  # it finished after all
-                continue
-            failed = True
-            _log(config, f"[{study.study_name}] trial {trial.number} was left running by worker {node}:{pid}, "
-                         "which is gone; failed it (no outcome), its trial will be run again")
+        if trial.number in gone:
             continue
         heartbeat = int(trial.user_attrs.get("heartbeat") or 0)
         if trial.number in waiting_on or (heartbeat and config.heartbeat):
@@ -627,6 +634,24 @@ def _fail_orphans(config: StudyConfig, storage, study, waiting_on: set[int]) -> 
         print(f"[{study.study_name}] waiting for trial {trial.number}, running in {worker} {why}; "
               "if that worker is gone, stop this one (Ctrl-C) and rerun on its machine, which fails it",
               file=sys.stderr, flush=True)
+    return bool(failed)
+
+
+def _fail_trials_of_gone_workers(storage, study) -> list:
+    """Mark FAIL the RUNNING trials whose worker process on this machine no longer exists; returns them."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    failed = []
+    host = os.uname().nodename
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        node, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
+        if node == host and pid.isdigit() and not _alive(int(pid)):
+            try:
+                storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+            except UpdateFinishedTrialError:  # it finished after all
+                continue
+            failed.append(trial)
     return failed
 
 
@@ -645,8 +670,12 @@ def _worker_entry(payload: dict[str, Any], worker: int) -> int:
     except StudyError as error:
         print(f"regbench study: error: {error}", file=sys.stderr, flush=True)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C reaches every worker; the parent says it once
+    except KeyboardInterrupt:  # Ctrl-C, passed on by the parent, which says it once
         return 130
+    except Exception:
+        if _stopping:  # whatever the interruption broke (a storage write cut short): quietly, the parent cleans up
+            return 130
+        raise
     return 0
 
 
@@ -704,18 +733,19 @@ def run_study(config: StudyConfig) -> StudySummary:
         context = multiprocessing.get_context("spawn")
         processes = [context.Process(target=_worker_process, args=(payload, worker), daemon=False)
                      for worker in range(config.workers)]
-        for process in processes:
-            process.start()
+        # Workers start with Ctrl-C ignored (an ignored signal stays ignored across exec): a
+        # terminal's Ctrl-C reaches only this process, which then stops them one at a time.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            for process in processes:
+                process.start()
+        finally:
+            signal.signal(signal.SIGINT, previous)
         try:
             for process in processes:
                 process.join()
         except KeyboardInterrupt:
-            # The workers got Ctrl-C too: their trials are marked failed (no outcome, run again
-            # next time). Wait for them, so that the storage is consistent when the command ends.
-            for process in processes:
-                process.join(timeout=30)
-                if process.is_alive():
-                    process.terminate()
+            _stop_workers(config, processes)
             raise
         bad = [p.exitcode for p in processes if p.exitcode]
         if bad:
@@ -727,7 +757,39 @@ def _load_existing(config: StudyConfig):
     return load_study(open_storage(config.resolved_storage(), None), config.resolved_name(), config.identity())
 
 
+def _stop_workers(config: StudyConfig, processes: list) -> None:
+    """After Ctrl-C: stop each worker in turn (SIGTERM, which it turns into KeyboardInterrupt, so
+    that its trial is marked failed without an outcome), then fail any trial a worker could not
+    mark, so that the storage holds nothing RUNNING for the next run to wait on."""
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+                process.join()
+    try:
+        storage = open_storage(config.resolved_storage(), None)
+        _fail_trials_of_gone_workers(storage, load_study(storage, config.resolved_name()))
+    except Exception:  # noqa: BLE001 -- the next run fails them as well
+        pass
+
+
+# In a worker process that its parent stops (Ctrl-C): the stop interrupts a running objective
+# at once (Optuna then marks its trial failed), and otherwise waits until Optuna has created a
+# trial or finished storing one, so that no trial is left RUNNING half-made.
+_stopping = False
+_in_objective = False
+
+
 def _worker_process(payload: dict[str, Any], worker: int) -> None:
+    def stop(signum, frame):
+        global _stopping
+        _stopping = True
+        if _in_objective:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # the parent's way of passing Ctrl-C on
     sys.exit(_worker_entry(payload, worker))
 
 
