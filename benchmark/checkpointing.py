@@ -32,9 +32,6 @@ class RandomState(Callback):
 
     KEY = "regbench_random_state"
 
-    def __init__(self) -> None:
-        self._pending: dict[str, Any] | None = None
-
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         states = _collect_rng_states(include_cuda=torch.cuda.is_available())
         if "numpy" in states:  # a plain list: checkpoints load with weights_only=True, which refuses arrays
@@ -43,14 +40,11 @@ class RandomState(Callback):
         checkpoint[self.KEY] = states
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
-        # Applied when training starts, after the model, optimizers and data loaders exist, so
-        # that nothing drawn while setting them up shifts the generators.
-        if trainer.state.fn == "fit":  # not when testing restores the best checkpoint
-            self._pending = checkpoint.get(self.KEY)
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        states, self._pending = self._pending, None
-        if states is None:
+        # Lightning restores callbacks before it creates the first data iterator, which (for a
+        # loader without its own generator) draws a seed from torch's generator: restored now,
+        # the resumed run draws it from the same state as the uninterrupted one did.
+        states = checkpoint.get(self.KEY)
+        if states is None or trainer.state.fn != "fit":  # testing the best checkpoint draws nothing that counts
             return
         if "numpy" in states:
             import numpy as np

@@ -316,12 +316,13 @@ def test_word_ptb_schedule_and_initialisation_follow_zaremba():
     assert rates[14:] == pytest.approx([1 / 1.15, 1 / 1.15 ** 2, 1 / 1.15 ** 3])
 
 
-def test_a_resumed_run_is_the_same_run_as_an_uninterrupted_one(tmp_path, regularizer="zoneout"):
+@pytest.mark.parametrize("task", ["tiny_digits", "tiny_text"])
+def test_a_resumed_run_is_the_same_run_as_an_uninterrupted_one(tmp_path, task, regularizer="zoneout"):
     # Shuffled batches, dropout masks and the native mask sampler all draw from generators that
     # the checkpoint must carry: a resumed run reproduces the uninterrupted one exactly.
-    straight = run_experiment(tiny_config(tmp_path, regularizer=regularizer, epochs=3, run_name="straight"),
-                              store=False)
-    config = tiny_config(tmp_path, regularizer=regularizer, epochs=3, run_name="resumed")
+    straight = run_experiment(tiny_config(tmp_path, task=task, regularizer=regularizer, epochs=3,
+                                          run_name="straight", dropout=0.2), store=False)
+    config = tiny_config(tmp_path, task=task, regularizer=regularizer, epochs=3, run_name="resumed", dropout=0.2)
     with pytest.raises(KeyboardInterrupt):
         run_experiment(config, callbacks=[InterruptAtEpoch(1)], store=False)
     torch.manual_seed(12345)  # whatever the process did in between must not matter
