@@ -13,7 +13,7 @@ module provides::
 For bad input (a name that does not exist, a value out of range, missing data), raise
 ``benchmark.cli.UsageError`` (or one of the module's ``USER_ERRORS``) with a one-line message
 *before* any long work starts: ``main`` prints ``regbench <cmd>: error: <message>`` and exits
-with 2, without a traceback. ``DataNotFoundError`` and ``UnknownRegularizerError`` are
+with 2, without a traceback. ``DataNotFoundError``, ``DataFormatError`` and ``UnknownRegularizerError`` are
 treated the same way everywhere. Modules are imported only when they are listed and present,
 so keep their top-level imports light (import torch/Lightning inside ``run``).
 """
@@ -98,9 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     module = modules[args.command]
     from regularizers import UnknownRegularizerError
 
-    from .data import DataNotFoundError
+    from .data import DataFormatError, DataNotFoundError
 
-    user_errors = (UsageError, DataNotFoundError, UnknownRegularizerError, *getattr(module, "USER_ERRORS", ()))
+    user_errors = (UsageError, DataNotFoundError, DataFormatError, UnknownRegularizerError,
+                   *getattr(module, "USER_ERRORS", ()))
     try:
         return int(module.run(args) or 0)
     except user_errors as error:

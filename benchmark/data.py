@@ -50,6 +50,7 @@ import torch
 __all__ = [
     "DATA_DIR_ENV",
     "DataNotFoundError",
+    "DataFormatError",
     "TextCorpus",
     "PixelDataset",
     "TEXT_DATASETS",
@@ -97,10 +98,57 @@ DIGITS_SPLIT = (1297, 250, 250)
 DIGITS_SPLIT_SEED = 20160603
 TEXT8_CHUNK = 1_000_000
 _MAP_BATCH = 4096
+SPLITS = ("train", "valid", "test")  # how errors name the splits of data that are not files
 
 
 class DataNotFoundError(RuntimeError):
     """The data set was found neither in a local folder nor on the hub."""
+
+
+class DataFormatError(ValueError):
+    """A data file is there but cannot be read as what it should hold; the message names the file."""
+
+
+def _format_error(where, error: BaseException) -> DataFormatError:
+    text = " ".join(str(error).split()) or type(error).__name__
+    where = str(where)
+    return DataFormatError(text[:300] if text.startswith(where) else f"{where}: {text[:300]}")
+
+
+def _check_utf8(path: Path) -> None:
+    """Text files must be UTF-8 text: binary garbage or another encoding is named here, not deep in a loader."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with open(path, "rb") as file:
+        while block := file.read(1 << 20):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as error:
+                raise DataFormatError(f"{path}: not UTF-8 text (byte {offset + error.start}); is it the right "
+                                      "file, unpacked?") from None
+            offset += len(block)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise DataFormatError(f"{path}: not UTF-8 text (it ends inside a character)") from None
+    with open(path, "rb") as file:
+        if b"\0" in file.read(1 << 20):
+            raise DataFormatError(f"{path}: holds NUL bytes, not text; is it the right file?")
+
+
+def _per_split(labels, splits, convert) -> list:
+    """``convert`` of every split; a ValueError names the split's file (or name)."""
+    out = []
+    for label, split in zip(labels, splits):
+        try:
+            out.append(convert(split))
+        except DataFormatError:
+            raise
+        except ValueError as error:
+            raise _format_error(label, error) from None
+    return out
 
 
 @dataclass
@@ -325,8 +373,9 @@ def _map(ds, fn, fn_kwargs=None, remove=None, desc=None):
     )
 
 
-def _char_corpus(name, splits, source, checksum, min_count: int = 0) -> TextCorpus:
-    """splits: train/valid/test datasets with a "symbols" column -> TextCorpus."""
+def _char_corpus(name, splits, source, checksum, min_count: int = 0, labels=SPLITS) -> TextCorpus:
+    """splits: train/valid/test datasets with a "symbols" column -> TextCorpus; ``labels`` name
+    them in errors (their files, when read from files)."""
     train_text = "".join(_symbol_strings(splits[0]))
     if min_count > 0:
         from collections import Counter
@@ -340,11 +389,11 @@ def _char_corpus(name, splits, source, checksum, min_count: int = 0) -> TextCorp
         vocab = sorted(set(train_text))
     del train_text
     kwargs = {"vocab": vocab, "unk": unk, "dtype": _id_dtype(len(vocab))}
-    tensors = [_ids_tensor(_map(ds, _symbols_to_ids, kwargs, desc=f"{name}: ids")) for ds in splits]
+    tensors = _per_split(labels, splits, lambda ds: _ids_tensor(_map(ds, _symbols_to_ids, kwargs, desc=f"{name}: ids")))
     return TextCorpus(name, "char", vocab, *tensors, source=source, checksum=checksum)
 
 
-def _word_corpus(name, splits, column, source, checksum) -> TextCorpus:
+def _word_corpus(name, splits, column, source, checksum, labels=SPLITS) -> TextCorpus:
     train_lines = splits[0].with_format("arrow")[:].column(column).to_pylist()
     words = set()
     for line in train_lines:
@@ -353,7 +402,8 @@ def _word_corpus(name, splits, column, source, checksum) -> TextCorpus:
     vocab = sorted(words)
     unk = UNK_WORD if UNK_WORD in words else None
     kwargs = {"column": column, "vocab": vocab, "unk": unk, "dtype": _id_dtype(len(vocab))}
-    tensors = [_ids_tensor(_map(ds, _lines_to_word_ids, kwargs, desc=f"{name}: ids")) for ds in splits]
+    tensors = _per_split(labels, splits,
+                         lambda ds: _ids_tensor(_map(ds, _lines_to_word_ids, kwargs, desc=f"{name}: ids")))
     return TextCorpus(name, "word", vocab, *tensors, source=source, checksum=checksum)
 
 
@@ -371,6 +421,8 @@ def _load_text_files(name: str, folder: Path) -> TextCorpus:
     source = ", ".join(str(p) for p in paths)
     if name == "text8":
         return _load_text8(paths[0], source, checksum)
+    for path in paths:
+        _check_utf8(path)
     keys = ("train", "validation", "test")
     raw = datasets.load_dataset(
         "text",
@@ -379,9 +431,9 @@ def _load_text_files(name: str, folder: Path) -> TextCorpus:
     )
     splits = [raw[k] for k in keys]
     if name == "char_ptb":
-        symbols = [_map(ds, _ptb_char_lines_to_symbols, desc="char_ptb: symbols") for ds in splits]
-        return _char_corpus(name, symbols, source, checksum)
-    return _word_corpus(name, splits, "text", source, checksum)
+        symbols = _per_split(paths, splits, lambda ds: _map(ds, _ptb_char_lines_to_symbols, desc="char_ptb: symbols"))
+        return _char_corpus(name, symbols, source, checksum, labels=paths)
+    return _word_corpus(name, splits, "text", source, checksum, labels=paths)
 
 
 def _text8_chunks(path: str, start: int, stop: int, sha256: str):
@@ -624,10 +676,13 @@ def _mnist_split(train_x, train_y, test_x, test_y, source, checksum) -> dict:
 def _local_mnist(folder: Path) -> dict:
     paths = [folder / f for f in _FILES["mnist"]]
     checksum, _ = _combined_checksum(paths)
-    train_x = _read_idx(paths[0], 3)
-    train_y = _read_idx(paths[1], 1)
-    test_x = _read_idx(paths[2], 3)
-    test_y = _read_idx(paths[3], 1)
+    arrays = []
+    for path, ndim in zip(paths, (3, 1, 3, 1)):
+        try:
+            arrays.append(_read_idx(path, ndim))
+        except (OSError, EOFError, ValueError) as error:  # not gzip, truncated, wrong magic number
+            raise _format_error(path, error) from None
+    train_x, train_y, test_x, test_y = arrays
     if train_x.shape[0] != train_y.shape[0] or test_x.shape[0] != test_y.shape[0]:
         raise ValueError(f"{folder}: image and label counts differ")
     flat = lambda x: x.reshape(x.shape[0], -1)  # noqa: E731

@@ -108,6 +108,9 @@ class PixelDataModule(LightningDataModule):
         self.permutation_seed, self.shuffle_seed = permutation_seed, shuffle_seed
         self.train_subset, self.image_side = train_subset, image_side  # None: every image, full size
         self.pixels = None
+        # One generator for the whole run, saved in checkpoints (state_dict), so that a resumed
+        # run shuffles its remaining epochs as the uninterrupted run does.
+        self.shuffling = torch.Generator().manual_seed(shuffle_seed)
 
     def setup(self, stage: str | None = None) -> None:
         if self.pixels is None:
@@ -127,8 +130,14 @@ class PixelDataModule(LightningDataModule):
         return TensorDataset(x, y)
 
     def train_dataloader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.shuffle_seed)
-        return DataLoader(self._dataset("train"), batch_size=self.batch_size, shuffle=True, generator=generator)
+        return DataLoader(self._dataset("train"), batch_size=self.batch_size, shuffle=True, generator=self.shuffling)
+
+    def state_dict(self) -> dict:
+        return {"shuffling": self.shuffling.get_state()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        # Lightning restores this before it creates the first iterator of the resumed run.
+        self.shuffling.set_state(state_dict["shuffling"])
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self._dataset("valid"), batch_size=self.batch_size)

@@ -136,6 +136,8 @@ def build_configs(args) -> list:
     settings = _settings(args)
     if any(seeds < 1 for _, _, seeds in settings):
         raise UsageError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.first_seed < 0:
+        raise UsageError(f"--first-seed must be 0 or more, got {args.first_seed}")
     scale = args.scale or TASK_SCALE
     preset = args.preset or DEFAULT_PRESET
     params = _parse_settings(args.settings)
@@ -175,6 +177,29 @@ def validate(configs: list, require_checkpoint: bool = False) -> list:
             loaded.add(key)
             prepare(plan)  # DataNotFoundError reaches the command line as a one-line error
     return plans
+
+
+def check_outputs(args) -> None:
+    """Every place the command writes must be usable before any run starts: the store (a damaged
+    or foreign file, an unwritable place), ``--out`` and ``--leaderboards``; UsageError otherwise."""
+    import tempfile
+
+    from .cli import UsageError
+    from .runner import DEFAULT_OUT_DIR
+    from .store import ResultsStore
+
+    ResultsStore(args.store)  # StoreError (a UsageError) when it cannot be used
+    folders = [("--out", args.out or DEFAULT_OUT_DIR)]
+    if not args.no_leaderboard:
+        folders.append(("--leaderboards", args.leaderboards or DEFAULT_LEADERBOARD_DIR))
+    for option, folder in folders:
+        try:
+            os.makedirs(folder, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as error:
+            raise UsageError(f"{option} {folder} cannot be written ({error.strerror or error}); "
+                             "choose another folder") from None
 
 
 def _finished(plans: list) -> dict[int, dict[str, Any]]:
@@ -261,7 +286,10 @@ def run(args: argparse.Namespace) -> int:
     workers = args.workers if args.workers is not None else (2 if len(configs) > 1 and cores >= 2 else 1)
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
+    if args.threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {args.threads}")
     plans = validate(configs, require_checkpoint=bool(args.resume))
+    check_outputs(args)
     done = {} if args.rerun else _finished(plans)
     if done:
         print(f"regbench run: {len(done)} of {len(configs)} run(s) already finished, reusing their records "

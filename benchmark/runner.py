@@ -11,8 +11,11 @@ hyperparameters, missing data) raises ``ValueError`` or ``DataNotFoundError`` fr
 :func:`plan_run` / :func:`prepare` before any training. The validation metric is logged as
 ``val_metric`` (lower is better for every task). A run whose loss becomes NaN is returned and
 stored with status ``diverged``; an exception during training is stored as ``failed`` and
-re-raised. A failed or interrupted (Ctrl-C: nothing stored) run leaves ``last.ckpt`` in its run
-directory, and running the same configuration again resumes from it.
+re-raised; an ``OSError`` (a full disk, an unwritable folder: the environment, not the
+configuration) is re-raised without a record. A failed or interrupted (Ctrl-C: nothing stored)
+run leaves ``last.ckpt`` in its run directory, and running the same configuration again resumes
+from it; the checkpoint carries every random generator (``benchmark.checkpointing``), so the
+resumed run is the same run, and its record says ``resumed``.
 """
 
 from __future__ import annotations
@@ -20,9 +23,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import re
 import subprocess
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -41,12 +47,13 @@ RECURRENT_LAYERS = {"lstm": regularizers.RegularizedLSTM, "gru": regularizers.Re
 if TYPE_CHECKING:
     from .history import RunHistory
 
-__all__ = ["RunConfig", "RunPlan", "plan_run", "prepare", "build_model", "resume_point", "finished_record",
-           "run_experiment",
+__all__ = ["RunConfig", "RunPlan", "folder_name", "plan_run", "recorded_hyperparameters", "prepare", "build_model",
+           "resume_point", "finished_record", "run_experiment",
            "command_line", "DEFAULT_OUT_DIR", "quiet_lightning"]
 
 DEFAULT_OUT_DIR = "regbench_runs"
 FINISHED_MARKER = "record.json"  # written into a run directory when its run is finished
+TAKEN = "taken_from_another_process"  # in a record that another process ran and stored: store it no more
 
 
 @dataclass
@@ -97,7 +104,7 @@ class RunPlan:
     def base_run_dir(self) -> Path:
         config = self.config
         if config.run_name:
-            name = config.run_name
+            name = folder_name(config.run_name)
         else:
             identity = json.dumps([self.regularizer.spec, asdict(self.settings), config.data_dir], sort_keys=True)
             digest = hashlib.sha1(identity.encode()).hexdigest()[:8]
@@ -106,6 +113,21 @@ class RunPlan:
 
 
 # ------------------------------------------------------------------------- validation
+
+_UNSAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9._+=-]+")
+_MAX_FOLDER_NAME = 120
+
+
+def folder_name(name: str) -> str:
+    """``name`` as one folder name that stays where it is put: no separators, no ``..``, no
+    leading dot or dash. Names that had to change get a digest of the original, so that two
+    names never share a folder. ValueError for a name with no letter or digit to keep."""
+    safe = _UNSAFE_CHARACTERS.sub("_", name).strip("._-")
+    if not any(character.isalnum() for character in safe):
+        raise ValueError(f"{name!r} cannot be a folder name: give a name with letters or digits")
+    if safe != name or len(safe) > _MAX_FOLDER_NAME:
+        safe = f"{safe[:_MAX_FOLDER_NAME]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return safe
 
 
 def _regularizer_params(task: Task, config: RunConfig, cls: type[Regularizer], spec_params: dict[str, str],
@@ -120,6 +142,11 @@ def _regularizer_params(task: Task, config: RunConfig, cls: type[Regularizer], s
         if key not in cls.hyperparameters:
             valid = ", ".join(cls.hyperparameters) or "none"
             raise ValueError(f"{cls.name}: unknown hyperparameter {key!r}; valid: {valid}")
+        spec = cls.hyperparameters[key]
+        if not spec.applies_to(cell):  # whatever its value: the layer would ignore it
+            valid = ", ".join(k for k, h in cls.hyperparameters.items() if h.applies_to(cell))
+            raise ValueError(f"{cls.name}: {key} applies to {', '.join(t.upper() for t in spec.cell_types)} layers "
+                             f"only, not {cell.upper()}; drop it (valid here: {valid})")
         chosen[key] = cls.hyperparameters[key].parse(key, value) if isinstance(value, str) else value
     return chosen
 
@@ -154,6 +181,40 @@ def _track_settings(config: RunConfig) -> tuple[Task, TrainingSettings]:
     return get_task(track.task), settings
 
 
+MAX_SEED = 2**32 - 1  # NumPy's generator, which seed_everything seeds, takes no more (and no negative)
+_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+_BYTES_PER_PARAMETER = 16  # float32 weight, gradient and Adam's two moments
+
+
+def _check_memory(task: Task, settings: TrainingSettings) -> None:
+    """Refuse a model whose parameters alone cannot fit in this machine's memory, before allocating
+    it (allocating first would stall the machine or be killed). A lower bound: vocabulary-sized
+    layers and activations, known only once data is loaded, come on top."""
+    h, gates = settings.hidden_size, _GATES[settings.cell]
+    first_input = (settings.embedding_size or h) if task.kind == "language_model" else 1
+    parameters = sum(gates * h * ((first_input if layer == 0 else h) + h + 2) for layer in range(settings.num_layers))
+    needed = parameters * _BYTES_PER_PARAMETER
+    try:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not on this platform: no check
+        return
+    if needed > available:
+        raise ValueError(f"hidden size {h} x {settings.num_layers} layer(s) needs at least {needed / 2**30:,.1f} GiB "
+                         f"(its {parameters:,} parameters with gradients and optimizer state); this machine has "
+                         f"{available / 2**30:,.1f} GiB: choose a smaller --hidden-size")
+
+
+def recorded_hyperparameters(plan: RunPlan) -> tuple[dict[str, Any], str]:
+    """The hyperparameters and spec a record shows: those that act on the plan's cell (a GRU has no
+    cell state, so zoneout's z_cells is not one of its hyperparameters)."""
+    cell, regularizer = plan.settings.cell, plan.regularizer
+    applies = {k for k, h in regularizer.hyperparameters.items() if h.applies_to(cell)}
+    name, raw = regularizers.parse_spec(regularizer.spec)
+    kept = [f"{k}={v}" for k, v in raw.items() if k in applies]
+    return ({k: v for k, v in regularizer.params.items() if k in applies},
+            f"{name}:{','.join(kept)}" if kept else name)
+
+
 def plan_run(config: RunConfig) -> RunPlan:
     """Validate ``config`` without loading data; raises ValueError with a one-line message."""
     if config.track is not None:
@@ -174,6 +235,11 @@ def plan_run(config: RunConfig) -> RunPlan:
         raise ValueError(f"dropout must be in [0, 1), got {settings.dropout}")
     if not settings.lr > 0:
         raise ValueError(f"the learning rate must be positive, got {settings.lr}")
+    if config.run_name is not None:
+        folder_name(config.run_name)  # ValueError for a name that cannot be a folder
+    if not 0 <= config.seed <= MAX_SEED:
+        raise ValueError(f"the seed must be in [0, {MAX_SEED}], got {config.seed}")
+    _check_memory(task, settings)
     return RunPlan(config, task, settings, _build_regularizer(task, config, settings.cell))
 
 
@@ -255,6 +321,21 @@ def finished_record(plan: RunPlan) -> dict[str, Any] | None:
         attempt += 1
 
 
+def _readable_or_set_aside(run_dir: Path, checkpoint: Path | None) -> Path | None:
+    """``checkpoint`` if it loads; a damaged one (a crash mid-write, a full disk) is renamed aside
+    and the run starts afresh, instead of failing on every rerun."""
+    from .checkpointing import unreadable_reason
+
+    damage = None if checkpoint is None else unreadable_reason(checkpoint)
+    if damage is None:
+        return checkpoint
+    aside = checkpoint.with_name(f"{checkpoint.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(checkpoint, aside)
+    print(f"regbench: {checkpoint} is unreadable ({damage}); starting {run_dir.name} afresh, "
+          f"the damaged file kept as {aside.name}", flush=True)
+    return None
+
+
 def _batch_limit(limit: int | float, loader) -> int | float:
     """A fraction of the batches as a count, at least one (Lightning refuses a fraction that rounds to 0)."""
     if isinstance(limit, float) and limit < 1:
@@ -267,6 +348,8 @@ def _make_trainer(plan: RunPlan, datamodule, run_dir: Path, history: RunHistory,
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+    from .checkpointing import AtomicCheckpointIO, RandomState
+
     s = plan.settings
     # Both at the end of the epoch, so that a resume starts the next one. save_last=True would
     # refresh last.ckpt only in epochs that improve the metric, hence a checkpoint of its own.
@@ -274,7 +357,7 @@ def _make_trainer(plan: RunPlan, datamodule, run_dir: Path, history: RunHistory,
                                  mode="min", save_top_k=1, save_on_train_epoch_end=True)
     last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
                            save_on_train_epoch_end=True, enable_version_counter=False)
-    all_callbacks = [checkpoint, last, history, *callbacks]
+    all_callbacks = [checkpoint, last, history, RandomState(), *callbacks]
     if s.early_stopping_patience:
         all_callbacks.append(EarlyStopping(monitor="val_metric", mode="min", patience=s.early_stopping_patience))
     limits = {f"limit_{split}_batches": _batch_limit(limit, loader)
@@ -288,7 +371,7 @@ def _make_trainer(plan: RunPlan, datamodule, run_dir: Path, history: RunHistory,
         default_root_dir=run_dir, max_epochs=s.epochs, gradient_clip_val=s.gradient_clip,
         callbacks=all_callbacks, logger=loggers, deterministic=True, num_sanity_val_steps=0,
         enable_model_summary=False, enable_progress_bar=plan.config.progress_bar, log_every_n_steps=10,
-        **limits)
+        plugins=[AtomicCheckpointIO()], **limits)
     return trainer, checkpoint
 
 
@@ -314,17 +397,18 @@ def _data_identity(datamodule) -> tuple[str, str]:
 
 
 def _record(plan: RunPlan, datamodule, run_dir: Path, history: dict[str, Any], status: str,
-            reason: str | None, test_metric: float | None, epochs: int) -> dict[str, Any]:
+            reason: str | None, test_metric: float | None, epochs: int, resumed: bool) -> dict[str, Any]:
     """``history``: ``RunHistory.state_dict()`` taken after training (testing restores the best
     checkpoint, callbacks' states included)."""
     source, checksum = _data_identity(datamodule)
+    hyperparameters, spec = recorded_hyperparameters(plan)
     curve = history["val_curve"]
     throughput = history["items"] / history["train_seconds"] if history["train_seconds"] > 0 else None
     finite = [(v, i) for i, v in enumerate(curve) if v == v and abs(v) != float("inf")]
     best_value, best_epoch = min(finite) if finite else (None, None)
     return {
         "task": plan.task.name, "regularizer": plan.regularizer.name,
-        "hyperparameters": plan.regularizer.params, "spec": plan.regularizer.spec, "cell": plan.settings.cell,
+        "hyperparameters": hyperparameters, "spec": spec, "cell": plan.settings.cell,
         "seed": plan.config.seed, "track": plan.config.track,
         "preset": None if plan.config.track else plan.config.preset, "scale": plan.scale_label or None,
         "dataset": plan.task.dataset, "data_source": source, "data_checksum": checksum,
@@ -336,6 +420,7 @@ def _record(plan: RunPlan, datamodule, run_dir: Path, history: dict[str, Any], s
         "status": status, "reason": reason,
         **_provenance(), "run_dir": str(run_dir), "settings": asdict(plan.settings),
         "command": command_line(plan),  # not a column: kept in the store's "extra"
+        "resumed": resumed,  # from a checkpoint of an interrupted attempt (extra, too)
     }
 
 
@@ -345,7 +430,7 @@ def command_line(plan: RunPlan) -> str:
 
     c = plan.config
     setting = ["--track", c.track] if c.track else ["--task", c.task, "--preset", c.preset, "--scale", plan.scale_label]
-    parts = ["regbench", "run", *setting, "--regularizer", plan.regularizer.spec, "--seeds", "1",
+    parts = ["regbench", "run", *setting, "--regularizer", recorded_hyperparameters(plan)[1], "--seeds", "1",
              "--first-seed", str(c.seed), "--cell", plan.settings.cell]
     for option, value in (("--epochs", c.epochs), ("--hidden-size", c.hidden_size), ("--lr", c.lr),
                           ("--dropout", c.dropout), ("--data-dir", c.data_dir)):
@@ -369,23 +454,71 @@ def run_experiment(config: RunConfig, callbacks: Iterable = (), store=None,
     ``val_metric``). ``store``: a ``ResultsStore``, None for the default one (``config.store_path``
     or ``benchmark.store.default_store_path()``), or False to store nothing. ``record_extra``
     (e.g. ``{"study": name, "trial": number}``) is merged into the record. Returns the record.
+    A configuration and seed is run by one process at a time; a process that finds another one
+    running it waits, and returns that run's record (already stored; marked ``TAKEN``) when it
+    finished it.
     """
+    quiet_lightning()
+    plan = plan_run(config)
+    datamodule = prepare(plan)
+    with _exclusive(plan) as finished_meanwhile:
+        if finished_meanwhile is not None:
+            return finished_meanwhile
+        return _train(plan, datamodule, callbacks, store, record_extra)
+
+
+@contextmanager
+def _exclusive(plan: RunPlan):
+    """Hold the configuration's lock: one process at a time runs a configuration and seed.
+
+    Yields None, or the record of the run that another process finished while this one waited
+    for it (then this process has nothing left to do). The lock is a file next to the run
+    directories, held with an OS lock that dies with its process (``filelock``).
+    """
+    from filelock import FileLock, Timeout
+
+    base = plan.base_run_dir
+    base.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(base.with_name(f"{base.name}.lock"))
+    before = finished_record(plan)
+    waited = False
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"regbench: another process is running {base.name}; waiting for it to finish", flush=True)
+        lock.acquire()
+        waited = True
+    try:
+        after = finished_record(plan) if waited else None
+        if after is not None and (before is None or after.get("run_dir") != before.get("run_dir")):
+            print(f"regbench: {base.name} was finished by the other process; taking its record", flush=True)
+            yield {**after, TAKEN: True}
+        else:
+            yield None
+    finally:
+        lock.release()
+
+
+def _train(plan: RunPlan, datamodule, callbacks: Iterable, store, record_extra: dict[str, Any] | None):
     from lightning.pytorch import seed_everything
 
     from .history import RunHistory
     from .store import ResultsStore
 
-    quiet_lightning()
-    plan = plan_run(config)
-    datamodule = prepare(plan)
+    config = plan.config
     run_dir, resume_from = resume_point(plan)
+    resume_from = _readable_or_set_aside(run_dir, resume_from)
     if store is None:
         store = ResultsStore(config.store_path)
+    # A first compilation of the native loops takes about a minute: do it before the clock
+    # starts, so that it never counts as training time.
+    from regularizers import native
+
+    native.loops()
     seed_everything(config.seed, workers=True, verbose=False)
     model = build_model(plan, datamodule)
     history = RunHistory()
     trainer, checkpoint = _make_trainer(plan, datamodule, run_dir, history, callbacks)
-
     if resume_from is not None:
         print(f"regbench: resuming {run_dir} from {resume_from.name}", flush=True)
     status, reason, test_metric, failure = "ok", None, None, None
@@ -402,12 +535,17 @@ def run_experiment(config: RunConfig, callbacks: Iterable = (), store=None,
         if trainer.interrupted:
             raise KeyboardInterrupt from None
         raise
+    except OSError:
+        # The machine's fault, not the configuration's (a full disk, an unwritable folder): no
+        # record; last.ckpt lets the same command resume once the cause is fixed.
+        raise
     except Exception as error:  # recorded as failed, then re-raised for the caller to see
         status, reason = "failed", f"{type(error).__name__}: {error}".splitlines()[0][:500]
         trained, epochs, failure = history.state_dict(), trainer.current_epoch, error
         fit_end = time.perf_counter()
     trained["wall_seconds"] += time.perf_counter() - fit_end  # plus testing
-    record = _record(plan, datamodule, run_dir, trained, status, reason, test_metric, epochs)
+    record = _record(plan, datamodule, run_dir, trained, status, reason, test_metric, epochs,
+                     resumed=resume_from is not None)
     record.update(record_extra or {})
     if store is not False:
         record["id"] = store.append(record)

@@ -28,7 +28,10 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["ResultsStore", "COLUMNS", "JSON_COLUMNS", "STATUSES", "default_store_path", "load_results"]
+from .cli import UsageError
+
+__all__ = ["ResultsStore", "StoreError", "COLUMNS", "JSON_COLUMNS", "STATUSES", "default_store_path",
+           "load_results"]
 
 STORE_ENV = "REGBENCH_STORE"
 DEFAULT_STORE = Path("regbench_runs") / "results.sqlite"
@@ -92,15 +95,33 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+class StoreError(UsageError, ValueError):
+    """The store cannot be used (not a SQLite file, damaged, not writable); one line, nothing written."""
+
+
 class ResultsStore:
-    """Append-only table of finished runs in a SQLite file (created on first use)."""
+    """Append-only table of finished runs in a SQLite file (created on first use).
+
+    Opening checks the file (``PRAGMA quick_check``) and raises :class:`StoreError` for one that is
+    not a store, is damaged or cannot be written, before anything uses it; it never replaces it.
+    """
 
     def __init__(self, path: str | os.PathLike | None = None, timeout: float = 60.0) -> None:
         self.path = Path(path) if path is not None else default_store_path()
         self.timeout = timeout
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as connection:
-            self._create_table(connection)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._connect() as connection:
+                damage = [row[0] for row in connection.execute("PRAGMA quick_check")]
+                if damage != ["ok"]:
+                    raise sqlite3.DatabaseError(f"damaged: {damage[0]}")
+                self._create_table(connection)
+        except (sqlite3.Error, OSError) as error:
+            if "locked" in str(error):  # busy, not broken: the caller's timeout applies
+                raise
+            reason = f"{type(error).__name__}: {str(error).strip() or 'unknown error'}"
+            raise StoreError(f"cannot use the results store {self.path}: {reason}; "
+                             "move it aside or pass another --store") from None
 
     def _connect(self) -> closing[sqlite3.Connection]:
         """A connection that closes at the end of a ``with`` block (sqlite3's own only commits)."""

@@ -13,9 +13,11 @@ Protocol and behaviour
 * Budget: ``--trials N`` is the number of trials the study must hold *with an outcome*
   (finished, diverged, pruned or failed with a recorded reason). Rerunning the same command
   resumes the study (``load_if_exists``) and runs only the trials still missing. A trial left
-  RUNNING by a killed worker is failed by the storage's heartbeat (``fail_stale_trials``), has
-  no outcome and is run again. An equal budget N for every regularizer of a task is the
-  protocol (``run_task_suite``, ``--all``).
+  RUNNING by a killed worker is failed by the storage's heartbeat (``fail_stale_trials``) or,
+  when that worker ran on this machine, as soon as its process is gone, with or without a
+  heartbeat; it has no outcome and is run again. A RUNNING trial that cannot be judged (a
+  worker elsewhere without a heartbeat) gets one line saying why the study waits for it. An
+  equal budget N for every regularizer of a task is the protocol (``run_task_suite``, ``--all``).
 * Nothing to tune (``none``, ``recurrent_batchnorm``: an empty search space): the study runs its
   one configuration once, as trial 0, whatever N is; spending N trials on one configuration
   would only pick a lucky run. Its variance comes from the seeded reruns like everyone else's.
@@ -30,9 +32,12 @@ Protocol and behaviour
   ``trial.should_prune`` and stops the trainer cleanly (the partial run is then recorded and
   the trial marked PRUNED).
 * Storage: ``sqlite:///regbench_runs/studies.sqlite`` by default; any SQLAlchemy URL, e.g.
-  ``postgresql://user@host/db`` for workers on several machines. ``--workers K`` runs K
-  processes sharing the storage on this machine. The study's user attrs hold its task,
-  regularizer, preset, scale and seed; reusing a study name for anything else is refused.
+  ``postgresql://user@host/db`` for workers on several machines (every query is timed:
+  ``benchmark.storage_timeout``); an in-memory SQLite URL is refused. ``--workers K`` runs K
+  processes sharing the storage on this machine, no more than there are trials to run; Ctrl-C
+  stops them all with one line, their trials failed without an outcome (run again next time).
+  The study's user attrs hold its task, regularizer, preset, scale and seed; reusing a study
+  name for anything else is refused.
 
 Public functions: :func:`run_study`, :func:`run_task_suite`, :func:`rerun_best`,
 :func:`best_configuration`, :func:`open_storage`, :func:`load_study`, :func:`pruning_callback`,
@@ -49,6 +54,7 @@ import json
 import math
 import os
 import shlex
+import signal
 import sys
 import time
 import traceback
@@ -173,7 +179,10 @@ def _search_space_is_empty(regularizer: str) -> bool:
 def _quiet_optuna() -> None:
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Errors only: every trial outcome gets its own line from this module (the traceback of a
+    # failed run goes to its record), and Optuna's warning for a trial stopped by Ctrl-C would
+    # print a traceback per worker.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
 def _short(error: BaseException) -> str:
@@ -189,14 +198,15 @@ def open_storage(url: str, heartbeat: int | None = 10):
     _quiet_optuna()
     given = url
     engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite:///"):
-        path = url[len("sqlite:///"):]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if url.startswith("sqlite:"):
+        _refuse_in_memory_sqlite(url)
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": 60}}
     elif url.startswith("postgresql"):
+        from .storage_timeout import connect_args
+
         url = _postgres_driver(url)
-        engine_kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
+        engine_kwargs = {"connect_args": connect_args(url, _redact(given)), "pool_pre_ping": True}
     kwargs: dict[str, Any] = {}
     if heartbeat:
         kwargs = {"heartbeat_interval": int(heartbeat), "grace_period": int(heartbeat) * 3}
@@ -214,6 +224,22 @@ def open_storage(url: str, heartbeat: int | None = 10):
                 continue
             raise StudyError(f"cannot open the study storage {_redact(given)}: {_short(error)}") from None
     raise AssertionError("unreachable")
+
+
+def _refuse_in_memory_sqlite(url: str) -> None:
+    """Refuse an in-memory SQLite storage: the study would vanish with the process (and every
+    worker process would get a study of its own)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError as error:
+        raise StudyError(f"cannot open the study storage {url}: {_short(error)}") from None
+    database = parsed.database or ""
+    if database in ("", ":memory:") or parsed.query.get("mode") == "memory":
+        raise StudyError(f"the study storage {url} is in memory and would vanish with this process; "
+                         f"give a file, e.g. {DEFAULT_STORAGE}")
 
 
 def _postgres_driver(url: str) -> str:
@@ -448,6 +474,16 @@ def _objective(config: StudyConfig, study_name: str, target: int, store, worker:
     cls = regularizers.get(config.regularizer)
 
     def objective(trial) -> float:
+        global _in_objective
+        _in_objective = True
+        try:
+            if _stopping:  # stopped while Optuna created this trial: it fails it now
+                raise KeyboardInterrupt
+            return run_trial(trial)
+        finally:
+            _in_objective = False
+
+    def run_trial(trial) -> float:
         from optuna.trial import TrialState
 
         ahead = sum(1 for t in trial.study.get_trials(deepcopy=False)
@@ -459,6 +495,7 @@ def _objective(config: StudyConfig, study_name: str, target: int, store, worker:
         spec = _spec(config.regularizer, params)
         trial.set_user_attr("spec", spec)
         trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
+        trial.set_user_attr("heartbeat", int(config.heartbeat or 0))  # whether a kill can be told from the storage
         request = {"task": config.task, "regularizer": config.regularizer, "params": params, "spec": spec,
                    "seed": config.seed, "preset": config.preset, "scale": config.scale, **config.run_options,
                    "run_name": f"{study_name}-trial{trial.number}", "resume": False}
@@ -519,7 +556,19 @@ def _sampler(config: StudyConfig, worker: int, position: int, target: int):
 
 
 def _work(config: StudyConfig, worker: int = 0) -> None:
-    """One worker: run trials until the study holds ``target`` trials with an outcome."""
+    """One worker: run trials until the study holds ``target`` trials with an outcome; a storage
+    that fails mid-study (its server gone, a connection that cannot be made) is a StudyError."""
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        _trials_until_done(config, worker)
+    except DBAPIError as error:
+        where = _redact(config.resolved_storage())
+        raise StudyError(f"the study storage {where} failed: {_short(error.orig or error)}; "
+                         "rerun the same command to resume once it answers") from None
+
+
+def _trials_until_done(config: StudyConfig, worker: int) -> None:
     import optuna
     from optuna.trial import TrialState
 
@@ -534,7 +583,10 @@ def _work(config: StudyConfig, worker: int = 0) -> None:
                        startup=min(5, max(1, target // 3)))
     store = _open_store(config.store) if config.store is not False else None
     objective = _objective(config, name, target, store, worker)
+    waiting_on: set[int] = set()  # RUNNING trials whose fate this worker cannot tell, already said so
     while True:
+        if _stopping:
+            raise KeyboardInterrupt
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
@@ -544,10 +596,72 @@ def _work(config: StudyConfig, worker: int = 0) -> None:
         if done >= target:
             return
         if done + running >= target:
-            time.sleep(config.poll)  # the last trials are running elsewhere (or stale: the heartbeat decides)
+            # The last trials are running elsewhere, or were left RUNNING by a killed worker:
+            # the heartbeat fails those above; orphans of local workers without one are failed here.
+            if not _fail_orphans(config, storage, study, waiting_on):
+                time.sleep(config.poll)
             continue
         study.sampler = _sampler(config, worker, len(trials), target)
         study.optimize(objective, n_trials=1, catch=(TrialFailed, SurplusTrial), gc_after_trial=False)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _fail_orphans(config: StudyConfig, storage, study, waiting_on: set[int]) -> bool:
+    """Fail RUNNING trials whose worker process on this machine is gone; True if any was failed.
+
+    The storage's heartbeat catches a killed worker only when that worker had a heartbeat (and
+    this one checks it); without one a trial would stay RUNNING forever and block every rerun.
+    A RUNNING trial whose worker is elsewhere and cannot be judged gets one line saying why
+    this worker waits for it.
+    """
+    from optuna.trial import TrialState
+
+    failed = _fail_trials_of_gone_workers(storage, study)
+    for trial in failed:
+        _log(config, f"[{study.study_name}] trial {trial.number} was left running by worker "
+                     f"{trial.user_attrs['worker']}, which is gone; failed it (no outcome), it will be run again")
+    gone = {trial.number for trial in failed}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.number in gone:
+            continue
+        heartbeat = int(trial.user_attrs.get("heartbeat") or 0)
+        if trial.number in waiting_on or (heartbeat and config.heartbeat):
+            continue  # said already, or the heartbeat will tell
+        waiting_on.add(trial.number)
+        worker = trial.user_attrs.get("worker") or "an unknown worker"
+        why = ("which runs without a heartbeat (--heartbeat 0)" if not heartbeat else
+               "and this worker runs with --heartbeat 0, so it cannot tell a stale trial (rerun with --heartbeat 10)")
+        print(f"[{study.study_name}] waiting for trial {trial.number}, running in {worker} {why}; "
+              "if that worker is gone, stop this one (Ctrl-C) and rerun on its machine, which fails it",
+              file=sys.stderr, flush=True)
+    return bool(failed)
+
+
+def _fail_trials_of_gone_workers(storage, study) -> list:
+    """Mark FAIL the RUNNING trials whose worker process on this machine no longer exists; returns them."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    failed = []
+    host = os.uname().nodename
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        node, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
+        if node == host and pid.isdigit() and not _alive(int(pid)):
+            try:
+                storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+            except UpdateFinishedTrialError:  # it finished after all
+                continue
+            failed.append(trial)
+    return failed
 
 
 def _worker_entry(payload: dict[str, Any], worker: int) -> int:
@@ -565,6 +679,12 @@ def _worker_entry(payload: dict[str, Any], worker: int) -> int:
     except StudyError as error:
         print(f"regbench study: error: {error}", file=sys.stderr, flush=True)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C, passed on by the parent, which says it once
+        return 130
+    except Exception:
+        if _stopping:  # whatever the interruption broke (a storage write cut short): quietly, the parent cleans up
+            return 130
+        raise
     return 0
 
 
@@ -583,20 +703,35 @@ def run_study(config: StudyConfig) -> StudySummary:
     """Run (or resume) a study until it holds ``config.trials`` trials with an outcome."""
     import regularizers
 
+    _check_study_name(config.study_name)
     if config.trials < 1:
         raise StudyError(f"--trials must be at least 1, got {config.trials}")
     if config.workers < 1:
         raise StudyError(f"--workers must be at least 1, got {config.workers}")
+    from .runner import MAX_SEED
+
+    if not 0 <= config.seed <= MAX_SEED:
+        raise StudyError(f"--seed must be in [0, {MAX_SEED}], got {config.seed}")
+    if config.startup_trials is not None and config.startup_trials < 0:
+        raise StudyError(f"--startup-trials must be 0 or more, got {config.startup_trials}")
+    if config.heartbeat < 0:
+        raise StudyError(f"--heartbeat must be 0 (off) or more seconds, got {config.heartbeat}")
     try:
         regularizers.get(config.regularizer)
     except ValueError as error:
         raise StudyError(str(error)) from None
     _check_task(config.task)
+    if config.store is not False:
+        _open_store(config.store)  # a damaged or unwritable results store: one line, before any trial
     target = _target(config)
     _remember_options(config)
     if target < config.trials:
         _log(config, f"{config.regularizer} has nothing to tune: its study runs its one configuration once "
                      f"(trial 0), not {config.trials} times; use --seeds / run --from-study for its variance")
+    missing = max(1, target - sum(_outcomes(_load_existing(config)).values()))
+    if config.workers > missing:  # a worker for every trial still to run, no more
+        _log(config, f"{missing} trial(s) to run: {missing} worker(s), not {config.workers}")
+        config = dataclasses.replace(config, workers=missing)
     if config.workers == 1:
         _work(config, 0)
     else:
@@ -607,20 +742,78 @@ def run_study(config: StudyConfig) -> StudySummary:
         context = multiprocessing.get_context("spawn")
         processes = [context.Process(target=_worker_process, args=(payload, worker), daemon=False)
                      for worker in range(config.workers)]
-        for process in processes:
-            process.start()
-        for process in processes:
-            process.join()
+        # Workers start with Ctrl-C ignored (an ignored signal stays ignored across exec): a
+        # terminal's Ctrl-C reaches only this process, which then stops them one at a time.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            for process in processes:
+                process.start()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        try:
+            for process in processes:
+                process.join()
+        except KeyboardInterrupt:
+            _stop_workers(config, processes)
+            raise
         bad = [p.exitcode for p in processes if p.exitcode]
         if bad:
             raise StudyError(f"{len(bad)} of {config.workers} workers failed (exit codes {bad}); rerun to resume")
-    storage = open_storage(config.resolved_storage(), None)
-    study = load_study(storage, config.resolved_name(), config.identity())
-    return summarize_study(study, target, config.resolved_storage())
+    return summarize_study(_load_existing(config), target, config.resolved_storage())
+
+
+def _load_existing(config: StudyConfig):
+    return load_study(open_storage(config.resolved_storage(), None), config.resolved_name(), config.identity())
+
+
+def _stop_workers(config: StudyConfig, processes: list) -> None:
+    """After Ctrl-C: stop each worker in turn (SIGTERM, which it turns into KeyboardInterrupt, so
+    that its trial is marked failed without an outcome), then fail any trial a worker could not
+    mark, so that the storage holds nothing RUNNING for the next run to wait on."""
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+                process.join()
+    try:
+        storage = open_storage(config.resolved_storage(), None)
+        _fail_trials_of_gone_workers(storage, load_study(storage, config.resolved_name()))
+    except Exception:  # noqa: BLE001 -- the next run fails them as well
+        pass
+
+
+# In a worker process that its parent stops (Ctrl-C): the stop interrupts a running objective
+# at once (Optuna then marks its trial failed), and otherwise waits until Optuna has created a
+# trial or finished storing one, so that no trial is left RUNNING half-made.
+_stopping = False
+_in_objective = False
 
 
 def _worker_process(payload: dict[str, Any], worker: int) -> None:
+    def stop(signum, frame):
+        global _stopping
+        _stopping = True
+        if _in_objective:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # the parent's way of passing Ctrl-C on
     sys.exit(_worker_entry(payload, worker))
+
+
+def _check_study_name(name: str | None) -> None:
+    """A study name becomes part of run folder names (``<name>-trial3``); it must make a safe one."""
+    if name is None:
+        return
+    from .runner import folder_name
+
+    if not name.strip():
+        raise StudyError("--study-name must not be empty (leave it out for the default name)")
+    try:
+        folder_name(name)
+    except ValueError as error:
+        raise StudyError(f"--study-name {error}") from None
 
 
 def _check_task(task: str) -> None:
@@ -711,7 +904,10 @@ def rerun_best(study_name: str, storage_url: str | None = None, seeds: int = 3, 
         record.update({"study": study_name, "trial": None, "rerun_of_trial": best["trial"]})
         if command:
             record["command"] = command
-        results_store.append(record)
+        from .runner import TAKEN
+
+        if not record.get(TAKEN):  # another process ran this very seed and stored it
+            results_store.append(record)
         records.append(record)
         if verbose:
             value = _value(record)
@@ -884,7 +1080,8 @@ def _invocation(subcommand: str) -> str:
 
 
 def run(args) -> int:
-    """``regbench study``: one line per trial, a summary line per study; errors as one line."""
+    """``regbench study``: one line per trial, a summary line per study; errors as one line. Exits 1
+    when a study has no trial with a finite value (all failed, pruned or diverged) or a rerun failed."""
     try:
         if args.threads < 1:
             raise StudyError(f"--threads must be at least 1, got {args.threads}")
@@ -904,6 +1101,12 @@ def run(args) -> int:
         for config in configs:
             summary = run_study(config)
             print(summary.line(), flush=True)
+            if summary.best_value is None:
+                outcomes = ", ".join(f"{v} {k}" for k, v in sorted(summary.outcomes.items()) if v) or "none"
+                print(f"regbench study: no trial of study {summary.study_name} finished with a finite value "
+                      f"({outcomes}); see the reasons above", file=sys.stderr, flush=True)
+                status = 1
+                continue
             if args.seeds:
                 try:
                     rerun_best(config.resolved_name(), config.resolved_storage(), seeds=args.seeds,

@@ -49,7 +49,11 @@ def _run_one(config: RunConfig, threads: int | None) -> dict[str, Any]:
 
         from .cli import one_line
 
-        traceback.print_exc()
+        if isinstance(error, OSError):  # the environment's fault: one line, the run was not recorded
+            print(f"regbench run: {config.task} {config.regularizer} seed {config.seed}: not recorded, "
+                  f"{type(error).__name__}: {one_line(error)}", flush=True)
+        else:
+            traceback.print_exc()
 
         return {"task": config.task, "regularizer": config.regularizer, "seed": config.seed, "status": "failed",
                 "reason": f"{type(error).__name__}: {one_line(error)}"[:300],

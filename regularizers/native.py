@@ -1,16 +1,20 @@
 """The compiled twin of the fused loops (``csrc/fused_loops.cpp``), built on first use.
 
-Built once per machine and torch version with ``torch.utils.cpp_extension`` (needs a C++
-compiler and ninja; the build is cached under ``$TORCH_EXTENSIONS_DIR``, by default
-``~/.cache/torch_extensions``, and rebuilt when the source changes). When it can't be built,
-or with ``REGBENCH_NATIVE=0``, the Python loops in ``fused.py`` run instead: same equations,
-more time per step. The module also draws the CPU's dropout masks (``bernoulli_mask``, a parallel
-Philox sampler keyed from torch's generator); without it masks come from ``torch.rand``, so a
-given seed draws other masks.
+Built with ``torch.utils.cpp_extension`` (needs a C++ compiler and ninja) into a folder under
+``$TORCH_EXTENSIONS_DIR`` (by default ``~/.cache/torch_extensions``) named after what is built:
+a digest of the source, the compiler flags, and the torch (version and folder) and Python. Checkouts and
+environments that build the same thing share one build; any that differ get their own folder,
+so they never rebuild each other's. The source is copied into that folder and compiled from
+there, so the build does not depend on where the checkout lives. Every build prints a notice.
+When it can't be built, or with ``REGBENCH_NATIVE=0``, the Python loops in ``fused.py`` run
+instead: same equations, more time per step. The module also draws the CPU's dropout masks
+(``bernoulli_mask``, a parallel Philox sampler keyed from torch's generator); without it masks
+come from ``torch.rand``, so a given seed draws other masks.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import threading
@@ -50,9 +54,25 @@ _STALE_LOCK_SECONDS = 600
 _CFLAGS = ["-O3", "-fno-trapping-math", "-fno-math-errno"]
 
 
-def _remove_stale_lock(cpp_extension) -> None:
+def build_directory() -> Path:
+    """Where the loops of this source, these flags and this torch and Python are built."""
+    import torch
+    from torch.utils import cpp_extension
+
+    key = hashlib.sha256()
+    # The torch folder too: its headers' paths are in the build file, so two environments with
+    # the same torch version would otherwise make ninja rebuild each other's build.
+    for part in (_SOURCE.read_bytes(), "\0".join(_CFLAGS).encode(), torch.__version__.encode(),
+                 str(Path(torch.__file__).parent).encode(), sys.implementation.cache_tag.encode(),
+                 sys.platform.encode()):
+        key.update(hashlib.sha256(part).digest())
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
+    return Path(root) / f"{_NAME}_{key.hexdigest()[:16]}"
+
+
+def _remove_stale_lock(folder: Path) -> None:
     try:
-        lock = Path(cpp_extension._get_build_directory(_NAME, verbose=False)) / "lock"
+        lock = folder / "lock"
         if lock.exists() and time.time() - lock.stat().st_mtime > _STALE_LOCK_SECONDS:
             lock.unlink()
             warnings.warn(f"regbench: removed a stale build lock {lock} (left by an interrupted build)",
@@ -61,29 +81,34 @@ def _remove_stale_lock(cpp_extension) -> None:
         pass
 
 
+def _copy_source(folder: Path) -> Path:
+    """The source inside the build folder (written once, atomically; its content is in the folder's name)."""
+    copy = folder / _SOURCE.name
+    if not copy.exists():
+        temporary = folder / f".{_SOURCE.name}.{os.getpid()}.tmp"
+        temporary.write_bytes(_SOURCE.read_bytes())
+        os.replace(temporary, copy)
+    return copy
+
+
 def _build() -> ModuleType | None:
     try:
         from torch.utils import cpp_extension
 
         if not _SOURCE.exists():
             raise FileNotFoundError(_SOURCE)
-        _remove_stale_lock(cpp_extension)
-        print("regbench: compiling the native recurrent loops (once per machine, about a minute)...",
-              file=sys.stderr, flush=True) if not _is_built(cpp_extension) else None
-        return cpp_extension.load(name=_NAME, sources=[str(_SOURCE)],
-                                  extra_cflags=_CFLAGS, verbose=False)
+        folder = build_directory()
+        folder.mkdir(parents=True, exist_ok=True)
+        _remove_stale_lock(folder)
+        source = _copy_source(folder)
+        if not any(folder.glob("*.so")):
+            print(f"regbench: compiling the native recurrent loops into {folder} (about a minute; once for "
+                  "this source, torch and Python)...", file=sys.stderr, flush=True)
+        return cpp_extension.load(name=folder.name, sources=[str(source)], extra_cflags=_CFLAGS,
+                                  build_directory=str(folder), verbose=False)
     except Exception as error:  # no compiler, no ninja, unsupported platform: the Python loops work
         warnings.warn(f"regbench: the native recurrent loops could not be built ({type(error).__name__}: "
                       f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}); using the Python "
                       "loops, which compute the same equations more slowly. Set REGBENCH_NATIVE=0 to skip the attempt.",
                       RuntimeWarning, stacklevel=3)
         return None
-
-
-def _is_built(cpp_extension) -> bool:
-    """Whether a build directory for this extension exists already (then loading is quick)."""
-    try:
-        root = Path(cpp_extension._get_build_directory(_NAME, verbose=False))
-    except Exception:
-        return False
-    return any(root.glob("*.so"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -108,3 +109,88 @@ def test_no_arguments_is_the_default_track_with_every_regularizer():
     gru = build_configs(parser.parse_args(["run", "--cell", "gru"]))
     assert {c.regularizer for c in gru} == {n for n in regularizers.available()
                                             if "gru" in regularizers.get(n).cell_types}
+
+
+def _in_process(argv, tmp_path, monkeypatch, capsys):
+    """``regbench ARGV`` in this process (no interpreter start-up): exit code and stderr."""
+    from benchmark.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("REGBENCH_STORE", raising=False)
+    code = main(argv)
+    return code, capsys.readouterr().err
+
+
+def _garbage_store(tmp_path):
+    (tmp_path / "garbage.sqlite").write_bytes(b"\x00\xffnot a database" * 100)
+
+
+def _truncated_store(tmp_path):
+    store = ResultsStore(tmp_path / "full.sqlite")
+    for seed in range(300):
+        store.append({"task": "digits", "regularizer": "none", "seed": seed, "status": "ok",
+                      "val_curve": [0.5] * 50, "reason": "x" * 200})
+    with sqlite3.connect(tmp_path / "full.sqlite") as connection:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = (tmp_path / "full.sqlite").read_bytes()
+    (tmp_path / "truncated.sqlite").write_bytes(data[: len(data) // 2])
+
+
+BAD_PLACES = {
+    "garbage store": (_garbage_store, ["--store", "garbage.sqlite"], "cannot use the results store garbage.sqlite"),
+    "truncated store": (_truncated_store, ["--store", "truncated.sqlite"], "cannot use the results store truncated"),
+    "store is a folder": (lambda p: (p / "folder").mkdir(), ["--store", "folder"], "cannot use the results store folder"),
+    "out is a file": (lambda p: (p / "file").write_text("x"), ["--out", "file/runs"], "--out file/runs cannot be written"),
+    "leaderboards is a file": (lambda p: (p / "file").write_text("x"), ["--leaderboards", "file"],
+                               "--leaderboards file cannot be written"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_PLACES))
+def test_an_unusable_output_place_is_one_line_before_any_training(case, tmp_path, monkeypatch, capsys):
+    make, options, expected = BAD_PLACES[case]
+    make(tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file() and not p.name.endswith(("-shm", "-wal"))}
+    argv = ["run", "--task", "digits", "--regularizer", "none", "--scale", "tiny", "--epochs", "1", *options]
+    code, err = _in_process(argv, tmp_path, monkeypatch, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and expected in err, err
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before  # nothing overwritten
+    assert not list(tmp_path.glob("**/record.json")) and not list(tmp_path.glob("**/*.ckpt"))  # nothing trained
+
+
+@pytest.mark.parametrize("make", [_garbage_store, _truncated_store])
+def test_leaderboard_of_a_damaged_store_is_one_line(make, tmp_path, monkeypatch, capsys):
+    make(tmp_path)
+    name = "garbage.sqlite" if make is _garbage_store else "truncated.sqlite"
+    code, err = _in_process(["leaderboard", "--store", name, "--out", "boards"], tmp_path, monkeypatch, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "cannot use the results store" in err, err
+
+
+def test_a_data_file_of_garbage_is_one_line(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for split in ("train", "valid", "test"):
+        (folder / f"ptb.char.{split}.txt").write_text("a b \n")
+    (folder / "ptb.char.valid.txt").write_bytes(bytes(range(256)) * 4)
+    code, err = _in_process(["run", "--task", "char_ptb", "--regularizer", "none", "--data-dir", "data"],
+                            tmp_path, monkeypatch, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "ptb.char.valid.txt: not UTF-8 text" in err
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["run", "--task", "digits", "--first-seed", "-1"], "--first-seed must be 0 or more, got -1"),
+    (["run", "--task", "digits", "--threads", "0"], "--threads must be at least 1, got 0"),
+    (["run", "--task", "digits", "--threads", "-1"], "--threads must be at least 1, got -1"),
+    (["run", "--task", "digits", "--regularizer", "none", "--hidden-size", "3000000"], "choose a smaller --hidden-size"),
+    (["study", "--task", "digits", "--regularizer", "zoneout", "--trials", "1", "--seed", "-1"],
+     "--seed must be in [0, 4294967295], got -1"),
+    (["study", "--task", "digits", "--regularizer", "zoneout", "--trials", "1", "--startup-trials", "-1"],
+     "--startup-trials must be 0 or more"),
+    (["study", "--task", "digits", "--regularizer", "zoneout", "--trials", "1", "--study-name", ""],
+     "--study-name must not be empty"),
+])
+def test_bad_numbers_are_one_line_before_any_work(argv, expected, tmp_path, monkeypatch, capsys):
+    code, err = _in_process(argv, tmp_path, monkeypatch, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and expected in err, err
+    assert not list(tmp_path.glob("**/*.sqlite")) and not list(tmp_path.glob("**/*.ckpt"))

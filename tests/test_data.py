@@ -431,3 +431,29 @@ def test_hub_mnist_rows_are_converted(tmp_path):
     assert np.array_equal(out["train"][0], imgs[:22].reshape(22, 784))
     assert np.array_equal(out["valid"][1], labels[22:24])
     assert np.array_equal(out["test"][0], imgs[24:].reshape(6, 784))
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(bytes(range(256)) * 8)
+
+
+@pytest.mark.parametrize("name, writer", [("char_ptb", lambda f: write_char_ptb(f, ["ab"], ["a"], ["b"])),
+                                          ("word_ptb", lambda f: write_word_ptb(f, ["a b"], ["a"], ["b"])),
+                                          ("mnist", lambda f: write_mnist(f))])
+def test_a_data_file_of_binary_garbage_is_named_in_one_line(tmp_path, name, writer):
+    folder = tmp_path / name
+    writer(folder)
+    broken = folder / D.expected_files(name)[1]
+    _garbage(broken)
+    loader = D.load_pixels if name == "mnist" else D.load_text
+    with pytest.raises(D.DataFormatError) as error:
+        loader(name, folder)
+    message = str(error.value)
+    assert message.startswith(str(broken)) and "\n" not in message, message
+
+
+def test_a_validation_character_absent_from_training_names_the_file(tmp_path):
+    folder = write_char_ptb(tmp_path, ["ab"], ["az"], ["a"])
+    with pytest.raises(D.DataFormatError, match="not in the training vocabulary") as error:
+        D.load_text("char_ptb", folder)
+    assert str(error.value).startswith(str(folder / "ptb.char.valid.txt"))

@@ -7,6 +7,8 @@ plain ones), so that the Python fallback stays exact where the compiled loops ar
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -122,23 +124,67 @@ def test_disabled_native_falls_back_to_python(monkeypatch):
     assert fused._loops().batchnorm_lstm_forward is fused_batchnorm.batchnorm_lstm_forward
 
 
-def test_a_stale_build_lock_is_removed(tmp_path, monkeypatch):
+def test_a_stale_build_lock_is_removed(tmp_path):
     """A process killed while compiling leaves torch's lock file; later processes must not wait on it forever."""
     import os
     import time
 
-    from torch.utils import cpp_extension
-
-    monkeypatch.setattr(cpp_extension, "_get_build_directory", lambda name, verbose=False: str(tmp_path))
     lock = tmp_path / "lock"
     lock.write_text("")
-    native._remove_stale_lock(cpp_extension)
+    native._remove_stale_lock(tmp_path)
     assert lock.exists(), "a fresh lock belongs to a build in progress"
     old = time.time() - native._STALE_LOCK_SECONDS - 5
     os.utime(lock, (old, old))
     with pytest.warns(RuntimeWarning, match="stale build lock"):
-        native._remove_stale_lock(cpp_extension)
+        native._remove_stale_lock(tmp_path)
     assert not lock.exists()
+
+
+def test_the_build_folder_is_named_after_what_is_built(tmp_path, monkeypatch):
+    """Checkouts and environments with another source, other flags or another torch build elsewhere
+    (they used to share one folder and rebuild each other's build); the same ones share it."""
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    folder = native.build_directory()
+    assert folder.parent == tmp_path and folder.name.startswith("regbench_fused_loops_")
+    assert native.build_directory() == folder
+    monkeypatch.setattr(native, "_CFLAGS", [*native._CFLAGS, "-DOTHER"])
+    flags = native.build_directory()
+    monkeypatch.undo()
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(torch, "__version__", "0.0.0-other")
+    version = native.build_directory()
+    monkeypatch.undo()
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    source = tmp_path / "other.cpp"
+    source.write_text("// another source\n")
+    monkeypatch.setattr(native, "_SOURCE", source)
+    edited = native.build_directory()
+    assert len({folder, flags, version, edited}) == 4
+
+
+def test_every_build_prints_a_notice_and_compiles_a_copy_in_its_folder(tmp_path, monkeypatch, capsys):
+    from torch.utils import cpp_extension
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    calls = []
+
+    def fake_load(name, sources, build_directory, **kwargs):
+        calls.append((name, sources, build_directory))
+        (Path(build_directory) / f"{name}.so").write_text("")
+        return "module"
+
+    monkeypatch.setattr(cpp_extension, "load", fake_load)
+    assert native._build() == "module"
+    assert "compiling the native recurrent loops" in capsys.readouterr().err
+    name, sources, folder = calls[0]
+    assert Path(folder) == native.build_directory() and name == Path(folder).name
+    assert sources == [str(Path(folder) / "fused_loops.cpp")]
+    assert Path(sources[0]).read_bytes() == native._SOURCE.read_bytes()
+    assert native._build() == "module" and capsys.readouterr().err == ""  # built: loading only
+    for library in Path(folder).glob("*.so"):
+        library.unlink()
+    native._build()
+    assert "compiling the native recurrent loops" in capsys.readouterr().err  # a rebuild says so too
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -9,9 +9,11 @@ be run exactly once and the budget met exactly.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -29,7 +31,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def postgres_url(tmp_path_factory):
+def postgres(tmp_path_factory):
+    """(URL, cluster folder) of a throwaway server."""
     pytest.importorskip("psycopg2", reason="psycopg2-binary is not installed (pip install psycopg2-binary)")
     folder = tmp_path_factory.mktemp("postgres")
     try:
@@ -40,8 +43,13 @@ def postgres_url(tmp_path_factory):
     if started.returncode != 0:
         reason = (started.stderr.strip().splitlines() or ["no output"])[-1]
         pytest.skip(f"PostgreSQL could not be started by .ci/postgres.sh: {reason}")
-    yield started.stdout.strip().splitlines()[-1]
+    yield started.stdout.strip().splitlines()[-1], folder
     subprocess.run(["bash", str(SCRIPT), "stop", str(folder)], capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def postgres_url(postgres):
+    return postgres[0]
 
 
 def test_two_workers_share_a_postgres_study(postgres_url, tmp_path):
@@ -89,3 +97,56 @@ def test_two_workers_share_a_postgres_study(postgres_url, tmp_path):
                              "--study-name", name, "--objective", "benchmark.study:tiny_run"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "belongs to another experiment: task='digits'" in result.stderr
+
+
+def _server_processes(folder: Path) -> list[int]:
+    """The postmaster of the cluster in ``folder`` and its children (backends, background workers)."""
+    postmaster = int((folder / "data" / "postmaster.pid").read_text().split()[0])
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == postmaster:
+            children.append(int(stat.parent.name))
+    return [postmaster, *children]
+
+
+def test_a_server_that_stops_answering_ends_the_study_with_one_line(postgres, tmp_path):
+    url, folder = postgres
+    name = f"pg-stop-{os.getpid()}-{tmp_path.name}"[:60]
+    argv = [sys.executable, "-m", "benchmark.study", "--task", "digits", "--regularizer", "zoneout",
+            "--trials", "3", "--storage", url, "--study-name", name, "--store", str(tmp_path / "results.sqlite"),
+            "--objective", "test_study:slow_run", "--epochs", "1", "--no-prune", "--heartbeat", "0"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]), OMP_NUM_THREADS="1",
+               REGBENCH_NATIVE="0", REGBENCH_STORAGE_TIMEOUT="4")
+    worker = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stopped: list[int] = []
+    try:
+        deadline = time.time() + 120
+        from benchmark import study as S
+
+        while time.time() < deadline and worker.poll() is None:  # until a trial runs
+            time.sleep(0.5)
+            try:
+                trials = S.load_study(S.open_storage(url, None), name).get_trials(deepcopy=False)
+            except S.StudyError:
+                continue
+            if trials:
+                break
+        stopped = _server_processes(folder)
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        out, err = worker.communicate(timeout=90)  # hung forever before
+    finally:
+        for pid in stopped:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        if worker.poll() is None:
+            worker.kill()
+    lines = [line for line in err.strip().splitlines() if line]
+    assert worker.returncode != 0 and "Traceback" not in err, err
+    assert len(lines) == 1 and "the study storage postgresql://regbench@" in lines[0], err

@@ -137,6 +137,10 @@ def _cli(args, cwd):
     (["--storage", "nosuchdb://x"], "cannot open the study storage nosuchdb://x"),
     (["--regularizer", "zonout"], "unknown regularizer 'zonout'"),
     (["--task", "nosuchtask"], "unknown task 'nosuchtask'"),
+    (["--storage", "sqlite:///"], "is in memory and would vanish"),
+    (["--storage", "sqlite://"], "is in memory and would vanish"),
+    (["--storage", "sqlite:///:memory:"], "is in memory and would vanish"),
+    (["--storage", "sqlite:///file:s?mode=memory&uri=true"], "is in memory and would vanish"),
 ])
 def test_bad_input_gives_one_line_errors(tmp_path, args, message):
     base = {"--task": "digits", "--regularizer": "zoneout", "--trials": "1",
@@ -282,3 +286,94 @@ def test_two_worker_processes_share_a_sqlite_study(tmp_path, monkeypatch):
     frame = _records(config)
     assert sorted(frame["trial"]) == sorted(t.number for t in counted)
     assert len(workers) >= 1
+
+
+@pytest.mark.parametrize("name, message", [("", "must not be empty"), ("../..", "cannot be a folder name"),
+                                           ("/", "cannot be a folder name")])
+def test_a_study_name_that_cannot_be_a_folder_is_refused(tmp_path, name, message):
+    with pytest.raises(S.StudyError, match=message):
+        S.run_study(_config(tmp_path, study_name=name, trials=1))
+    assert not (tmp_path / "results.sqlite").exists()
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+@pytest.mark.parametrize("heartbeat", [0, 1])
+def test_a_trial_orphaned_by_a_killed_worker_without_heartbeat_does_not_block_the_study(tmp_path, heartbeat, capsys):
+    config = _config(tmp_path, trials=1, heartbeat=0)
+    S.run_study(config)
+    # What a worker started with --heartbeat 0 and killed with -9 in the middle of a trial leaves.
+    study = optuna.load_study(study_name=config.resolved_name(), storage=S.open_storage(config.resolved_storage(), None))
+    orphan = study.ask()
+    orphan.set_user_attr("worker", f"{os.uname().nodename}:{_dead_pid()}")
+    orphan.set_user_attr("heartbeat", 0)
+
+    def hung(signum, frame):
+        raise TimeoutError("the study waited on the orphaned trial")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    try:
+        summary = S.run_study(_config(tmp_path, trials=2, heartbeat=heartbeat, verbose=True))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert sum(summary.outcomes.values()) == 2
+    trials = {t.number: t for t in _trials(config)}
+    assert trials[orphan.number].state == TrialState.FAIL and "outcome" not in trials[orphan.number].user_attrs
+    assert f"trial {orphan.number} was left running by" in capsys.readouterr().out
+
+
+def always_fails(request, callbacks):
+    raise RuntimeError("out of memory (simulated)")
+
+
+def test_a_study_whose_trials_all_failed_exits_non_zero_and_says_why(tmp_path, capsys):
+    sys.path.insert(0, str(Path(__file__).parent))
+    argv = ["--task", "digits", "--regularizer", "zoneout", "--trials", "2", "--storage",
+            f"sqlite:///{tmp_path}/s.sqlite", "--store", str(tmp_path / "r.sqlite"), "--objective",
+            "test_study:always_fails", "--heartbeat", "0"]
+    assert S.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "no trial of study digits-zoneout finished" in err and "2 failed" in err, err
+
+
+def test_workers_are_capped_at_the_trials_still_to_run(tmp_path, capsys):
+    config = _config(tmp_path, trials=1, workers=4, verbose=True)
+    S.run_study(config)
+    assert "1 trial(s) to run: 1 worker(s), not 4" in capsys.readouterr().out
+    trial = _trials(config)[0]
+    assert trial.user_attrs["worker"].endswith(f":{os.getpid()}")  # one worker: this process, none spawned
+
+
+def test_ctrl_c_on_a_study_with_workers_is_one_line_and_the_study_resumes(tmp_path):
+    storage = f"sqlite:///{tmp_path}/studies.sqlite"
+    store = tmp_path / "results.sqlite"
+    argv = ["--task", "digits", "--regularizer", "zoneout", "--trials", "4", "--storage", storage,
+            "--store", str(store), "--objective", "test_study:slow_run", "--epochs", "1", "--heartbeat", "1",
+            "--no-prune", "--workers", "2"]
+    # Its own process group, as a terminal's foreground job: Ctrl-C reaches every process in it.
+    study = subprocess.Popen([sys.executable, "-m", "benchmark.study", *argv], cwd=tmp_path, env=_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    config = _config(tmp_path, trials=4, run_fn="test_study:slow_run", run_options={"epochs": 1}, prune=False)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        time.sleep(0.3)
+        try:
+            if len([t for t in _trials(config) if t.state == TrialState.RUNNING]) == 2:
+                break
+        except Exception:
+            continue
+    os.killpg(study.pid, signal.SIGINT)
+    out, err = study.communicate(timeout=120)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert study.returncode == 130 and len(lines) == 1 and "interrupted" in lines[0], err
+    assert not [t for t in _trials(config) if t.state == TrialState.RUNNING]  # consistent: nothing left running
+    S.run_study(config)  # the same study again resumes and completes
+    counted = [t.number for t in _trials(config) if S._counted(t)]
+    assert len(counted) == 4
+    assert sorted(ResultsStore(store).dataframe()["trial"]) == sorted(counted)  # each once

@@ -314,3 +314,148 @@ def test_word_ptb_schedule_and_initialisation_follow_zaremba():
         schedule.step()
     assert rates[:14] == [1.0] * 14  # 14 epochs at the full rate
     assert rates[14:] == pytest.approx([1 / 1.15, 1 / 1.15 ** 2, 1 / 1.15 ** 3])
+
+
+@pytest.mark.parametrize("task", ["tiny_digits", "tiny_text"])
+def test_a_resumed_run_is_the_same_run_as_an_uninterrupted_one(tmp_path, task, regularizer="zoneout"):
+    # Shuffled batches, dropout masks and the native mask sampler all draw from generators that
+    # the checkpoint must carry: a resumed run reproduces the uninterrupted one exactly.
+    straight = run_experiment(tiny_config(tmp_path, task=task, regularizer=regularizer, epochs=3,
+                                          run_name="straight", dropout=0.2), store=False)
+    config = tiny_config(tmp_path, task=task, regularizer=regularizer, epochs=3, run_name="resumed", dropout=0.2)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config, callbacks=[InterruptAtEpoch(1)], store=False)
+    torch.manual_seed(12345)  # whatever the process did in between must not matter
+    resumed = run_experiment(config, store=False)
+    assert resumed["val_curve"] == straight["val_curve"]
+    assert resumed["test_metric"] == straight["test_metric"]
+    assert resumed["resumed"] is True and straight["resumed"] is False
+
+
+def test_a_native_build_is_not_counted_as_training_time(tmp_path, monkeypatch):
+    import time
+
+    from regularizers import native
+
+    def slow_build():  # stands in for a first compilation of the native loops
+        time.sleep(3)
+        return None
+
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setattr(native, "_build", slow_build)
+    started = time.perf_counter()
+    record = run_experiment(tiny_config(tmp_path, regularizer="zoneout", epochs=1), store=False)
+    elapsed = time.perf_counter() - started
+    assert record["status"] == "ok"
+    assert record["wall_time_s"] <= elapsed - 3  # the build happened outside the recorded time
+
+
+def test_a_damaged_last_checkpoint_is_set_aside_and_the_run_starts_afresh(tmp_path, capsys):
+    config = tiny_config(tmp_path, epochs=2)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config, callbacks=[InterruptAtEpoch(1)])
+    last = next((tmp_path / "runs" / "tiny_digits").glob("*/checkpoints/last.ckpt"))
+    last.write_bytes(last.read_bytes()[:200])  # a crash mid-write, a full disk
+    capsys.readouterr()
+    counter = CountEpochs()
+    record = run_experiment(config, callbacks=[counter])
+    assert record["status"] == "ok" and counter.epochs == [0, 1] and record["resumed"] is False
+    out = capsys.readouterr().out
+    assert "unreadable" in out and "afresh" in out, out
+    assert [p.name.startswith("last.ckpt.damaged") for p in last.parent.glob("last.ckpt.damaged*")] == [True]
+    assert ResultsStore(tmp_path / "results.sqlite").dataframe()["status"].tolist() == ["ok"]
+
+
+def test_a_checkpoint_write_that_fails_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
+    from benchmark import checkpointing
+
+    path = tmp_path / "last.ckpt"
+    io = checkpointing.AtomicCheckpointIO()
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, path)
+    before = path.read_bytes()
+
+    def full_disk(obj, file):
+        file.write(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpointing.torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+    assert checkpointing.unreadable_reason(path) is None
+    path.write_bytes(before[:100])
+    assert checkpointing.unreadable_reason(path)
+
+
+def test_the_same_run_started_twice_at_once_is_run_and_stored_once(tmp_path):
+    import threading
+
+    config = tiny_config(tmp_path, epochs=1)
+    records, errors = [], []
+
+    def start():
+        try:
+            records.append(run_experiment(config))
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not errors and len(records) == 2
+    frame = ResultsStore(tmp_path / "results.sqlite").dataframe()
+    assert frame["status"].tolist() == ["ok"]  # one row: the second waited and took the first's record
+    assert records[0]["id"] == records[1]["id"] == frame["id"].iloc[0]
+    assert len(list((tmp_path / "runs" / "tiny_digits").glob("*/record.json"))) == 1
+    assert sum(bool(r.get("taken_from_another_process")) for r in records) == 1  # callers that store skip it
+
+
+@pytest.mark.parametrize("name", ["../../../x", "/tmp/elsewhere", "a/../../b", "..\\\\x", ".hidden", "-rf"])
+def test_a_run_name_never_leaves_the_output_folder(tmp_path, name):
+    from benchmark.runner import folder_name
+
+    folder = plan_run(tiny_config(tmp_path, run_name=name)).base_run_dir
+    out = (tmp_path / "runs").resolve()
+    assert folder.resolve().parent == out / "tiny_digits"
+    assert not folder.name.startswith((".", "-")) and "/" not in folder.name and "\\\\" not in folder.name
+    assert folder_name("a/b") != folder_name("a_b")  # distinct names keep distinct folders
+    assert folder_name("digits-zoneout-trial3") == "digits-zoneout-trial3"  # safe names are kept
+
+
+@pytest.mark.parametrize("name", ["..", "/", "../..", "  ", "***"])
+def test_a_run_name_that_cannot_be_a_folder_is_refused(tmp_path, name):
+    with pytest.raises(ValueError, match="cannot be a folder name"):
+        plan_run(tiny_config(tmp_path, run_name=name))
+
+
+@pytest.mark.parametrize("given", [{"regularizer": "zoneout:z_cells=0.5"}, {"regularizer": "zoneout:z_cells=0"},
+                                   {"regularizer": "zoneout", "params": {"z_cells": "0.3"}}])
+def test_a_hyperparameter_that_does_not_apply_to_the_cell_is_refused_whatever_its_value(tmp_path, given):
+    with pytest.raises(ValueError, match="z_cells applies to LSTM layers only, not GRU"):
+        plan_run(tiny_config(tmp_path, cell="gru", **given))
+
+
+def test_a_hyperparameter_that_does_not_apply_to_the_cell_is_not_recorded(tmp_path):
+    record = run_experiment(tiny_config(tmp_path, cell="gru", regularizer="zoneout:z_states=0.1", epochs=1))
+    assert "z_cells" not in record["hyperparameters"] and record["hyperparameters"]["z_states"] == 0.1
+    assert "z_cells" not in record["spec"] and "z_cells" not in record["command"]
+    row = ResultsStore(tmp_path / "results.sqlite").dataframe().iloc[0]
+    assert "z_cells" not in row["hyperparameters"] and "z_cells" not in row["spec"]
+    lstm = plan_run(tiny_config(tmp_path, regularizer="zoneout:z_states=0.1"))
+    assert "z_cells" in lstm.regularizer.params  # an LSTM records it
+
+
+class FullDisk(Callback):
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == 1:
+            raise OSError(28, "No space left on device")
+
+
+def test_an_environment_error_is_not_stored_as_a_failed_run(tmp_path):
+    with pytest.raises(OSError, match="No space left"):
+        run_experiment(tiny_config(tmp_path), callbacks=[FullDisk()])
+    assert len(ResultsStore(tmp_path / "results.sqlite")) == 0
+    record = run_experiment(tiny_config(tmp_path))  # fixed: the same command resumes
+    assert record["status"] == "ok" and record["resumed"] is True
