@@ -216,10 +216,13 @@ def open_storage(url: str, heartbeat: int | None = 10):
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
         except Exception as error:  # sqlalchemy errors, bad URLs, missing drivers
-            # Workers that start together on a fresh database race to create its tables; the
-            # loser sees a duplicate-key error and simply opens the tables the winner made.
-            if attempt < 5 and type(error).__name__ in ("IntegrityError", "ProgrammingError") \
-                    and "duplicate" in str(error).lower() or attempt < 5 and "already exists" in str(error):
+            # Processes that start together on a fresh database race to create its tables; the
+            # loser sees a duplicate key ("UNIQUE constraint failed" on SQLite, "duplicate key" on
+            # PostgreSQL) or an existing table, and simply opens the tables the winner made.
+            message = str(error).lower()
+            lost_race = (type(error).__name__ in ("IntegrityError", "ProgrammingError", "OperationalError")
+                         and any(text in message for text in ("duplicate", "unique constraint", "already exists")))
+            if attempt < 5 and lost_race:
                 time.sleep(0.5 * (attempt + 1))
                 continue
             raise StudyError(f"cannot open the study storage {_redact(given)}: {_short(error)}") from None

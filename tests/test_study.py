@@ -377,3 +377,22 @@ def test_ctrl_c_on_a_study_with_workers_is_one_line_and_the_study_resumes(tmp_pa
     counted = [t.number for t in _trials(config) if S._counted(t)]
     assert len(counted) == 4
     assert sorted(ResultsStore(store).dataframe()["trial"]) == sorted(counted)  # each once
+
+
+def test_opening_a_fresh_storage_that_another_process_is_creating_retries(tmp_path, monkeypatch):
+    """Two studies started at once on a new SQLite file race to create Optuna's tables; the loser's
+    "UNIQUE constraint failed" (seen on this machine) must mean "open what the winner made"."""
+    from sqlalchemy.exc import IntegrityError
+
+    real, calls = optuna.storages.RDBStorage, []
+
+    def racing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise IntegrityError("INSERT INTO alembic_version", {}, Exception(
+                "UNIQUE constraint failed: alembic_version.version_num"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    storage = S.open_storage(f"sqlite:///{tmp_path / 'studies.sqlite'}", None)
+    assert len(calls) == 2 and storage.get_all_studies() == []
