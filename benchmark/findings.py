@@ -80,5 +80,5 @@ def paragraph(task: str, rows: list[dict], split: str, metric: str) -> str:
         name = f"{a} best" if kind == "best" else f"{a} {'near' if kind == 'near' else 'ahead of'} {b}"
         sentences.append(f"*{name}*: cannot be checked, the board lacks a finished row for "
                          f"{a if a not in by_name else b or 'a runner-up'}.")
-    return (f"The paper's claims for {task}, tested on this board's seeds (Holm's correction over these "
-            f"{len(tests)} tests): " + " ".join(sentences))
+    family = f"Holm's correction over these {len(tests)} tests" if len(tests) > 1 else "one test, uncorrected"
+    return f"The paper's claims for {task}, tested on this board's seeds ({family}): " + " ".join(sentences)

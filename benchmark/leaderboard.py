@@ -631,6 +631,11 @@ def _board_markdown(board: Board, store_label: str, out_label: str, plots: list[
                  "range.")
     lines.append(f"- Records: {len(recs)} ({int(recs['tuning'].sum())} tuning trials, "
                  f"{int((~recs['tuning']).sum())} final runs; {int((recs['status'] == OK).sum())} finished).")
+    seconds = float(np.nansum(recs["wall_time_s"].to_numpy(dtype=float)))
+    if seconds > 0:
+        lines.append(f"- Cost: {seconds:,.0f} s of run time over all records, about {seconds / 7200:.1f} h with two "
+                     "worker processes (the runs' own wall times; a run's time depends on what else the machine "
+                     "was doing).")
     lines.append("")
     lines.append("## Leaderboard")
     lines.append("")
@@ -757,7 +762,8 @@ def _index_markdown(boards: list[Board], summary: list[dict], store_label: str, 
     lines = ["# regbench leaderboards", ""]
     lines.append("Regularizers of recurrent networks compared at an equal tuning budget per regularizer, "
                  "then the best configuration of each rerun over several seeds. Lower is better for every "
-                 "metric. Each board is one task at one scale; the paper's figures (full scale, GPU) are "
+                 "metric. Each board is one track (a task at one versioned setting, `regbench list tracks`) or one "
+                 "ad-hoc setting; the paper's figures (full scale, GPU) are "
                  "shown beside ours for reference only.")
     lines.append("")
     lines.append("## Boards")

@@ -188,7 +188,7 @@ def check_outputs(args) -> None:
     from .runner import DEFAULT_OUT_DIR
     from .store import ResultsStore
 
-    ResultsStore(args.store)  # StoreError (a UsageError) when it cannot be used
+    ResultsStore(args.store).check_writable()  # StoreError (a UsageError) when it cannot be used
     folders = [("--out", args.out or DEFAULT_OUT_DIR)]
     if not args.no_leaderboard:
         folders.append(("--leaderboards", args.leaderboards or DEFAULT_LEADERBOARD_DIR))
@@ -301,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"regbench run: {len(to_run)} run(s): {', '.join(where)} x {len({c.regularizer for c in configs})} "
           f"regularizer(s) x {len({c.seed for c in configs})} seed(s){setting}, {workers} worker(s)", flush=True)
     started = time.perf_counter()
-    records = run_all(to_run, workers=workers, threads=args.threads,
+    records = run_all(to_run, workers=workers, threads=args.threads, skip_finished=not args.rerun,
                       on_result=lambda n, total, record: print(_progress_line(n, total, record), flush=True))
     elapsed = time.perf_counter() - started
     _print_summary(list(done.values()) + records)

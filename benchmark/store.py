@@ -182,6 +182,20 @@ class ResultsStore:
                 row[name] = str(row[name])
         return row
 
+    def check_writable(self) -> None:
+        """Raise StoreError unless a row can be appended: SQLite opens a read-only file without a
+        word and refuses only the first write, which would come after a whole training run."""
+        try:
+            with self._connect() as connection:
+                connection.execute("BEGIN IMMEDIATE")
+                try:
+                    connection.execute("INSERT INTO runs (status) VALUES ('ok')")
+                finally:
+                    connection.execute("ROLLBACK")
+        except sqlite3.Error as error:
+            raise StoreError(f"results store {self.path} cannot be written ({error}); make it writable or "
+                             "choose another --store") from None
+
     def append(self, record: dict[str, Any]) -> int:
         """Store one finished run in one transaction; returns its row id."""
         row = self._row(record)

@@ -198,9 +198,11 @@ def open_storage(url: str, heartbeat: int | None = 10):
     _quiet_optuna()
     given = url
     engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite:"):
+    if url.split(":", 1)[0].split("+", 1)[0] == "sqlite":  # sqlite:// and sqlite+pysqlite:// alike
         _refuse_in_memory_sqlite(url)
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        from sqlalchemy.engine import make_url
+
+        Path(make_url(url).database).parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": 60}}
     elif url.startswith("postgresql"):
         from .storage_timeout import connect_args
@@ -246,17 +248,18 @@ def _refuse_in_memory_sqlite(url: str) -> None:
 
 
 def _postgres_driver(url: str) -> str:
-    """``postgresql://`` means psycopg (3) to SQLAlchemy 2.1; use psycopg2 when only it is installed."""
+    """``postgresql://`` means psycopg (3) to SQLAlchemy 2.1; use psycopg2 whenever it is installed,
+    since only its queries get the timeout of benchmark.storage_timeout (psycopg 3's only connect)."""
     if not url.startswith("postgresql://"):
         return url
     try:
-        importlib.import_module("psycopg")
-        return url
+        importlib.import_module("psycopg2")
+        return "postgresql+psycopg2://" + url[len("postgresql://"):]
     except ImportError:
         pass
     try:
-        importlib.import_module("psycopg2")
-        return "postgresql+psycopg2://" + url[len("postgresql://"):]
+        importlib.import_module("psycopg")
+        return url
     except ImportError:
         raise StudyError("a postgresql:// storage needs a driver: pip install psycopg2-binary (or psycopg)") from None
 
@@ -508,6 +511,9 @@ def _objective(config: StudyConfig, study_name: str, target: int, store, worker:
             extra["command"] = config.command
         try:
             record = dict(run_fn(request, [reporter] if config.prune else []))
+        except OSError as error:  # the environment's fault (a full disk): no record, no outcome, one line
+            raise StudyError(f"trial {trial.number} could not run: {_short(error)}; fix that and rerun the "
+                             "same command to resume") from None
         except Exception as error:
             reason = _short(error)
             record = _failure_record(request, reason)
@@ -725,7 +731,7 @@ def run_study(config: StudyConfig) -> StudySummary:
         raise StudyError(str(error)) from None
     _check_task(config.task)
     if config.store is not False:
-        _open_store(config.store)  # a damaged or unwritable results store: one line, before any trial
+        _open_store(config.store).check_writable()  # a damaged or unwritable results store: one line, now
     target = _target(config)
     _remember_options(config)
     if target < config.trials:
@@ -902,6 +908,9 @@ def rerun_best(study_name: str, storage_url: str | None = None, seeds: int = 3, 
                    "run_name": f"{study_name}-seed{seed}"}
         try:
             record = dict(fn(request, []))
+        except OSError as error:  # the environment's fault: not a failed run of the configuration
+            raise StudyError(f"seed {seed} of {spec} could not run: {_short(error)}; fix that and rerun the "
+                             "same command to resume") from None
         except Exception as error:
             record = _failure_record(request, _short(error))
         record.update({"study": study_name, "trial": None, "rerun_of_trial": best["trial"]})

@@ -36,13 +36,21 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def _run_one(config: RunConfig, threads: int | None) -> dict[str, Any]:
-    """One run; failures come back as a record instead of an exception (the runner stored them)."""
+def _run_one(config: RunConfig, threads: int | None, skip_finished: bool = False) -> dict[str, Any]:
+    """One run; failures come back as a record instead of an exception (the runner stored them).
+
+    ``skip_finished``: when another process finished this configuration and seed since the command
+    looked (two identical commands started minutes apart), take its record instead of a second run.
+    """
     _set_threads(threads)
-    from .runner import run_experiment
+    from .runner import TAKEN, finished_record, plan_run, run_experiment
 
     started = time.perf_counter()
     try:
+        if skip_finished:
+            done = finished_record(plan_run(config))
+            if done is not None:
+                return {**done, TAKEN: True}
         return run_experiment(config)
     except Exception as error:  # noqa: BLE001 -- one failed run must not stop the suite
         import traceback
@@ -61,6 +69,7 @@ def _run_one(config: RunConfig, threads: int | None) -> dict[str, Any]:
 
 
 def run_all(configs: Iterable[RunConfig], workers: int = 1, threads: int | None = None,
+            skip_finished: bool = False,
             on_result: Callable[[int, int, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Run every configuration; with ``workers`` > 1 in that many spawned processes.
 
@@ -72,7 +81,7 @@ def run_all(configs: Iterable[RunConfig], workers: int = 1, threads: int | None 
     records: list[dict[str, Any] | None] = [None] * total
     if workers <= 1 or total == 1:
         for done, (index, config) in enumerate(enumerate(configs), start=1):
-            records[index] = _run_one(config, threads)
+            records[index] = _run_one(config, threads, skip_finished)
             if on_result:
                 on_result(done, total, records[index])
         return records
@@ -80,7 +89,8 @@ def run_all(configs: Iterable[RunConfig], workers: int = 1, threads: int | None 
     order = sorted(range(total), key=lambda i: -expected_cost(configs[i]))
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = {pool.submit(_run_one, replace(configs[i], progress_bar=False), threads or 1): i for i in order}
+        futures = {pool.submit(_run_one, replace(configs[i], progress_bar=False), threads or 1, skip_finished): i
+                   for i in order}
         for done, future in enumerate(as_completed(futures), start=1):
             index = futures[future]
             records[index] = future.result()

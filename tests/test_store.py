@@ -87,3 +87,22 @@ def test_concurrent_appends_from_several_processes_lose_nothing(tmp_path):
     assert len(frame) == workers * count
     assert set(zip(frame["trial"], frame["seed"])) == {(w, i) for w in range(workers) for i in range(count)}
     assert frame["id"].is_unique
+
+
+def test_a_store_that_cannot_be_written_is_found_before_any_run(tmp_path, monkeypatch):
+    """SQLite opens a read-only file without complaint; only the first append, after training, fails.
+    (Read-only here through SQLite's own mode=ro: permission bits do not stop root, who runs CI.)"""
+    from contextlib import closing
+
+    from benchmark.store import StoreError
+
+    path = tmp_path / "results.sqlite"
+    store = ResultsStore(path)
+    store.append({"task": "digits", "regularizer": "none", "status": "ok"})
+    store.check_writable()  # a writable store passes, and the probe leaves no row
+    assert len(store) == 1
+    monkeypatch.setattr(ResultsStore, "_connect", lambda self: closing(
+        sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)))
+    with pytest.raises(StoreError, match="cannot be written"):
+        store.check_writable()
+    assert len(store) == 1

@@ -141,6 +141,7 @@ def _cli(args, cwd):
     (["--storage", "sqlite://"], "is in memory and would vanish"),
     (["--storage", "sqlite:///:memory:"], "is in memory and would vanish"),
     (["--storage", "sqlite:///file:s?mode=memory&uri=true"], "is in memory and would vanish"),
+    (["--storage", "sqlite+pysqlite:///:memory:"], "is in memory and would vanish"),
 ])
 def test_bad_input_gives_one_line_errors(tmp_path, args, message):
     base = {"--task": "digits", "--regularizer": "zoneout", "--trials": "1",
