@@ -351,3 +351,30 @@ def test_cli_subcommand(store_json, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"regbench leaderboard: error: results store {tmp_path / 'missing.sqlite'} does not exist "
                    "(run `regbench run` or `regbench study` first, or pass --store)"]
+
+
+def test_the_committed_boards_are_what_the_committed_store_gives(tmp_path):
+    """Every committed board comes from leaderboards/results.json, the export of real runs' store."""
+    committed = Path(__file__).resolve().parents[1] / "leaderboards"
+    written = L.write_leaderboards(committed / "results.json", tmp_path, store_label="leaderboards/results.json",
+                                   out_label="leaderboards")
+    for path in written:
+        if path.suffix != ".png":  # plots depend on the matplotlib version; their numbers are in the JSON
+            assert path.read_bytes() == (committed / path.name).read_bytes(), f"leaderboards/{path.name} is stale"
+
+
+def test_a_new_regularizer_gets_the_shipped_baselines_beside_it(tmp_path):
+    shipped = tmp_path / "shipped.json"
+    shipped.write_text(json.dumps(_on_tracks(synthetic_records())))
+    mine = [dict(_record("gaussian_zoneout", {"p": 0.1}, s, 0.2, v), track="digits/cpu-v1")
+            for s, v in enumerate([0.21, 0.22, 0.20])]
+    mine.append(dict(_record("none", {}, 7, 0.5, 0.5), track="digits/cpu-v1"))  # the user's own baseline wins
+    store = tmp_path / "mine.json"
+    store.write_text(json.dumps(mine))
+    frame = L.track_records("digits/cpu-v1", store, shipped)
+    assert set(frame[frame["shipped"]]["regularizer"]) == {"zoneout", "recurrent_dropout", "weight_noise"}
+    assert set(frame[~frame["shipped"]]["regularizer"]) == {"gaussian_zoneout", "none"}
+    path = L.write_track_board("digits/cpu-v1", store, tmp_path / "lb", shipped=shipped, plots=False)
+    md = path.read_text()
+    assert path.name == "digits-cpu-v1.md" and "`zoneout:z_cells=0.5,z_states=0.05` (shipped)" in md
+    assert "| gaussian_zoneout |" in md and "`gaussian_zoneout:p=0.1` (shipped)" not in md
