@@ -1182,9 +1182,11 @@ def run_from_study(args) -> int:
     if isinstance(seeds, (list, tuple)):
         seeds = len(seeds)
     try:
+        # --out is the one output folder the reruns write into (the study's own options are kept).
+        options = {"out_dir": args.out} if getattr(args, "out", None) else None
         records = rerun_best(args.from_study, getattr(args, "storage", None), seeds=int(seeds),
                              store=getattr(args, "store", None), run_fn=getattr(args, "objective", None),
-                             command=_invocation("run"))
+                             command=_invocation("run"), run_options=options)
     except StudyError as error:
         print(f"regbench run: error: {error}", file=sys.stderr)
         return 2
