@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "source_names",
     "DATA_DIR_ENV",
     "DataNotFoundError",
     "DataFormatError",
@@ -184,6 +185,11 @@ class PixelDataset:
     @property
     def seq_len(self) -> int:
         return int(self.train_x.shape[1])
+
+
+def source_names(source: str) -> str:
+    """A data source without the folders of the machine that ran it: files by name (the checksum names the data)."""
+    return ", ".join(os.path.basename(part.strip()) if os.sep in part else part.strip() for part in source.split(","))
 
 
 def expected_files(name: str) -> list[str]:

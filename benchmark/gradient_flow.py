@@ -1,7 +1,7 @@
 """The Zoneout paper's gradient-flow experiment (Figure 6): how much gradient reaches early steps.
 
     regbench gradient-flow                               # embedded digits, 64 permuted pixels
-    regbench gradient-flow --task pmnist --data-dir shared/data --limit-train-batches 200
+    regbench gradient-flow --task pmnist --data-dir shared/data --batch-size 100   # the paper: one full epoch
 
 Three one-layer LSTMs are trained for one epoch on permuted sequential pixels: unregularized,
 zoneout on the cells (``z_cells = 0.5, z_states = 0``) and dropout on the cells (a fresh zero
@@ -244,6 +244,8 @@ def early_mass(values: list[float], fraction: float = 0.5) -> float:
 
 
 def write_outputs(results: list[FlowResult], data, out_dir, task: str, command: str, settings: dict) -> list[Path]:
+    from .data import source_names
+
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -279,7 +281,7 @@ def write_outputs(results: list[FlowResult], data, out_dir, task: str, command: 
             "The Zoneout paper's Figure 6: mean over examples of ‖∂L/∂c_t‖₂ at every step t, normalised by "
             "its sum over t, measured with the regularizer active after training. Higher values at early "
             "steps mean more gradient reaches the start of the sequence.", "",
-            f"- Data: {data.name} (permuted pixels, {steps} steps); source: {data.source}; sha256: `{data.checksum}`",
+            f"- Data: {data.name} (permuted pixels, {steps} steps); source: {source_names(data.source)}; sha256: `{data.checksum}`",
             "- Settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()) + "; CPU.",
             "- The paper: pMNIST (784 steps), 1 x 100 LSTM, after one epoch, GPU.", "",
             "| variant | valid error | share of the gradient in the first 10 % of steps | first half | last 10 % |",

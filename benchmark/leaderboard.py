@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from . import findings, reference_numbers
+from .data import source_names
 from .significance import ALPHA, CONFIDENCE, holm, interval, welch
 
 __all__ = [
@@ -487,11 +488,6 @@ def _md_escape(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
-def _source_names(source: str) -> str:
-    """A data source without the folders of the machine that ran it: files by name (the checksum names the data)."""
-    return ", ".join(os.path.basename(part.strip()) if os.sep in part else part.strip() for part in source.split(","))
-
-
 def _without_local_paths(command: str) -> str:
     """``--data-dir /some/machine/path`` -> ``--data-dir DATA_DIR``: a board names data by checksum, not by path."""
     parts = shlex.split(command)
@@ -601,7 +597,7 @@ def _board_markdown(board: Board, store_label: str, out_label: str, plots: list[
     lines.append("## Setting")
     lines.append("")
     datasets = sorted(set(d for d in recs["dataset"] if d)) or ["?"]
-    sources = sorted(set(_source_names(d) for d in recs["data_source"] if d)) or ["?"]
+    sources = sorted(set(source_names(d) for d in recs["data_source"] if d)) or ["?"]
     lines.append(f"- Data: {', '.join(datasets)}; source: {', '.join(sources)}; "
                  f"sha256: `{board.data_checksum or '?'}`")
     hidden = sorted(set(str(h) for h in (r.get("hidden_size") for r in finished) if h is not None))
