@@ -33,11 +33,18 @@ _watchdog: threading.Thread | None = None
 
 
 def query_timeout() -> float:
-    """``$REGBENCH_STORAGE_TIMEOUT`` seconds, or the default."""
-    try:
-        return float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT)
-    except ValueError:
+    """``$REGBENCH_STORAGE_TIMEOUT`` seconds, or the default; ValueError for anything but a positive number
+    (a silent default would leave a user who asked for a short limit waiting the long one)."""
+    text = os.environ.get(TIMEOUT_ENV)
+    if not text:
         return DEFAULT_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"${TIMEOUT_ENV} must be a positive number of seconds, got {text!r}")
+    return value
 
 
 def _watch(limit: float) -> None:

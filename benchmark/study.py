@@ -205,7 +205,12 @@ def open_storage(url: str, heartbeat: int | None = 10):
         Path(make_url(url).database).parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": 60}}
     elif url.startswith("postgresql"):
-        from .storage_timeout import connect_args
+        from .storage_timeout import connect_args, query_timeout
+
+        try:
+            query_timeout()  # a bad $REGBENCH_STORAGE_TIMEOUT is one line now, not an error mid-query
+        except ValueError as error:
+            raise StudyError(str(error)) from None
 
         url = _postgres_driver(url)
         engine_kwargs = {"connect_args": connect_args(url, _redact(given)), "pool_pre_ping": True}

@@ -397,3 +397,10 @@ def test_opening_a_fresh_storage_that_another_process_is_creating_retries(tmp_pa
     monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
     storage = S.open_storage(f"sqlite:///{tmp_path / 'studies.sqlite'}", None)
     assert len(calls) == 2 and storage.get_all_studies() == []
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "soon", "inf"])
+def test_a_storage_timeout_that_is_not_a_positive_number_is_refused(monkeypatch, value):
+    monkeypatch.setenv("REGBENCH_STORAGE_TIMEOUT", value)
+    with pytest.raises(S.StudyError, match="REGBENCH_STORAGE_TIMEOUT must be a positive number of seconds"):
+        S.open_storage("postgresql://nobody@127.0.0.1:1/none", None)
