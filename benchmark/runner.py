@@ -176,7 +176,8 @@ def _track_settings(config: RunConfig) -> tuple[Task, TrainingSettings]:
                   if getattr(config, name) is not None]
     if overridden:
         raise ValueError(f"a track fixes its settings, so --{', --'.join(overridden)} cannot be changed on "
-                         f"{track.name}; leave them out, or use --preset/--scale instead of --track")
+                         f"{track.name}; leave {'it' if len(overridden) == 1 else 'them'} out, or use "
+                         "--task with --preset/--scale instead of --track")
     settings = track.settings if config.cell is None else track.settings.replace(cell=config.cell)
     return get_task(track.task), settings
 
