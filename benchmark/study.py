@@ -497,6 +497,9 @@ def _objective(config: StudyConfig, study_name: str, target: int, store, worker:
     def run_trial(trial) -> float:
         from optuna.trial import TrialState
 
+        # First, so that a worker killed at any later point leaves a trial that can be judged.
+        trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
+        trial.set_user_attr("worker_started", _process_started(os.getpid()))
         ahead = sum(1 for t in trial.study.get_trials(deepcopy=False)
                     if t.number < trial.number and (_counted(t) or t.state == TrialState.RUNNING))
         if ahead >= target:
@@ -505,7 +508,6 @@ def _objective(config: StudyConfig, study_name: str, target: int, store, worker:
         params = cls.search_space(trial, cell_type=config.run_options.get("cell", "lstm"))
         spec = _spec(config.regularizer, params)
         trial.set_user_attr("spec", spec)
-        trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
         trial.set_user_attr("heartbeat", int(config.heartbeat or 0))  # whether a kill can be told from the storage
         request = {"task": config.task, "regularizer": config.regularizer, "params": params, "spec": spec,
                    "seed": config.seed, "preset": config.preset, "scale": config.scale, **config.run_options,
@@ -619,14 +621,26 @@ def _trials_until_done(config: StudyConfig, worker: int) -> None:
         study.optimize(objective, n_trials=1, catch=(TrialFailed, SurplusTrial), gc_after_trial=False)
 
 
-def _alive(pid: int) -> bool:
+def _process_started(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (Linux's /proc); None where unknown.
+    With the pid it names one process: a pid alone can be reused by a later, unrelated process."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[19])  # field 22, after the (command)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int, started: int | None = None) -> bool:
+    """Whether process ``pid`` runs, and is the one that started at ``started`` when that is known."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # someone else's process
-        return True
-    return True
+        pass
+    now = _process_started(pid)
+    return started is None or now is None or now == started
 
 
 def _fail_orphans(config: StudyConfig, storage, study, waiting_on: set[int]) -> bool:
@@ -669,7 +683,7 @@ def _fail_trials_of_gone_workers(storage, study) -> list:
     host = os.uname().nodename
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         node, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
-        if node == host and pid.isdigit() and not _alive(int(pid)):
+        if node == host and pid.isdigit() and not _alive(int(pid), trial.user_attrs.get("worker_started")):
             try:
                 storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
             except UpdateFinishedTrialError:  # it finished after all

@@ -404,3 +404,12 @@ def test_a_storage_timeout_that_is_not_a_positive_number_is_refused(monkeypatch,
     monkeypatch.setenv("REGBENCH_STORAGE_TIMEOUT", value)
     with pytest.raises(S.StudyError, match="REGBENCH_STORAGE_TIMEOUT must be a positive number of seconds"):
         S.open_storage("postgresql://nobody@127.0.0.1:1/none", None)
+
+
+def test_a_reused_process_id_does_not_keep_an_orphaned_trial_running():
+    """A worker is its pid and its start time: a later process with the same pid is not that worker."""
+    me = os.getpid()
+    started = S._process_started(me)
+    assert started is not None and S._alive(me, started)
+    assert not S._alive(me, started + 1)  # same pid, another process: the worker is gone
+    assert S._alive(me, None)  # an older trial without a start time: the pid alone decides
