@@ -78,7 +78,7 @@ class RunConfig:
     resume: bool | None = None  # None: resume an unfinished run's last.ckpt if there is one
     progress_bar: bool = True
     # A benchmark track (benchmark.tracks) fixes the task and every training setting, so preset,
-    # scale and the overrides above must be left at their defaults (cell may still be chosen).
+    # scale and the overrides above (the cell too) must be left at their defaults.
     track: str | None = None
 
 
@@ -172,14 +172,13 @@ def _track_settings(config: RunConfig) -> tuple[Task, TrainingSettings]:
     if config.task is not None and config.task != track.task:
         raise ValueError(f"track {track.name!r} is a {track.task} track, not {config.task}; "
                          "leave out the task or choose one of its tracks")
-    overridden = [name.replace("_", "-") for name in ("epochs", "hidden_size", "lr", "dropout")
-                  if getattr(config, name) is not None]
+    overridden = [name.replace("_", "-") for name in ("epochs", "hidden_size", "lr", "dropout", "cell")
+                  if getattr(config, name) is not None and not (name == "cell" and config.cell == track.settings.cell)]
     if overridden:
         raise ValueError(f"a track fixes its settings, so --{', --'.join(overridden)} cannot be changed on "
                          f"{track.name}; leave {'it' if len(overridden) == 1 else 'them'} out, or use "
                          "--task with --preset/--scale instead of --track")
-    settings = track.settings if config.cell is None else track.settings.replace(cell=config.cell)
-    return get_task(track.task), settings
+    return get_task(track.task), track.settings
 
 
 MAX_SEED = 2**32 - 1  # NumPy's generator, which seed_everything seeds, takes no more (and no negative)

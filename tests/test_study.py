@@ -413,3 +413,15 @@ def test_a_reused_process_id_does_not_keep_an_orphaned_trial_running():
     assert started is not None and S._alive(me, started)
     assert not S._alive(me, started + 1)  # same pid, another process: the worker is gone
     assert S._alive(me, None)  # an older trial without a start time: the pid alone decides
+
+
+def test_on_a_track_the_papers_setting_is_trial_0_and_pruning_waits_for_half_the_epochs(tmp_path):
+    config = _config(tmp_path, trials=2, run_options={"track": "digits/smoke"})
+    S.run_study(config)
+    trials = sorted(_trials(config), key=lambda t: t.number)
+    assert trials[0].params == {"z_cells": 0.15, "z_states": 0.15}  # digits: the paper's pMNIST zoneout
+    assert trials[1].params != trials[0].params
+    assert S._epochs(config) == 6  # digits/smoke trains 6 epochs: the pruner waits for 3
+    off_track = _config(tmp_path / "b", trials=1)
+    S.run_study(off_track)
+    assert _trials(off_track)[0].params != {"z_cells": 0.15, "z_states": 0.15}  # ad-hoc studies only search

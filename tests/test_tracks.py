@@ -51,7 +51,8 @@ def test_every_track_plans_and_names_its_task():
         task, label = name.split("/")
         assert track.task == task and track.label == label and track.seeds >= 2
         plan = plan_run(RunConfig(track=name, regularizer="none"))
-        assert plan.task.name == task and plan.settings == track.settings
+        assert plan.task.name == task and plan.settings.epochs == track.settings.epochs
+        assert plan.settings.train_subset == track.settings.train_subset
     assert tracks.DEFAULT_TRACK in tracks.TRACKS and not tracks.get_track(tracks.DEFAULT_TRACK).smoke
 
 
@@ -60,15 +61,25 @@ def test_unknown_track_and_overrides_are_refused_with_the_fix():
         tracks.get_track("digits/v9")
     with pytest.raises(ValueError, match="a track fixes its settings, so --epochs, --lr cannot be changed"):
         plan_run(RunConfig(track="digits/cpu-v1", epochs=3, lr=0.1))
+    with pytest.raises(ValueError, match="so --cell cannot be changed on digits/cpu-v1"):
+        plan_run(RunConfig(track="digits/cpu-v1", cell="gru"))  # a GRU row must not land on an LSTM board
+    assert plan_run(RunConfig(track="digits/cpu-v1", cell="lstm")).settings.cell == "lstm"
     with pytest.raises(ValueError, match="is a digits track, not char_ptb"):
         plan_run(RunConfig(track="digits/cpu-v1", task="char_ptb"))
 
 
-def test_a_track_run_is_named_and_recorded_by_its_track():
-    plan = plan_run(RunConfig(track="digits/smoke", regularizer="zoneout", seed=3))
+def test_a_track_run_is_named_and_recorded_by_its_track(tmp_path):
+    from benchmark.runner import run_experiment
+
+    config = RunConfig(track="digits/smoke", regularizer="zoneout", seed=3, out_dir=str(tmp_path / "runs"),
+                       store_path=str(tmp_path / "r.sqlite"), progress_bar=False)
+    plan = plan_run(config)
     assert "digits-smoke" in plan.base_run_dir.name
     assert command_line(plan).startswith("regbench run --track digits/smoke --regularizer zoneout:")
     assert "--preset" not in command_line(plan) and "--scale" not in command_line(plan)
+    record = run_experiment(config)
+    assert record["track"] == "digits/smoke" and record["preset"] is None and record["scale"] is None
+    assert len(record["train_loss_curve"]) == len(record["val_nll_curve"]) == record["epochs"] == 6
 
 
 def test_image_side_averages_blocks_before_the_permutation():
