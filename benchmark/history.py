@@ -66,12 +66,15 @@ class RunHistory(Callback):
     def state_dict(self) -> dict[str, Any]:
         return {"val_curve": list(self.val_curve), "train_loss_curve": list(self.train_loss_curve),
                 "val_nll_curve": list(self.val_nll_curve), "items": self.items,
-                "train_seconds": self.train_seconds, "wall_seconds": self.wall_seconds}
+                "train_seconds": self.train_seconds, "wall_seconds": self.wall_seconds,
+                "epoch_loss": self._epoch_loss, "epoch_items": self._epoch_items}  # a resume mid-epoch
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.val_curve = list(state_dict["val_curve"])
         self.train_loss_curve = list(state_dict.get("train_loss_curve", []))
         self.val_nll_curve = list(state_dict.get("val_nll_curve", []))
+        self._epoch_loss = state_dict.get("epoch_loss", 0.0)
+        self._epoch_items = state_dict.get("epoch_items", 0)
         self.items, self.train_seconds = state_dict["items"], state_dict["train_seconds"]
         self.previous_wall_seconds = state_dict["wall_seconds"]
         self.session_start = time.perf_counter()

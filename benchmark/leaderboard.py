@@ -308,10 +308,13 @@ def _config_stats(records: pd.DataFrame) -> list[dict]:
 
 
 def _best_config(records: pd.DataFrame) -> dict | None:
+    """The configuration with the lowest mean validation metric among those with the most finished
+    seeds: a one-seed configuration must not win on a lucky seed over a five-seed one."""
     candidates = [c for c in _config_stats(records) if c["valid"]["n"] >= 1]
     if not candidates:
         return None
-    return min(candidates, key=lambda c: (c["valid"]["mean"], c["spec"]))
+    most = max(c["valid"]["n"] for c in candidates)
+    return min((c for c in candidates if c["valid"]["n"] == most), key=lambda c: (c["valid"]["mean"], c["spec"]))
 
 
 def _board_rows(task: str, records: pd.DataFrame) -> tuple[list[dict], str]:
@@ -369,6 +372,7 @@ def _board_rows(task: str, records: pd.DataFrame) -> tuple[list[dict], str]:
             "metric": _first(ok["metric"]),
             "paper_valid": None if published is None else published[0],
             "paper_test": None if published is None else published[1],
+            "commits": sorted({str(c)[:12] for c in ok["git_commit"] if _text(c)}),
             "curves": [c for c in ok["curve_values"]],
             "valid_values": [float(v) for v in ok["best_valid"]],
             "test_values": [float(v) for v in ok["test_at_best"]],
@@ -401,21 +405,31 @@ def _board_rows(task: str, records: pd.DataFrame) -> tuple[list[dict], str]:
 
 def _compare(finished: list[dict], split: str) -> None:
     """Each row against the baseline and against zoneout on ``split``: the difference of means,
-    Welch's p and Holm's adjustment over every comparison of the board (``row["vs_none"]``, ...)."""
+    Welch's p and Holm's adjustment over every distinct comparison of the board (``row["vs_none"]``,
+    ...). ``none`` vs ``zoneout`` appears on both rows but is one test of the family."""
     by_name = {row["regularizer"]: row for row in finished}
-    tests = []
+    tests: dict[frozenset, dict] = {}
+    mirrors: list[tuple[dict, dict]] = []  # (a row's comparison, the same test seen from the other row)
     for row in finished:
         for other in (BASELINE, REFERENCE):
             key = f"vs_{other}"
             if other == row["regularizer"] or other not in by_name:
                 row[key] = None
                 continue
+            pair = frozenset((row["regularizer"], other))
+            if pair in tests:
+                seen = tests[pair]
+                row[key] = {"difference": -seen["difference"], "p": seen["p"]}
+                mirrors.append((row[key], seen))
+                continue
             difference, p = welch(row[f"{split}_values"], by_name[other][f"{split}_values"])
-            row[key] = {"difference": difference, "p": p}
-            tests.append(row[key])
-    for comparison, adjusted in zip(tests, holm([t["p"] for t in tests])):
+            row[key] = tests[pair] = {"difference": difference, "p": p}
+    family = list(tests.values())
+    for comparison, adjusted in zip(family, holm([t["p"] for t in family])):
         comparison["p_holm"] = adjusted
         comparison["significant"] = bool(adjusted == adjusted and adjusted < ALPHA)
+    for mirror, seen in mirrors:
+        mirror.update(p_holm=seen["p_holm"], significant=seen["significant"])
 
 
 def _mean(series) -> float:
@@ -513,7 +527,8 @@ def _reproduce_commands(board: Board, store_label: str, out_label: str) -> list[
             if len(reruns):
                 seeds = len(set(reruns["seed"]))
                 commands.append(f"regbench run --from-study {study} --seeds {seeds}")
-    commands.append(f"regbench leaderboard --store {shlex.quote(store_label)} --out {shlex.quote(out_label)}")
+    track = f" --track {board.track}" if "shipped" in board.records and board.records["shipped"].any() else ""
+    commands.append(f"regbench leaderboard --store {shlex.quote(store_label)} --out {shlex.quote(out_label)}{track}")
     return commands
 
 
@@ -545,9 +560,14 @@ def _track_lines(board: Board) -> list[str]:
     track = TRACKS.get(board.track)
     if track is None:
         return [f"- Track: `{board.track}` (not defined in this regbench version)."]
-    lines = [f"- Track: `{track.name}`: {track.description}. Protocol: an Optuna study of {track.trials} "
-             f"trials per regularizer with tunable hyperparameters (equal budget; `none` has none), then "
-             f"{track.seeds} fresh seeds of each best configuration, selected on validation, reported on test."]
+    if track.trials:
+        protocol = (f"an Optuna study of {track.trials} trials per regularizer with tunable hyperparameters "
+                    "(equal budget; the paper's setting is trial 0; `none` has nothing to tune), then "
+                    f"{track.seeds} fresh seeds of each best configuration, selected on validation, reported on test")
+    else:
+        protocol = (f"no tuning: each regularizer at the paper's hyperparameters for the task (its defaults "
+                    f"where the paper gives none), {track.seeds} seeds, reported on test")
+    lines = [f"- Track: `{track.name}`: {track.description}. Protocol: {protocol}."]
     if track.pilot:
         lines.append(f"- Why this setting (pilot): {track.pilot}")
     return lines
@@ -638,14 +658,14 @@ def _board_markdown(board: Board, store_label: str, out_label: str, plots: list[
     header = ["rank", "regularizer", "best configuration", "seeds", "tuning trials",
               f"valid {metric} mean ± std", "valid 95% CI", f"test {metric} mean ± std", "test 95% CI",
               f"{board.rank_by} vs none (p)", f"{board.rank_by} vs zoneout (p)", "paper valid / test",
-              "wall time (s)", "throughput"]
+              "wall time (s)", "throughput", "commit"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join(["---"] * len(header)) + "|")
     for row in board.rows:
         if row.get("status") != OK:
             lines.append("| – | " + " | ".join([
                 row["regularizer"], "–", f"0 ({row['seeds_failed']} failed)",
-                f"{row['tuning_trials_ok']}/{row['tuning_trials']}"] + ["–"] * 9) + " |")
+                f"{row['tuning_trials_ok']}/{row['tuning_trials']}"] + ["–"] * 10) + " |")
             continue
         seeds = str(row["seeds"]) + (f" ({row['seeds_failed']} failed)" if row["seeds_failed"] else "")
         spec = (f"`{_md_escape(_short_spec(row))}`" + (" (tuning only)" if row["source"] != "final" else "")
@@ -657,6 +677,7 @@ def _board_markdown(board: Board, store_label: str, out_label: str, plots: list[
             _mean_std(row, "test", metric), _ci(row, "test", metric),
             _comparison(row, BASELINE, metric), _comparison(row, REFERENCE, metric), _paper(row, metric),
             _fmt_cost(row["wall_time_s"]), _fmt_cost(row["throughput"], row.get("throughput_unit") or ""),
+            ", ".join(f"`{c}`" for c in row.get("commits", [])) or "–",
         ]) + " |")
     lines.append("")
     if board.rank_by == "valid":
@@ -1053,7 +1074,8 @@ def write_track_board(track: str, store, out_dir=DEFAULT_OUT, shipped=SHIPPED_ST
     frame = track_records(track, store, shipped)
     if frame.empty:
         raise ValueError(f"no records of track {track} in {store}" + (f" or {shipped}" if shipped else ""))
-    write_leaderboards(frame, out_dir, store_label=str(store), plots=plots)
+    label = os.path.relpath(store) if not os.path.relpath(store).startswith("..") else os.path.basename(store)
+    write_leaderboards(frame, out_dir, store_label=label, plots=plots)  # no folder of this machine on the board
     return Path(out_dir) / f"{_slug(track.replace('/', '-'))}.md"
 
 
