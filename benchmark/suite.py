@@ -1,4 +1,4 @@
-"""Run many configurations, in parallel worker processes when asked, and summarize them.
+"""Run many configurations, in parallel worker processes when asked.
 
 Small models gain little from several threads, so on a machine with few cores it is faster to
 run several single-threaded runs side by side (``workers``) than one run on every core.
@@ -14,11 +14,9 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from typing import Any, Callable, Iterable
 
-import pandas as pd
-
 from .runner import RunConfig
 
-__all__ = ["run_all", "summarize", "expected_cost"]
+__all__ = ["run_all", "expected_cost"]
 
 # Relative cost of one training step, to start the slowest runs first (better packing).
 _SLOW_REGULARIZERS = {"recurrent_batchnorm": 3.0, "zoneout": 1.3, "rnndrop": 1.2}
@@ -97,18 +95,3 @@ def run_all(configs: Iterable[RunConfig], workers: int = 1, threads: int | None 
             if on_result:
                 on_result(done, total, records[index])
     return records
-
-
-def summarize(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """Mean and standard deviation over seeds of the validation and test metrics, per task and regularizer."""
-    frame = pd.DataFrame([{
-        "task": r.get("task"), "regularizer": r.get("regularizer"), "metric": r.get("metric"),
-        "status": r.get("status"), "val": r.get("best_val_metric"), "test": r.get("test_metric"),
-        "seconds": r.get("wall_time_s")} for r in records])
-    ok = frame[frame["status"] == "ok"]
-    if ok.empty:
-        return pd.DataFrame()
-    grouped = ok.groupby(["task", "metric", "regularizer"])
-    summary = grouped.agg(runs=("val", "size"), val_mean=("val", "mean"), val_std=("val", "std"),
-                          test_mean=("test", "mean"), test_std=("test", "std"), seconds=("seconds", "mean"))
-    return summary.reset_index().sort_values(["task", "val_mean"]).reset_index(drop=True)
