@@ -84,15 +84,9 @@ def load_records(store) -> pd.DataFrame:
     elif hasattr(store, "dataframe"):
         frame = store.dataframe()
     else:
-        path = Path(store)
-        if not path.exists():
-            raise FileNotFoundError(f"results store {path} does not exist")
-        if path.suffix == ".json":
-            frame = pd.DataFrame(json.loads(path.read_text()))
-        else:
-            from .store import ResultsStore
+        from .store import load_results
 
-            frame = ResultsStore(path).dataframe()
+        frame = load_results(store)
     frame = frame.copy()
     # The store's column names (benchmark/store.py) and the short names used here.
     for short, long in _ALIASES.items():
@@ -983,25 +977,11 @@ def _write(path: Path, text: str) -> None:
 
 
 def export_results(store, path: str | os.PathLike) -> Path:
-    """Write every record of ``store`` to a JSON file (sorted, stable), the form committed with leaderboards."""
-    frame = load_records(store)
-    columns = [c for c in frame.columns if c not in ("tuning", "curve_values")]
-    records = [{c: _jsonable(_native(row[c]), exact=True) for c in sorted(columns)} for _, row in frame.iterrows()]
-    records.sort(key=lambda r: json.dumps(r, sort_keys=True))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write(path, json.dumps(records, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
-    return path
+    """Write every record of ``store`` (a ``ResultsStore`` or the path of a store or export) to a
+    JSON file, sorted and stable: the form committed with the leaderboards."""
+    from .store import export_json, read_records
 
-
-def _native(value):
-    if value is None:
-        return None
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if value is pd.NA or value is pd.NaT:
-        return None
-    return value
+    return export_json(store.records() if hasattr(store, "records") else read_records(store), path)
 
 
 def write_leaderboards(store, out_dir: str | os.PathLike = "leaderboards", *, store_label: str | None = None,

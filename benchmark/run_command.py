@@ -13,7 +13,10 @@ import argparse
 import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .records import RunRecord
 
 HELP = "train regularizers on tasks and store the results (no arguments: the default suite, a few minutes)"
 
@@ -202,7 +205,7 @@ def check_outputs(args) -> None:
                              "choose another folder") from None
 
 
-def _finished(plans: list) -> dict[int, dict[str, Any]]:
+def _finished(plans: list) -> dict[int, RunRecord]:
     """Index -> record of the configurations that already have a finished run."""
     from .runner import finished_record
 
@@ -213,30 +216,26 @@ def _finished(plans: list) -> dict[int, dict[str, Any]]:
 # ------------------------------------------------------------------------------ reporting
 
 
-def _progress_line(done: int, total: int, record: dict[str, Any]) -> str:
-    head = f"[{done}/{total}] {record.get('task')} {record.get('spec') or record.get('regularizer')} " \
-           f"seed {record.get('seed')}"
-    if record.get("status") != "ok":
-        return f"{head}: {str(record.get('status')).upper()} ({record.get('reason')})"
-    test = record.get("test_metric")
-    test = f", test {test:.4f}" if test is not None else ""
-    rate = record.get("throughput")
-    rate = f", {rate:,.0f} {record.get('throughput_unit')}" if rate else ""
-    return (f"{head}: {record.get('metric')} {record.get('best_val_metric'):.4f} (valid){test} "
-            f"in {record.get('wall_time_s', 0):.1f} s{rate}")
+def _progress_line(done: int, total: int, record: RunRecord) -> str:
+    head = f"[{done}/{total}] {record.task} {record.spec or record.regularizer} seed {record.seed}"
+    if record.status != "ok":
+        return f"{head}: {record.status.upper()} ({record.reason})"
+    test = f", test {record.test_metric:.4f}" if record.test_metric is not None else ""
+    rate = f", {record.throughput:,.0f} {record.throughput_unit}" if record.throughput else ""
+    return (f"{head}: {record.metric} {record.best_val_metric:.4f} (valid){test} "
+            f"in {record.wall_time_s or 0:.1f} s{rate}")
 
 
-def _print_summary(records: list[dict[str, Any]]) -> None:
+def _print_summary(records: list[RunRecord]) -> None:
     """Per setting: each regularizer's test mean ± std over seeds and whether it beat ``none``
     significantly (Welch's t-test, Holm-corrected over the setting's comparisons; benchmark.significance)."""
-    import pandas as pd
-
     from .leaderboard import BASELINE, build_boards, load_records
+    from .store import records_frame
 
-    if not any(r.get("status") == "ok" for r in records):
+    if not any(r.status == "ok" for r in records):
         return
     print("\nSummary (mean ± std over seeds; lower is better; vs none: difference, Welch p Holm-adjusted):")
-    for board in build_boards(load_records(pd.DataFrame(records))):
+    for board in build_boards(load_records(records_frame(records))):
         metric = board.metric
         print(f"  {board.track or board.task} ({metric}, ranked on {board.rank_by})"
               + ("  [smoke scale: not a result]" if board.smoke else ""))
@@ -308,7 +307,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{len(records)} run(s) in {elapsed:.0f} s", flush=True)
     if not args.no_leaderboard:
         _write_leaderboards(args)
-    failed = [r for r in records if r.get("status") == "failed"]
+    failed = [r for r in records if r.status == "failed"]
     if failed:
         print(f"{len(failed)} run(s) failed; see the reasons above", file=sys.stderr)
     return 1 if failed else 0

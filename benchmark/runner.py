@@ -4,7 +4,7 @@
     record = run_experiment(RunConfig(task="digits", regularizer="zoneout", params={"z_states": 0.1},
                                       seed=1, scale="tiny"),
                             callbacks=[pruning_callback], record_extra={"study": "s", "trial": 3})
-    record["status"], record["best_val_metric"], record["test_metric"]
+    record.status, record.best_val_metric, record.test_metric    # a benchmark.records.RunRecord
 
 Everything that can be wrong with a configuration (task, preset, scale, cell, regularizer,
 hyperparameters, missing data) raises ``ValueError`` or ``DataNotFoundError`` from
@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 import regularizers
 from regularizers import Regularizer
 
+from .records import RunRecord
 from .tasks import DEFAULT_PRESET, DEFAULT_SCALE, Task, TrainingSettings, get_task, parse_scale, resolve_settings
 
 # The same classes as benchmark.models.RECURRENT_LAYERS; not imported from there so that
@@ -53,7 +54,6 @@ __all__ = ["RunConfig", "RunPlan", "folder_name", "plan_run", "recorded_hyperpar
 
 DEFAULT_OUT_DIR = "regbench_runs"
 FINISHED_MARKER = "record.json"  # written into a run directory when its run is finished
-TAKEN = "taken_from_another_process"  # in a record that another process ran and stored: store it no more
 
 
 @dataclass
@@ -308,8 +308,10 @@ def resume_point(plan: RunPlan) -> tuple[Path, Path | None]:
         attempt += 1
 
 
-def finished_record(plan: RunPlan) -> dict[str, Any] | None:
+def finished_record(plan: RunPlan) -> RunRecord | None:
     """The record of the latest finished attempt of this configuration, if any (from its record.json)."""
+    from .store import upgrade_row
+
     base, record, attempt = plan.base_run_dir, None, 1
     while True:
         run_dir = base if attempt == 1 else base.with_name(f"{base.name}-{attempt}")
@@ -317,7 +319,7 @@ def finished_record(plan: RunPlan) -> dict[str, Any] | None:
             return record
         marker = run_dir / FINISHED_MARKER
         if marker.exists():
-            record = json.loads(marker.read_text())
+            record = RunRecord.from_dict(upgrade_row(json.loads(marker.read_text())))
         attempt += 1
 
 
@@ -397,7 +399,7 @@ def _data_identity(datamodule) -> tuple[str, str]:
 
 
 def _record(plan: RunPlan, datamodule, run_dir: Path, history: dict[str, Any], status: str,
-            reason: str | None, test_metric: float | None, epochs: int, resumed: bool) -> dict[str, Any]:
+            reason: str | None, test_metric: float | None, epochs: int, resumed: bool) -> RunRecord:
     """``history``: ``RunHistory.state_dict()`` taken after training (testing restores the best
     checkpoint, callbacks' states included)."""
     source, checksum = _data_identity(datamodule)
@@ -406,22 +408,19 @@ def _record(plan: RunPlan, datamodule, run_dir: Path, history: dict[str, Any], s
     throughput = history["items"] / history["train_seconds"] if history["train_seconds"] > 0 else None
     finite = [(v, i) for i, v in enumerate(curve) if v == v and abs(v) != float("inf")]
     best_value, best_epoch = min(finite) if finite else (None, None)
-    return {
-        "task": plan.task.name, "regularizer": plan.regularizer.name,
-        "hyperparameters": hyperparameters, "spec": spec, "cell": plan.settings.cell,
-        "seed": plan.config.seed, "track": plan.config.track,
-        "preset": None if plan.config.track else plan.config.preset, "scale": plan.scale_label or None,
-        "dataset": plan.task.dataset, "data_source": source, "data_checksum": checksum,
-        "metric": plan.task.metric.name, "direction": plan.task.metric.direction,
-        "best_val_metric": best_value, "test_metric": test_metric, "best_epoch": best_epoch, "epochs": epochs,
-        "wall_time_s": round(history["wall_seconds"], 3), "throughput": throughput,
-        "throughput_unit": plan.task.throughput_unit, "val_curve": curve,
-        "train_loss_curve": history["train_loss_curve"], "val_nll_curve": history["val_nll_curve"],
-        "status": status, "reason": reason,
-        **_provenance(), "run_dir": str(run_dir), "settings": asdict(plan.settings),
-        "command": command_line(plan),  # not a column: kept in the store's "extra"
-        "resumed": resumed,  # from a checkpoint of an interrupted attempt (extra, too)
-    }
+    return RunRecord(
+        task=plan.task.name, regularizer=plan.regularizer.name, status=status,
+        hyperparameters=hyperparameters, spec=spec, cell=plan.settings.cell,
+        seed=plan.config.seed, track=plan.config.track,
+        preset=None if plan.config.track else plan.config.preset, scale=plan.scale_label or None,
+        settings=asdict(plan.settings),
+        dataset=plan.task.dataset, data_source=source, data_checksum=checksum,
+        metric=plan.task.metric.name, direction=plan.task.metric.direction,
+        best_val_metric=best_value, test_metric=test_metric, best_epoch=best_epoch, epochs=epochs,
+        val_curve=curve, train_loss_curve=history["train_loss_curve"], val_nll_curve=history["val_nll_curve"],
+        wall_time_s=round(history["wall_seconds"], 3), throughput=throughput,
+        throughput_unit=plan.task.throughput_unit, reason=reason,
+        command=command_line(plan), resumed=resumed, run_dir=str(run_dir), **_provenance())
 
 
 def command_line(plan: RunPlan) -> str:
@@ -447,16 +446,16 @@ def _test_best(trainer, model, datamodule, checkpoint) -> float | None:
 
 
 def run_experiment(config: RunConfig, callbacks: Iterable = (), store=None,
-                   record_extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                   record_extra: dict[str, Any] | None = None) -> RunRecord:
     """Train one configuration, evaluate its best checkpoint on test, append the record to the store.
 
     ``callbacks`` are extra Lightning callbacks (e.g. an Optuna pruning callback monitoring
     ``val_metric``). ``store``: a ``ResultsStore``, None for the default one (``config.store_path``
     or ``benchmark.store.default_store_path()``), or False to store nothing. ``record_extra``
-    (e.g. ``{"study": name, "trial": number}``) is merged into the record. Returns the record.
+    (record fields, e.g. ``{"study": name, "trial": 3}``) is set on the record. Returns the record.
     A configuration and seed is run by one process at a time; a process that finds another one
-    running it waits, and returns that run's record (already stored; marked ``TAKEN``) when it
-    finished it.
+    running it waits, and returns that run's record (already stored: its ``stored`` is true)
+    when it finished it.
     """
     quiet_lightning()
     plan = plan_run(config)
@@ -490,9 +489,9 @@ def _exclusive(plan: RunPlan):
         waited = True
     try:
         after = finished_record(plan) if waited else None
-        if after is not None and (before is None or after.get("run_dir") != before.get("run_dir")):
+        if after is not None and (before is None or after.run_dir != before.run_dir):
             print(f"regbench: {base.name} was finished by the other process; taking its record", flush=True)
-            yield {**after, TAKEN: True}
+            yield after
         else:
             yield None
     finally:
@@ -546,12 +545,15 @@ def _train(plan: RunPlan, datamodule, callbacks: Iterable, store, record_extra: 
     trained["wall_seconds"] += time.perf_counter() - fit_end  # plus testing
     record = _record(plan, datamodule, run_dir, trained, status, reason, test_metric, epochs,
                      resumed=resume_from is not None)
-    record.update(record_extra or {})
+    for name, value in (record_extra or {}).items():
+        if not hasattr(record, name):
+            raise ValueError(f"record_extra: {name!r} is not a field of a run record")
+        setattr(record, name, value)
     if store is not False:
-        record["id"] = store.append(record)
+        store.append(record)  # sets record.id
     if failure is not None:
         # No finished marker: the next attempt of this configuration resumes from last.ckpt.
         raise failure
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / FINISHED_MARKER).write_text(json.dumps(record, indent=1, default=str))
+    (run_dir / FINISHED_MARKER).write_text(json.dumps(record.to_dict(), indent=1, default=str))
     return record

@@ -1,4 +1,4 @@
-"""The results store: one row per finished run, in SQLite.
+"""The results store: one row per run, in SQLite, under the names of :class:`RunRecord`.
 
 Several processes (parallel suite workers, Optuna workers) may append at once: the database
 is in WAL mode, every connection waits up to ``timeout`` seconds for a lock, and every append
@@ -6,93 +6,75 @@ is one ``BEGIN IMMEDIATE ... COMMIT`` transaction, so a record is either stored 
 at all, and a crash mid-run never damages what is there.
 
     store = ResultsStore("regbench_runs/results.sqlite")
-    row_id = store.append({"task": "digits", "regularizer": "zoneout", ...})
-    frame = store.dataframe()          # or benchmark.load_results(path)
+    row_id = store.append(record)      # a RunRecord, or a mapping of its field names
+    store.records()                    # list[RunRecord], oldest first
+    frame = store.dataframe()          # the same, one column per field (or benchmark.load_results)
 
-Columns (see ``COLUMNS``); those in ``JSON_COLUMNS`` are stored as JSON text and come back
-from :meth:`ResultsStore.dataframe` as Python objects. Keys of a record that are not columns
-are kept in the ``extra`` JSON column.
+The columns are the fields of :class:`benchmark.records.RunRecord`, in its order; lists and
+dicts are JSON text. A store written by an older regbench (a ``failed`` row with
+``extra.pruned``, the command in an ``extra`` column) is upgraded in place when opened, in one
+transaction. A JSON export (:func:`export_json`, the form committed under ``leaderboards/``)
+holds the same records, and :func:`read_records` reads either form.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
 import os
 import sqlite3
 import time
 from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
 from .cli import UsageError
+from .records import FIELDS, JSON_FIELDS, STATUSES, RunRecord
 
-__all__ = ["ResultsStore", "StoreError", "COLUMNS", "JSON_COLUMNS", "STATUSES", "default_store_path",
-           "load_results"]
+__all__ = ["ResultsStore", "StoreError", "COLUMNS", "STATUSES", "default_store_path", "load_results",
+           "read_records", "export_json", "upgrade_row"]
 
 STORE_ENV = "REGBENCH_STORE"
 DEFAULT_STORE = Path("regbench_runs") / "results.sqlite"
-STATUSES = ("ok", "failed", "diverged")
 
-# name -> SQLite type. Order is the column order of the table.
-COLUMNS: dict[str, str] = {
-    "created_at": "TEXT",  # ISO 8601, UTC
-    "task": "TEXT",
-    "regularizer": "TEXT",  # registered name
-    "hyperparameters": "TEXT",  # JSON object: every hyperparameter of the regularizer
-    "spec": "TEXT",  # regularizer.spec, e.g. "zoneout:z_cells=0.5,z_states=0.05,..."
-    "cell": "TEXT",  # lstm | gru | rnn
-    "seed": "INTEGER",
-    "preset": "TEXT",
-    "scale": "TEXT",  # tiny | small | paper | a number
-    "dataset": "TEXT",
-    "data_source": "TEXT",
-    "data_checksum": "TEXT",
-    "metric": "TEXT",  # bpc | perplexity | error_rate
-    "direction": "TEXT",  # min (lower is better) | max
-    "best_val_metric": "REAL",
-    "test_metric": "REAL",  # on the test split, with the weights of the best validation epoch
-    "best_epoch": "INTEGER",
-    "epochs": "INTEGER",  # epochs trained
-    "wall_time_s": "REAL",
-    "throughput": "REAL",  # training tokens or samples per second
-    "throughput_unit": "TEXT",  # chars/s | words/s | samples/s
-    "val_curve": "TEXT",  # JSON list: validation metric after each epoch
-    "train_loss_curve": "TEXT",  # JSON list: mean training loss of each epoch (training mode)
-    "val_nll_curve": "TEXT",  # JSON list: validation NLL after each epoch (with the above: the overfitting gap)
-    "track": "TEXT",  # the benchmark track (benchmark.tracks), e.g. digits/cpu-v1; empty for ad-hoc runs
-    "status": "TEXT",  # ok | failed | diverged
-    "reason": "TEXT",  # why it failed or diverged
-    "study": "TEXT",  # Optuna study name, if any
-    "trial": "INTEGER",  # Optuna trial number, if any
-    "torch_version": "TEXT",
-    "lightning_version": "TEXT",
-    "regbench_version": "TEXT",
-    "git_commit": "TEXT",
-    "run_dir": "TEXT",
-    "settings": "TEXT",  # JSON object: the resolved training settings (hidden size, lr, ...)
-    "extra": "TEXT",  # JSON object: record keys that are not columns
-}
-JSON_COLUMNS = ("hyperparameters", "val_curve", "train_loss_curve", "val_nll_curve", "settings", "extra")
+
+def _sql_type(annotation: str) -> str:
+    if annotation.startswith(("int", "bool")):
+        return "INTEGER"
+    if annotation.startswith("float"):
+        return "REAL"
+    return "TEXT"  # text, and lists and dicts as JSON
+
+
+# name -> SQLite type, in the record's field order (the id is the table's primary key).
+COLUMNS: dict[str, str] = {f.name: _sql_type(str(f.type)) for f in dataclasses.fields(RunRecord)
+                           if f.name != "id"}
+_INTEGERS = tuple(name for name, kind in COLUMNS.items() if kind == "INTEGER")
+
+
+def upgrade_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row of an older store, export or ``record.json`` under today's names: the keys of its
+    ``extra`` column become fields, a ``failed`` row marked ``pruned`` gets the ``pruned`` status,
+    and keys that are no field (the leaderboard's old copies ``params``, ``best_valid``,
+    ``test_at_best``, ``curve``, ``versions``, ``hidden_size`` of fields that are there) are left out."""
+    row = dict(row)
+    extra = row.pop("extra", None)
+    if isinstance(extra, str):
+        extra = json.loads(extra)
+    for key, value in (extra or {}).items():
+        if key not in row or row[key] is None:
+            row[key] = value
+    if row.pop("pruned", False) and row.get("status") == "failed":
+        row["status"] = "pruned"
+    return {key: value for key, value in row.items() if key in FIELDS}
 
 
 def default_store_path() -> Path:
     """``$REGBENCH_STORE`` or ``regbench_runs/results.sqlite`` under the current directory."""
     return Path(os.environ.get(STORE_ENV) or DEFAULT_STORE)
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN/inf are not JSON; store them as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 class StoreError(UsageError, ValueError):
@@ -161,20 +143,43 @@ class ResultsStore:
                 except sqlite3.OperationalError as error:  # another process added it first
                     if "duplicate column" not in str(error):
                         raise
+        if "extra" in present:
+            ResultsStore._upgrade_rows(connection)
 
     @staticmethod
-    def _row(record: dict[str, Any]) -> dict[str, Any]:
-        row = {name: record.get(name) for name in COLUMNS}
-        extra = {k: v for k, v in record.items() if k not in COLUMNS and k != "id"}
-        if isinstance(row["extra"], dict):
-            extra = {**row["extra"], **extra}
-        row["extra"] = extra or None
+    def _upgrade_rows(connection: sqlite3.Connection) -> None:
+        """Move what older versions kept in the ``extra`` column into fields (see upgrade_row), once."""
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            rows = connection.execute("SELECT id, status, extra, " + ", ".join(FIELDS[:-1])
+                                      + " FROM runs WHERE extra IS NOT NULL").fetchall()
+            names = ["id", "status", "extra", *FIELDS[:-1]]
+            for values in rows:
+                old = dict(zip(names, values))
+                new = upgrade_row(old)
+                changed = {k: v for k, v in new.items() if k in COLUMNS and v != old.get(k)}
+                changed = {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in changed.items()}
+                # Keys that are no field of a record stay where they were: nothing stored is lost.
+                extra = json.loads(old["extra"]) if isinstance(old["extra"], str) else {}
+                left = {k: v for k, v in (extra or {}).items() if k not in FIELDS and k != "pruned"}
+                changed["extra"] = json.dumps(left) if left else None
+                assignments = ", ".join(f"{k} = ?" for k in changed)
+                connection.execute(f"UPDATE runs SET {assignments} WHERE id = ?", [*changed.values(), old["id"]])
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+
+    @staticmethod
+    def _row(record: RunRecord | Mapping[str, Any]) -> dict[str, Any]:
+        if not isinstance(record, RunRecord):
+            record = RunRecord.from_dict(record)  # ValueError for an unknown key or status
+        row = record.to_dict()
+        del row["id"]
         row["created_at"] = row["created_at"] or datetime.now(timezone.utc).isoformat(timespec="seconds")
-        if row["status"] not in STATUSES:
-            raise ValueError(f"record status must be one of {', '.join(STATUSES)}, got {row['status']!r}")
-        for name in JSON_COLUMNS:
-            if row[name] is not None and not isinstance(row[name], str):
-                row[name] = json.dumps(_json_safe(row[name]), sort_keys=not name.endswith("_curve"))
+        for name in JSON_FIELDS:
+            if row[name] is not None:
+                row[name] = json.dumps(row[name], sort_keys=not name.endswith("_curve"))
         for name, kind in COLUMNS.items():
             if kind == "REAL" and row[name] is not None:
                 row[name] = float(row[name])
@@ -196,8 +201,8 @@ class ResultsStore:
             raise StoreError(f"results store {self.path} cannot be written ({error}); make it writable or "
                              "choose another --store") from None
 
-    def append(self, record: dict[str, Any]) -> int:
-        """Store one finished run in one transaction; returns its row id."""
+    def append(self, record: RunRecord | Mapping[str, Any]) -> int:
+        """Store one run in one transaction; returns its row id (a RunRecord gets it as ``id``)."""
         row = self._row(record)
         names = ", ".join(row)
         marks = ", ".join("?" for _ in row)
@@ -209,15 +214,21 @@ class ResultsStore:
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise
-        return int(cursor.lastrowid)
+        row_id = int(cursor.lastrowid)
+        if isinstance(record, RunRecord):
+            record.id, record.created_at = row_id, row["created_at"]
+        return row_id
+
+    def records(self) -> list[RunRecord]:
+        """Every run, oldest first."""
+        with self._connect() as connection:
+            connection.row_factory = sqlite3.Row
+            rows = connection.execute(f"SELECT id, {', '.join(COLUMNS)} FROM runs ORDER BY id").fetchall()
+        return [_from_row(dict(row)) for row in rows]
 
     def dataframe(self) -> pd.DataFrame:
-        """All runs, oldest first, JSON columns decoded."""
-        with self._connect() as connection:
-            frame = pd.read_sql_query("SELECT * FROM runs ORDER BY id", connection)
-        for name in JSON_COLUMNS:
-            frame[name] = frame[name].map(lambda text: json.loads(text) if isinstance(text, str) else None)
-        return frame
+        """Every run, oldest first: one column per field of RunRecord."""
+        return records_frame(self.records())
 
     def __len__(self) -> int:
         with self._connect() as connection:
@@ -227,6 +238,50 @@ class ResultsStore:
         return f"ResultsStore({str(self.path)!r})"
 
 
+def _from_row(row: dict[str, Any]) -> RunRecord:
+    for name in JSON_FIELDS:
+        if isinstance(row.get(name), str):
+            row[name] = json.loads(row[name])
+    if row.get("resumed") is not None:
+        row["resumed"] = bool(row["resumed"])
+    else:
+        row.pop("resumed", None)
+    return RunRecord.from_dict(row)
+
+
+def records_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
+    """Records as a DataFrame, one column per field, in the field order."""
+    frame = pd.DataFrame([r.to_dict() for r in records], columns=list(FIELDS))
+    for name in _INTEGERS:  # nullable integers, not floats with NaN for the missing ones
+        if name != "resumed":
+            frame[name] = frame[name].astype("Int64")
+    return frame
+
+
+def read_records(path: str | os.PathLike) -> list[RunRecord]:
+    """The records of a store's SQLite file or of a JSON export (older forms are upgraded)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"results store {path} does not exist")
+    if path.suffix == ".json":
+        rows = json.loads(path.read_text())
+        return [RunRecord.from_dict({k: v for k, v in upgrade_row(row).items()}) for row in rows]
+    return ResultsStore(path).records()
+
+
+def export_json(records: Iterable[RunRecord], path: str | os.PathLike) -> Path:
+    """Write ``records`` to a JSON file, sorted and stable: the form committed beside the leaderboards."""
+    rows = [r.to_dict() for r in records]
+    rows.sort(key=lambda r: json.dumps(r, sort_keys=True))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(rows, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)  # a reader never sees half a file
+    return path
+
+
 def load_results(path: str | os.PathLike | None = None) -> pd.DataFrame:
-    """The runs of the store at ``path`` (default: :func:`default_store_path`) as a DataFrame."""
-    return ResultsStore(path).dataframe()
+    """The runs of the store at ``path`` (default: :func:`default_store_path`; a JSON export too) as a DataFrame."""
+    return records_frame(read_records(path if path is not None else default_store_path()))

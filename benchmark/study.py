@@ -25,8 +25,8 @@ Protocol and behaviour
   the value ``+inf``: it is an honest result of that configuration and tells TPE to avoid the
   region. A run that raises is ``TrialState.FAIL`` with the reason in the trial's user attrs.
   Either way the study goes on, and the record (with ``study`` and ``trial``) lands in the
-  results store; pruned trials are stored with status ``failed``, a ``pruned: ...`` reason and
-  ``extra.pruned = true`` (the leaderboard counts them as pruned tuning trials).
+  results store; pruned trials are stored with status ``pruned`` and a reason that says after
+  which epoch (the leaderboard counts them as pruned tuning trials).
 * Pruning: ``MedianPruner`` on the validation metric after each epoch, through
   :func:`pruning_callback`, a ``lightning.pytorch.Callback`` that calls ``trial.report`` /
   ``trial.should_prune`` and stops the trainer cleanly (the partial run is then recorded and
@@ -61,7 +61,9 @@ import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
+
+from .records import RunRecord
 
 __all__ = [
     "DEFAULT_STORAGE", "StudyError", "StudyConfig", "StudySummary", "open_storage", "load_study",
@@ -393,7 +395,7 @@ def _run_fn_label(run_fn) -> str | None:
     return f"{run_fn.__module__}:{run_fn.__qualname__}"
 
 
-def _runner_run(request: dict[str, Any], callbacks: list) -> dict[str, Any]:
+def _runner_run(request: dict[str, Any], callbacks: list) -> RunRecord:
     """Run one configuration with the real runner (benchmark.runner.run_experiment)."""
     from . import runner
 
@@ -424,26 +426,23 @@ def _spec(regularizer: str, params: dict[str, Any]) -> str:
     return regularizers.build(regularizer, **params).spec
 
 
-def _failure_record(request: dict[str, Any], reason: str) -> dict[str, Any]:
+def _failure_record(request: dict[str, Any], reason: str) -> RunRecord:
     import regularizers
 
     try:
         hyperparameters = regularizers.build(request["regularizer"], **request.get("params", {})).params
     except Exception:
         hyperparameters = dict(request.get("params", {}))
-    return {
-        "task": request["task"], "regularizer": request["regularizer"], "hyperparameters": hyperparameters,
-        "spec": request.get("spec", request["regularizer"]), "seed": request.get("seed"),
-        "preset": request.get("preset"), "scale": None if request.get("scale") is None else str(request["scale"]),
-        "status": "failed", "reason": reason,
-    }
+    return RunRecord(
+        task=request["task"], regularizer=request["regularizer"], hyperparameters=hyperparameters,
+        spec=request.get("spec", request["regularizer"]), seed=request.get("seed"), track=request.get("track"),
+        preset=request.get("preset"), scale=None if request.get("scale") is None else str(request["scale"]),
+        status="failed", reason=reason)
 
 
-def _value(record: dict[str, Any]) -> float | None:
-    for key in ("best_val_metric", "best_valid"):
-        if record.get(key) is not None:
-            return float(record[key])
-    return None
+def _as_record(result: RunRecord | Mapping[str, Any]) -> RunRecord:
+    """What a run function returned, as a record (a test's run function may return a mapping)."""
+    return result if isinstance(result, RunRecord) else RunRecord.from_dict(result)
 
 
 def _open_store(path):
@@ -521,27 +520,24 @@ def _objective(config: StudyConfig, study_name: str, target: int, store, worker:
         if config.command:
             extra["command"] = config.command
         try:
-            record = dict(run_fn(request, [reporter] if config.prune else []))
+            record = _as_record(run_fn(request, [reporter] if config.prune else []))
         except OSError as error:  # the environment's fault (a full disk): no record, no outcome, one line
             raise StudyError(f"trial {trial.number} could not run: {_short(error)}; fix that and rerun the "
                              "same command to resume") from None
         except Exception as error:
             reason = _short(error)
-            record = _failure_record(request, reason)
-            record.update(extra)
-            record["traceback"] = traceback.format_exc(limit=8)
+            record = _failure_record(request, reason).replace(**extra, traceback=traceback.format_exc(limit=8))
             if store is not None:
                 store.append(record)
             trial.set_user_attr("outcome", "failed")
             trial.set_user_attr("reason", reason)
             _log(config, f"[{study_name}] trial {trial.number} failed: {reason}")
             raise TrialFailed(reason) from None
-        record.update(extra)
-        status = record.get("status", "ok")
-        value = _value(record)
+        record = record.replace(**extra)
+        status, value = record.status, record.best_val_metric
         if reporter.pruned_at is not None and status == "ok":
             reason = f"pruned: MedianPruner stopped it after epoch {reporter.pruned_at}"
-            record.update({"status": "failed", "reason": reason, "pruned": True})
+            record = record.replace(status="pruned", reason=reason)
             if store is not None:
                 store.append(record)
             trial.set_user_attr("outcome", "pruned")
@@ -551,11 +547,11 @@ def _objective(config: StudyConfig, study_name: str, target: int, store, worker:
             store.append(record)
         if status == "diverged" or (status == "ok" and (value is None or math.isnan(value))):
             trial.set_user_attr("outcome", "diverged")
-            trial.set_user_attr("reason", str(record.get("reason") or "NaN validation metric"))
-            _log(config, f"[{study_name}] trial {trial.number} {spec}: diverged ({record.get('reason')}); value +inf")
+            trial.set_user_attr("reason", str(record.reason or "NaN validation metric"))
+            _log(config, f"[{study_name}] trial {trial.number} {spec}: diverged ({record.reason}); value +inf")
             return float("inf")
         if status != "ok":
-            reason = str(record.get("reason") or status)
+            reason = str(record.reason or status)
             trial.set_user_attr("outcome", "failed")
             trial.set_user_attr("reason", reason)
             _log(config, f"[{study_name}] trial {trial.number} {spec}: failed ({reason})")
@@ -961,31 +957,28 @@ def rerun_best(study_name: str, storage_url: str | None = None, seeds: int = 3, 
                    "spec": spec, "seed": seed, "preset": best["preset"], "scale": best["scale"], **options,
                    "run_name": f"{study_name}-seed{seed}"}
         try:
-            record = dict(fn(request, []))
+            record = _as_record(fn(request, []))
         except OSError as error:  # the environment's fault: not a failed run of the configuration
             raise StudyError(f"seed {seed} of {spec} could not run: {_short(error)}; fix that and rerun the "
                              "same command to resume") from None
         except Exception as error:
             record = _failure_record(request, _short(error))
-        record.update({"study": study_name, "trial": None, "rerun_of_trial": best["trial"]})
-        if command:
-            record["command"] = command
-        from .runner import TAKEN
-
-        if not record.get(TAKEN):  # another process ran this very seed and stored it
+        if not record.stored:  # else another process ran this very seed and stored it
+            record = record.replace(study=study_name, trial=None, rerun_of_trial=best["trial"],
+                                    command=command or record.command)
             results_store.append(record)
         records.append(record)
         if verbose:
-            value = _value(record)
+            value = record.best_val_metric
             shown = "nan" if value is None else f"{value:.4f}"
-            print(f"[{study_name}] rerun seed {seed} {spec}: {record.get('status')} {shown}", flush=True)
+            print(f"[{study_name}] rerun seed {seed} {spec}: {record.status} {shown}", flush=True)
     return records
 
 
 # ----------------------------------------------------------------------------- a tiny real objective
 
 
-def tiny_run(request: dict[str, Any], callbacks: list) -> dict[str, Any]:
+def tiny_run(request: dict[str, Any], callbacks: list) -> RunRecord:
     """A real but tiny training run (about a second): a RegularizedLSTM of 16 units on 512 of the embedded
     8x8 digits, pixels one at a time, plain PyTorch. Used by tests and smoke checks of the study
     machinery; reports its validation error per epoch to pruning reporters in ``callbacks``."""
@@ -1043,16 +1036,15 @@ def _tiny_run(request, callbacks, seed, epochs):
         if stop:
             break
     wall = time.perf_counter() - start
-    return {
-        "task": request["task"], "regularizer": request["regularizer"],
-        "hyperparameters": regularizers.build(request["spec"]).params, "spec": request["spec"], "cell": "lstm",
-        "seed": seed, "preset": request.get("preset"), "scale": request.get("scale"), "dataset": "digits",
-        "data_source": data.source, "data_checksum": data.checksum, "metric": "error_rate",
-        "best_val_metric": min(curve) if curve else None, "test_metric": None,
-        "epochs": len(curve), "wall_time_s": wall, "throughput": len(x) * len(curve) / max(wall, 1e-9),
-        "throughput_unit": "samples/s", "val_curve": curve, "status": status, "reason": reason,
-        "settings": {"hidden_size": 16, "objective": "tiny_run"},
-    }
+    return RunRecord(
+        task=request["task"], regularizer=request["regularizer"],
+        hyperparameters=regularizers.build(request["spec"]).params, spec=request["spec"], cell="lstm",
+        seed=seed, preset=request.get("preset"), scale=request.get("scale"), dataset="digits",
+        data_source=data.source, data_checksum=data.checksum, metric="error_rate",
+        best_val_metric=min(curve) if curve else None, test_metric=None,
+        epochs=len(curve), wall_time_s=wall, throughput=len(x) * len(curve) / max(wall, 1e-9),
+        throughput_unit="samples/s", val_curve=curve, status=status, reason=reason or None,
+        settings={"hidden_size": 16, "objective": "tiny_run"})
 
 
 # ----------------------------------------------------------------------------- command line

@@ -12,8 +12,9 @@ import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
+from .records import RunRecord
 from .runner import RunConfig
 
 __all__ = ["run_all", "expected_cost"]
@@ -34,21 +35,21 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def _run_one(config: RunConfig, threads: int | None, skip_finished: bool = False) -> dict[str, Any]:
+def _run_one(config: RunConfig, threads: int | None, skip_finished: bool = False) -> RunRecord:
     """One run; failures come back as a record instead of an exception (the runner stored them).
 
     ``skip_finished``: when another process finished this configuration and seed since the command
     looked (two identical commands started minutes apart), take its record instead of a second run.
     """
     _set_threads(threads)
-    from .runner import TAKEN, finished_record, plan_run, run_experiment
+    from .runner import finished_record, plan_run, run_experiment
 
     started = time.perf_counter()
     try:
         if skip_finished:
             done = finished_record(plan_run(config))
             if done is not None:
-                return {**done, TAKEN: True}
+                return done
         return run_experiment(config)
     except Exception as error:  # noqa: BLE001 -- one failed run must not stop the suite
         import traceback
@@ -61,14 +62,14 @@ def _run_one(config: RunConfig, threads: int | None, skip_finished: bool = False
         else:
             traceback.print_exc()
 
-        return {"task": config.task, "regularizer": config.regularizer, "seed": config.seed, "status": "failed",
-                "reason": f"{type(error).__name__}: {one_line(error)}"[:300],
-                "wall_time_s": time.perf_counter() - started}
+        return RunRecord(task=config.task or config.track or "", regularizer=config.regularizer, seed=config.seed,
+                         status="failed", reason=f"{type(error).__name__}: {one_line(error)}"[:300],
+                         wall_time_s=time.perf_counter() - started)
 
 
 def run_all(configs: Iterable[RunConfig], workers: int = 1, threads: int | None = None,
             skip_finished: bool = False,
-            on_result: Callable[[int, int, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+            on_result: Callable[[int, int, RunRecord], None] | None = None) -> list[RunRecord]:
     """Run every configuration; with ``workers`` > 1 in that many spawned processes.
 
     ``on_result(done, total, record)`` is called as each run finishes. Returns the records in
@@ -76,7 +77,7 @@ def run_all(configs: Iterable[RunConfig], workers: int = 1, threads: int | None 
     """
     configs = list(configs)
     total = len(configs)
-    records: list[dict[str, Any] | None] = [None] * total
+    records: list[RunRecord | None] = [None] * total
     if workers <= 1 or total == 1:
         for done, (index, config) in enumerate(enumerate(configs), start=1):
             records[index] = _run_one(config, threads, skip_finished)

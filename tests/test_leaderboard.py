@@ -27,13 +27,13 @@ def _record(reg, params, seed, valid, test, *, task="digits", study=None, trial=
             reason="", preset="tiny", scale=0.1, curve=None, metric="error"):
     spec = reg if not params else reg + ":" + ",".join(f"{k}={v:g}" for k, v in sorted(params.items()))
     return {
-        "task": task, "regularizer": reg, "params": json.dumps(params), "spec": spec, "cell": "lstm",
+        "task": task, "regularizer": reg, "hyperparameters": params, "spec": spec, "cell": "lstm",
         "seed": seed, "preset": preset, "scale": scale, "dataset": "digits",
         "data_source": "sklearn.datasets.load_digits", "data_checksum": "abc123" * 10, "metric": metric,
-        "best_valid": valid, "test_at_best": test, "epochs": 3, "wall_time_s": 10.0 + seed,
+        "best_val_metric": valid, "test_metric": test, "epochs": 3, "wall_time_s": 10.0 + seed,
         "throughput": 1000.0 + 10 * seed, "throughput_unit": "samples/s",
-        "curve": json.dumps(curve if curve is not None else [valid + 0.2, valid + 0.1, valid]),
-        "status": status, "reason": reason, "study": study, "trial": trial, "versions": "{}",
+        "val_curve": curve if curve is not None else [valid + 0.2, valid + 0.1, valid],
+        "status": status, "reason": reason, "study": study, "trial": trial,
         "git_commit": "deadbeef", "run_dir": f"runs/{reg}/{seed}", "created_at": "2026-01-01T00:00:00",
     }
 
@@ -289,31 +289,15 @@ def test_export_results_stable(store_json, tmp_path):
     assert [r.get("test_mean") for r in again[1].rows] == [r.get("test_mean") for r in first[1].rows]
 
 
-_RENAMES = {"params": "hyperparameters", "best_valid": "best_val_metric", "test_at_best": "test_metric",
-            "curve": "val_curve"}
-
-
-def _as_store_record(record):
-    row = {_RENAMES.get(k, k): v for k, v in record.items() if k != "versions"}
-    row["hyperparameters"] = json.loads(row["hyperparameters"])
-    row["val_curve"] = json.loads(row["val_curve"])
-    return row
-
-
 def test_reads_the_real_results_store(tmp_path):
     """Records appended through benchmark.store.ResultsStore (its own column names) give the same rows."""
     from benchmark.store import ResultsStore
 
     store = ResultsStore(tmp_path / "results.sqlite")
-    renames = {"params": "hyperparameters", "best_valid": "best_val_metric", "test_at_best": "test_metric",
-               "curve": "val_curve"}
-    for record in synthetic_records():
-        row = {renames.get(k, k): v for k, v in record.items() if k != "versions"}
-        row["hyperparameters"] = json.loads(row["hyperparameters"])
-        row["val_curve"] = json.loads(row["val_curve"])
+    for row in synthetic_records():
         row["settings"] = {"hidden_size": 48}
         if row["status"] == "ok" and row["regularizer"] == "zoneout" and row["trial"] == 3:
-            row.update(status="failed", reason="pruned: MedianPruner", pruned=True)
+            row.update(status="pruned", reason="pruned: MedianPruner")
         store.append(row)
     from_store = {b.key: b for b in L.build_boards(L.load_records(store.path))}
     from_json = {b.key: b for b in L.build_boards(L.load_records(L.pd.DataFrame(synthetic_records())))}
@@ -340,7 +324,7 @@ def test_export_round_trip_and_row_order_give_identical_files(tmp_path):
     for name, order in (("a", records), ("b", list(reversed(records)))):
         store = ResultsStore(tmp_path / f"{name}.sqlite")
         for record in order:
-            store.append(_as_store_record(record))
+            store.append(record)
         stores.append(store.path)
     exported = L.export_results(stores[0], tmp_path / "results.json")
     outputs = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import sqlite3
 import sys
@@ -13,7 +14,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import benchmark  # noqa: E402
-from benchmark.store import COLUMNS, ResultsStore, default_store_path  # noqa: E402
+from benchmark.records import FIELDS, RunRecord  # noqa: E402
+from benchmark.store import COLUMNS, ResultsStore, default_store_path, export_json, read_records  # noqa: E402
 
 
 def a_record(**changes):
@@ -25,26 +27,74 @@ def a_record(**changes):
     return record
 
 
-def test_round_trip_decodes_json_and_keeps_unknown_keys(tmp_path):
+def test_round_trip_keeps_every_field_under_its_name(tmp_path):
     store = ResultsStore(tmp_path / "sub" / "results.sqlite")
     first = store.append(a_record(command="regbench run --task digits", val_curve=[1.0, float("nan")]))
-    second = store.append(a_record(seed=1, scale=0.25, study="s", trial=3))
+    second = store.append(a_record(seed=1, scale=0.25, study="s", trial=3, resumed=True))
     assert (first, second) == (1, 2) and len(store) == 2
     frame = benchmark.load_results(tmp_path / "sub" / "results.sqlite")
-    assert list(frame.columns) == ["id", *COLUMNS]
+    assert list(frame.columns) == list(FIELDS) and list(COLUMNS) == [f for f in FIELDS if f != "id"]
     assert frame.loc[0, "hyperparameters"] == {"z_cells": 0.5, "z_states": 0.05}
     assert frame.loc[0, "val_curve"] == [1.0, None]  # NaN is not JSON: stored as null
-    assert frame.loc[0, "extra"] == {"command": "regbench run --task digits"}
+    assert frame.loc[0, "command"] == "regbench run --task digits"
     assert frame.loc[1, "scale"] == "0.25" and frame.loc[1, "study"] == "s" and frame.loc[1, "trial"] == 3
     assert frame.loc[0, "created_at"].endswith("+00:00")
+    records = store.records()
+    assert records[1].resumed is True and records[0].resumed is False and records[1].id == 2
+    # What the store gives back is what was appended, field for field.
+    again = a_record(seed=1, scale="0.25", study="s", trial=3, resumed=True)
+    assert {k: v for k, v in records[1].to_dict().items() if k not in ("id", "created_at") and v is not None} == \
+        {k: v for k, v in again.items() if v is not None} | {"resumed": True}
     assert sqlite3.connect(tmp_path / "sub" / "results.sqlite").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_a_record_needs_a_valid_status(tmp_path):
+def test_a_record_needs_a_valid_status_and_known_fields(tmp_path):
     store = ResultsStore(tmp_path / "results.sqlite")
     with pytest.raises(ValueError, match="status"):
         store.append(a_record(status="great"))
+    with pytest.raises(ValueError, match="best_valid.*the fields are"):
+        store.append(a_record(best_valid=0.2))
     assert len(store) == 0
+
+
+def test_a_record_appended_gets_its_id(tmp_path):
+    store = ResultsStore(tmp_path / "results.sqlite")
+    record = RunRecord.from_dict(a_record())
+    assert not record.stored
+    store.append(record)
+    assert record.stored and record.id == 1 and record.created_at
+
+
+def test_a_store_of_an_older_version_is_upgraded_in_place(tmp_path):
+    """Before run records had one schema, a pruned trial was a failed row with extra.pruned, and
+    the command, resumed flag and rerun trial lived in the extra column."""
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, task TEXT, regularizer TEXT, "
+                           "status TEXT, reason TEXT, extra TEXT)")
+        connection.execute("INSERT INTO runs (task, regularizer, status, reason, extra) VALUES "
+                           "('digits', 'none', 'failed', 'pruned: after epoch 2', "
+                           "'{\"pruned\": true, \"command\": \"regbench study\", \"mine\": 1}')")
+        connection.execute("INSERT INTO runs (task, regularizer, status, extra) VALUES "
+                           "('digits', 'none', 'ok', '{\"resumed\": true, \"rerun_of_trial\": 4}')")
+        connection.execute("INSERT INTO runs (task, regularizer, status) VALUES ('digits', 'none', 'failed')")
+    records = ResultsStore(path).records()
+    assert [r.status for r in records] == ["pruned", "ok", "failed"]
+    assert records[0].command == "regbench study" and records[1].resumed and records[1].rerun_of_trial == 4
+    with sqlite3.connect(path) as connection:  # a key that is no field is kept, not lost
+        assert [row[0] for row in connection.execute("SELECT extra FROM runs ORDER BY id")] == \
+            ['{"mine": 1}', None, None]
+    assert [r.status for r in ResultsStore(path).records()] == ["pruned", "ok", "failed"]  # once
+
+
+def test_an_older_json_export_reads_under_todays_names(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps([{**a_record(status="failed"), "best_valid": 0.25, "params": "{}", "curve": "[]",
+                                 "extra": {"pruned": True, "command": "regbench study"}}]))
+    (record,) = read_records(path)
+    assert record.status == "pruned" and record.command == "regbench study" and record.best_val_metric == 0.25
+    export_json([record], tmp_path / "new.json")
+    assert read_records(tmp_path / "new.json") == [record]
 
 
 def test_default_path_is_under_the_current_directory(monkeypatch):

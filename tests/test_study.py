@@ -96,9 +96,8 @@ def flaky_run(request, callbacks):
     """Trial 0 diverges (NaN), trial 1 raises, the others are real tiny runs."""
     number = int(request["run_name"].rsplit("trial", 1)[1])
     if number == 0:
-        record = S.tiny_run(request, callbacks)
-        record.update(status="diverged", reason="NaN loss at epoch 1", best_val_metric=None)
-        return record
+        return S.tiny_run(request, callbacks).replace(status="diverged", reason="NaN loss at epoch 1",
+                                                      best_val_metric=None)
     if number == 1:
         raise RuntimeError("CUDA out of memory (simulated)\nsecond line")
     return S.tiny_run(request, callbacks)
@@ -171,7 +170,7 @@ def test_rerun_best_uses_fresh_seeds_and_resumes(tmp_path):
     summary = S.run_study(config)
     records = S.rerun_best(config.resolved_name(), config.resolved_storage(), seeds=2, store=config.store,
                            run_fn=TINY, verbose=False)
-    assert [r["seed"] for r in records] == [1, 2]
+    assert [r.seed for r in records] == [1, 2]
     frame = _records(config)
     reruns = frame[frame["trial"].isna()]
     assert len(reruns) == 2 and set(reruns["study"]) == {config.resolved_name()}
@@ -180,7 +179,7 @@ def test_rerun_best_uses_fresh_seeds_and_resumes(tmp_path):
     assert set(reruns["spec"]) == {S._spec("zoneout", summary.best_params)}
     again = S.rerun_best(config.resolved_name(), config.resolved_storage(), seeds=3, store=config.store,
                          run_fn=TINY, verbose=False)
-    assert [r["seed"] for r in again] == [3]
+    assert [r.seed for r in again] == [3]
 
 
 def test_pruning_callback_stops_lightning_training(tmp_path):

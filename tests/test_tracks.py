@@ -78,8 +78,8 @@ def test_a_track_run_is_named_and_recorded_by_its_track(tmp_path):
     assert command_line(plan).startswith("regbench run --track digits/smoke --regularizer zoneout:")
     assert "--preset" not in command_line(plan) and "--scale" not in command_line(plan)
     record = run_experiment(config)
-    assert record["track"] == "digits/smoke" and record["preset"] is None and record["scale"] is None
-    assert len(record["train_loss_curve"]) == len(record["val_nll_curve"]) == record["epochs"] == 6
+    assert record.track == "digits/smoke" and record.preset is None and record.scale is None
+    assert len(record.train_loss_curve) == len(record.val_nll_curve) == record.epochs == 6
 
 
 def test_image_side_averages_blocks_before_the_permutation():
