@@ -245,7 +245,7 @@ def plan_run(config: RunConfig) -> RunPlan:
 
 def prepare(plan: RunPlan):
     """The task's DataModule with its data loaded (raises DataNotFoundError when missing)."""
-    from .datamodules import PixelDataModule, TextDataModule
+    from .data.datamodules import PixelDataModule, TextDataModule
 
     task, settings, data_dir = plan.task, plan.settings, plan.config.data_dir
     if task.kind == "language_model":
