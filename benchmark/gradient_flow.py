@@ -220,7 +220,7 @@ def run_gradient_flow(task: str = "digits", data_dir=None, hidden_size: int = 10
             model = SequenceClassifier(data.num_classes, input_size=1, hidden_size=hidden_size,
                                        regularizers=[make_regularizer(variant)], optimizer="rmsprop", lr=lr,
                                        optimizer_kwargs={"alpha": 0.5})
-        train_loss, error = _train(model, datamodule, epochs, limit_train_batches)
+            train_loss, error = _train(model, datamodule, epochs, limit_train_batches)
         # gradient flow, with the regularizer active as in training
         model.train()
         torch.manual_seed(seed + 1)
