@@ -10,7 +10,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -114,6 +113,15 @@ def test_parquet_files_that_name_no_split_are_refused_with_the_names_to_use(tmp_
     sentences()["train"].to_parquet(str(tmp_path / "part-0.parquet"))
     with pytest.raises(D.DataFormatError, match=r"train-\*\.parquet, validation-\*\.parquet"):
         D.load_text("word_ptb", tmp_path)
+
+
+@pytest.mark.parametrize("layout", ["{config}/{split}-0.parquet", "{config}/{split}/0000.parquet"])
+def test_several_configurations_in_one_folder_are_refused(tmp_path, layout):
+    for config in ("one", "two"):
+        write_parquet(sentences(), tmp_path, layout.replace("{config}", config))
+    with pytest.raises(D.DataFormatError, match="several configurations .* pass the folder of one"):
+        D.load_text("word_ptb", tmp_path)
+    assert D.load_text("word_ptb", tmp_path / "two").vocab == D.text_from_dataset_dict("word_ptb", sentences(), "x").vocab
 
 
 def test_a_missing_split_or_column_is_named(tmp_path):

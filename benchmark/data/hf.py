@@ -167,7 +167,7 @@ def _parquet_paths(folder: Path) -> list[Path]:
 
 
 def _parquet_files(folder: Path) -> dict[str, list[str]]:
-    """Split -> its parquet files under ``folder`` (any depth), or {} when it holds none."""
+    """Split -> its parquet files under ``folder`` (up to two folders down), or {} when it holds none."""
     files = _parquet_paths(folder)
     if not files:
         return {}
@@ -177,13 +177,16 @@ def _parquet_files(folder: Path) -> dict[str, list[str]]:
         if split is not None:
             splits.setdefault(split, []).append(str(path))
     if not splits:
-        raise DataFormatError(f"{folder}: parquet files whose names name no split ({', '.join(p.name for p in files[:5])}"
+        names = ", ".join(p.name for p in files[:5])
+        raise DataFormatError(f"{folder}: parquet files whose names name no split ({names}"
                               f"); name them by split, as the hub does: train-*.parquet, validation-*.parquet, "
                               "test-*.parquet")
-    parents = {Path(f).parent for fs in splits.values() for f in fs}
+    # One configuration's files share a folder (data/train-*.parquet) or the folder above their
+    # split folders (<config>/train/0000.parquet); more than one such root is several configurations.
     by_split_folder = all(Path(f).parent.name.lower() in SPLIT_NAMES[s] for s, fs in splits.items() for f in fs)
-    if len(parents) > 1 and not by_split_folder:
-        raise DataFormatError(f"{folder}: parquet files in several folders ({', '.join(sorted(map(str, parents)))}), "
+    roots = {Path(f).parent.parent if by_split_folder else Path(f).parent for fs in splits.values() for f in fs}
+    if len(roots) > 1:
+        raise DataFormatError(f"{folder}: parquet files in several folders ({', '.join(sorted(map(str, roots)))}), "
                               "e.g. several configurations of a repository; pass the folder of one as --data-dir")
     return splits
 
