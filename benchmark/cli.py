@@ -98,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     module = modules[args.command]
     from regularizers import UnknownRegularizerError
 
-    from .data import DataFormatError, DataNotFoundError
+    from .data import DataFormatError, DataNotFoundError, DataSourceError
 
-    user_errors = (UsageError, DataNotFoundError, DataFormatError, UnknownRegularizerError,
+    user_errors = (UsageError, DataNotFoundError, DataFormatError, DataSourceError, UnknownRegularizerError,
                    *getattr(module, "USER_ERRORS", ()))
     try:
         return int(module.run(args) or 0)

@@ -11,9 +11,11 @@ with respect to every cell ``c_t`` is measured on ``--grad-batches`` batches of 
 split: ``g_t = mean over examples of ‖∂L/∂c_t‖₂``, normalised by ``Σ_t g_t``. The paper's
 finding: zoneout carries the most gradient back to early steps; per-step cell dropout the least.
 
-``∂L/∂c_t`` (total derivative of the cell state carried to the next step) is read off a zero
-probe added to every ``c_t`` in a loop that repeats the LSTM branch of the library's reference
-recurrence with the layer's own masks (:func:`cell_gradients`); training uses the layer as usual.
+Training is the benchmark's own: :class:`benchmark.models.SequenceClassifier` (the pMNIST task's
+model) fitted by Lightning's Trainer. ``∂L/∂c_t`` (total derivative of the cell state carried to
+the next step) is the gradient into the very ``c_t`` tensors of the layer's forward, run through
+the library's reference loop and handed over by its ``observe_cells`` hook (:func:`cell_gradients`);
+no LSTM equation is repeated here.
 
 Output (``--out``, default ``regbench_runs/gradient_flow``; the committed figure is ``leaderboards/gradient_flow``): ``gradient_flow_<task>.png`` (the
 curves), ``.csv`` (every step) and ``.md`` (a table, the settings and the command).
@@ -25,9 +27,9 @@ registered (it is not one of the benchmark's eight: ``rnndrop`` uses one mask pe
 from __future__ import annotations
 
 import argparse
-import math
 import shlex
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,65 +87,52 @@ def make_regularizer(variant: str):
     raise ValueError(f"unknown variant {variant!r}")
 
 
+@contextmanager
+def _reference_loop(lstm):
+    """Run ``lstm`` through the reference loop, the one whose steps :func:`observe_cells` sees."""
+    previous = lstm.use_fused
+    lstm.use_fused = False
+    try:
+        yield
+    finally:
+        lstm.use_fused = previous
+
+
+def _probe(lstm, compute_loss) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """(loss, ‖∂L/∂c_t‖₂ per example as (T, B)) of ``compute_loss()``, which runs ``lstm`` once."""
+    import torch
+    from regularizers.reference import observe_cells
+
+    if lstm.num_layers != 1 or lstm.cell_type != "lstm" or lstm.bidirectional:
+        raise ValueError("the cell-gradient probe takes a one-layer, one-direction RegularizedLSTM")
+    cells = []
+    with _reference_loop(lstm), observe_cells(lambda step, cell: cells.append(cell)):
+        loss = compute_loss()
+    # c_t is the tensor the loop carries on (and, without zoneout, h_t uses): the gradient into it
+    # is the total derivative. The last cell of zoneout feeds nothing: no gradient, counted as 0.
+    grads = torch.autograd.grad(loss, cells, allow_unused=True)
+    norms = torch.stack([g.norm(dim=-1) if g is not None else c.new_zeros(c.size(0)) for g, c in zip(grads, cells)])
+    return loss.detach(), norms.detach()
+
+
 def cell_gradients(lstm, x, loss_fn) -> tuple["torch.Tensor", "torch.Tensor"]:
     """Run a 1-layer ``RegularizedLSTM`` and return (loss, ‖∂L/∂c_t‖₂ per example), the latter (T, B).
 
     ``c_t`` is the cell state carried to step t+1, and ``∂L/∂c_t`` its total derivative: through
     the next steps and, where ``h_t`` is computed from it (no regularizer, cell dropout), through
-    ``h_t``; zoneout's ``h_t`` uses ``ĉ_t``, not the zoned-out ``c_t`` (paper, eq. 5). It is read off
-    a zero probe ``δ_t`` added to ``c_t`` (``∂L/∂δ_t = ∂L/∂c_t``) in a loop that repeats the LSTM
-    branch of ``regularizers.reference.reference_recurrence`` with the layer's own masks, weights
-    and mask helpers, so the forward values are the layer's (the tests check this).
+    ``h_t``; zoneout's ``h_t`` uses ``ĉ_t``, not the zoned-out ``c_t`` (paper, eq. 5). The layer runs
+    its own forward through the library's reference loop, whose :func:`regularizers.reference.observe_cells`
+    hook hands over every ``c_t``; the forward values are the layer's (the tests check this).
     ``x`` and ``loss_fn``'s argument use the layer's layout (batch_first or not).
     """
-    import torch
-    import torch.nn.functional as F
-    from regularizers.reference import _apply, _at, _update
+    return _probe(lstm, lambda: loss_fn(lstm(x)[0]))
 
-    if lstm.num_layers != 1 or lstm.cell_type != "lstm" or lstm.bidirectional or lstm.proj_size:
-        raise ValueError("cell_gradients takes a one-layer, one-direction RegularizedLSTM without proj_size")
-    if any(r.changes_cell for r in lstm.regularizers):
-        raise ValueError("cell_gradients does not support regularizers that change the cell's equations")
-    seq = x.transpose(0, 1) if lstm.batch_first else x
-    ctx = lstm._context(0, seq)
-    masks = lstm._masks(ctx)
-    weights = lstm._weights(0)
-    for regularizer in lstm.regularizers:
-        weights = regularizer.transform_weights(weights, ctx)
-    if "input" in masks:
-        seq = seq * masks["input"]
-    xp = F.linear(seq, weights["weight_ih"], weights["bias_ih"])
-    w_hh, b_hh = weights["weight_hh"], weights["bias_hh"]
-    h = seq.new_zeros(seq.size(1), lstm.hidden_size)
-    c = seq.new_zeros(seq.size(1), lstm.hidden_size)
-    hiddens, probes = [], []
-    for t in range(seq.size(0)):
-        recurrent = _apply(h, _at(masks.get("hidden_input"), t)) @ w_hh.t()
-        if b_hh is not None:
-            recurrent = recurrent + b_hh
-        i, f, g, o = (xp[t] + recurrent).chunk(4, dim=1)
-        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
-        cell_hat = f * c + i * _apply(g, _at(masks.get("candidate"), t))
-        cell_hat = _apply(cell_hat, _at(masks.get("cell"), t))
-        probe = torch.zeros_like(cell_hat, requires_grad=True)
-        probes.append(probe)
-        update = _at(masks.get("cell_update"), t)
-        if update is None:  # c_t is ĉ_t itself, and h_t is computed from it
-            cell_hat = cell_hat + probe
-            new_cell = cell_hat
-        else:  # zoneout: c_t = d c_{t-1} + (1-d) ĉ_t; h_t uses ĉ_t
-            new_cell = _update(c, cell_hat, update) + probe
-        hidden_hat = o * torch.tanh(cell_hat)
-        h = _update(h, hidden_hat, _at(masks.get("hidden_update"), t))
-        c = new_cell
-        hiddens.append(h)
-    output = torch.stack(hiddens)
-    output = output.transpose(0, 1) if lstm.batch_first else output
-    loss = loss_fn(output)
-    grads = torch.autograd.grad(loss, probes, allow_unused=True)
-    norms = torch.stack([g.norm(dim=-1) if g is not None else p.new_zeros(p.size(0))
-                         for g, p in zip(grads, probes)])
-    return loss.detach(), norms.detach()
+
+def model_cell_gradients(model, x, y) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """:func:`cell_gradients` of a :class:`benchmark.models.SequenceClassifier` and its own loss."""
+    from torch.nn import functional as F
+
+    return _probe(model.rnn, lambda: F.cross_entropy(model(x), y))
 
 
 def layer_output(lstm, x):
@@ -168,71 +157,85 @@ class FlowResult:
     valid_error: float
 
 
-def _load(task: str, data_dir, seed: int):
-    from .data import load_pixels
+def _datamodule(task: str, data_dir, batch_size: int, seed: int):
+    from .data.datamodules import PixelDataModule
+    from .tasks import get_task
 
-    if task == "digits":
-        return load_pixels("digits", permuted=True, seed=seed)
-    if task == "pmnist":
-        return load_pixels("mnist", data_dir=data_dir, permuted=True, seed=seed)
-    raise ValueError(f"gradient-flow runs on permuted pixels: --task digits or pmnist, not {task!r}")
+    if task not in ("digits", "pmnist"):
+        raise ValueError(f"gradient-flow runs on permuted pixels: --task digits or pmnist, not {task!r}")
+    spec = get_task(task)
+    datamodule = PixelDataModule(spec.dataset, batch_size, spec.permuted, data_dir if task == "pmnist" else None,
+                                 permutation_seed=seed, shuffle_seed=seed)
+    datamodule.setup()
+    return datamodule
+
+
+def _train(model, datamodule, epochs: int, limit_train_batches: int | None) -> tuple[float, float]:
+    """Lightning's Trainer on the module (clip 1); validation once, after the last epoch.
+    Returns (mean of the last 10 training losses, validation error)."""
+    import lightning.pytorch as pl
+
+    from .runner import quiet_lightning
+
+    class Losses(pl.Callback):
+        def __init__(self) -> None:
+            self.values: list[float] = []
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+            if loss is not None:
+                self.values.append(float(loss))
+
+    quiet_lightning()
+    losses = Losses()
+    trainer = pl.Trainer(max_epochs=epochs, gradient_clip_val=1.0, check_val_every_n_epoch=epochs,
+                         limit_train_batches=limit_train_batches or 1.0, num_sanity_val_steps=0, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         accelerator="cpu", devices=1, callbacks=[losses])
+    trainer.fit(model, datamodule=datamodule)
+    last = losses.values[-10:]
+    return float(sum(last) / max(1, len(last))), float(trainer.callback_metrics["val_metric"])
 
 
 def run_gradient_flow(task: str = "digits", data_dir=None, hidden_size: int = 100, epochs: int = 1,
                       batch_size: int = 32, lr: float = 0.001, seed: int = 0, limit_train_batches: int | None = None,
                       grad_batches: int = 8, variants=VARIANTS) -> tuple[list[FlowResult], Any]:
-    """Train each variant for ``epochs`` (RMSprop, clip 1, the paper's pMNIST setting), then measure."""
+    """Train each variant for ``epochs`` with the benchmark's SequenceClassifier and Lightning's Trainer
+    (RMSprop, clip 1, the paper's pMNIST setting), then measure."""
+    import warnings
+
     import torch
-    from torch import nn
 
-    import regularizers
+    from .models import SequenceClassifier
 
-    data = _load(task, data_dir, seed)
+    datamodule = _datamodule(task, data_dir, batch_size, seed)
+    data = datamodule.pixels
     results = []
     threads = torch.get_num_threads()
     for variant, label in variants:
         torch.manual_seed(seed)
-        lstm = regularizers.RegularizedLSTM(1, hidden_size, batch_first=True,
-                                            regularizers=[make_regularizer(variant)])
-        head = nn.Linear(hidden_size, data.num_classes)
-        params = list(lstm.parameters()) + list(head.parameters())
-        optimizer = torch.optim.RMSprop(params, lr=lr, alpha=0.5)
-        generator = torch.Generator().manual_seed(seed)
-        losses = []
-        for _ in range(epochs):
-            order = torch.randperm(len(data.train_x), generator=generator)
-            lstm.train()
-            for index, start in enumerate(range(0, len(order), batch_size)):
-                if limit_train_batches is not None and index >= limit_train_batches:
-                    break
-                batch = order[start:start + batch_size]
-                out, _ = lstm(data.train_x[batch])
-                loss = nn.functional.cross_entropy(head(out[:, -1]), data.train_y[batch])
-                optimizer.zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_(params, 1.0)
-                optimizer.step()
-                losses.append(float(loss.detach()))
-        lstm.eval()
-        with torch.no_grad():
-            out, _ = lstm(data.valid_x)
-            error = float((head(out[:, -1]).argmax(-1) != data.valid_y).float().mean())
+        datamodule.shuffling.manual_seed(seed)  # every variant sees the batches in the same order
+        with warnings.catch_warnings():  # CellDropout is not registered: hparams keep no copy of it
+            warnings.filterwarnings("ignore", ".*removed from hparams because it cannot be pickled.*")
+            model = SequenceClassifier(data.num_classes, input_size=1, hidden_size=hidden_size,
+                                       regularizers=[make_regularizer(variant)], optimizer="rmsprop", lr=lr,
+                                       optimizer_kwargs={"alpha": 0.5})
+            train_loss, error = _train(model, datamodule, epochs, limit_train_batches)
         # gradient flow, with the regularizer active as in training
-        lstm.train()
+        model.train()
         torch.manual_seed(seed + 1)
         total = None
         count = 0
         for start in range(0, min(len(data.valid_x), grad_batches * batch_size), batch_size):
             x = data.valid_x[start:start + batch_size]
             y = data.valid_y[start:start + batch_size]
-            optimizer.zero_grad()
-            _, norms = cell_gradients(lstm, x, lambda o: nn.functional.cross_entropy(head(o[:, -1]), y))
+            _, norms = model_cell_gradients(model, x, y)
             total = norms.sum(dim=1) if total is None else total + norms.sum(dim=1)
             count += norms.size(1)
         raw = (total / count).double()
         normalized = raw / raw.sum()
         results.append(FlowResult(variant, label, [float(v) for v in normalized], [float(v) for v in raw],
-                                  float(sum(losses[-10:]) / max(1, len(losses[-10:]))), error))
+                                  train_loss, error))
     torch.set_num_threads(threads)
     return results, data
 

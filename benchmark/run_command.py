@@ -26,6 +26,7 @@ DEFAULT_LEADERBOARD_DIR = os.path.join("regbench_runs", "leaderboards")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .data import hub_argument
     from .tasks import DEFAULT_PRESET
 
     from .tracks import DEFAULT_TRACK
@@ -44,7 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"number of seeds (default: the track's; {TASK_SEEDS} with --task)")
     parser.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed, first-seed+1, ... (0)")
     parser.add_argument("--data-dir", default=None,
-                        help="folder with the data files, or a parent with ptb/, ptb_char/, mnist/ (e.g. shared/data)")
+                        help="folder with the data files, or a parent with ptb/, ptb_char/, mnist/ (e.g. shared/data); "
+                             "or a Hugging Face dataset folder (save_to_disk, or parquet files such as data/train-*.parquet)")
+    parser.add_argument("--hub", default=None, type=hub_argument, metavar="REPO@REVISION",
+                        help="load the data with datasets.load_dataset(REPO, revision=REVISION) from the Hugging Face "
+                             "hub instead of --data-dir; the revision (commit, tag or branch) is required and is "
+                             "recorded as the data source. --data-dir also takes a folder saved with save_to_disk "
+                             "or one with parquet files named by split (data/train-*.parquet)")
     parser.add_argument("--preset", default=None, help=f"with --task: task preset (default: {DEFAULT_PRESET})")
     parser.add_argument("--scale", default=None,
                         help=f"with --task: tiny | small | paper | a number in (0, 1] (default: {TASK_SCALE})")
@@ -141,6 +148,8 @@ def build_configs(args) -> list:
         raise UsageError(f"--seeds must be at least 1, got {args.seeds}")
     if args.first_seed < 0:
         raise UsageError(f"--first-seed must be 0 or more, got {args.first_seed}")
+    if args.hub is not None and args.data_dir is not None:
+        raise UsageError("--hub and --data-dir exclude each other: give the folder or the hub repository")
     scale = args.scale or TASK_SCALE
     preset = args.preset or DEFAULT_PRESET
     params = _parse_settings(args.settings)
@@ -150,7 +159,8 @@ def build_configs(args) -> list:
                          "(or several specs like --regularizer zoneout:z_cells=0.3)")
     return [RunConfig(task=task, track=track, regularizer=spec, params=dict(params), seed=seed, cell=args.cell,
                       preset=preset, scale=scale, epochs=args.epochs, hidden_size=args.hidden_size,
-                      lr=args.lr, dropout=args.dropout, data_dir=args.data_dir, out_dir=args.out or DEFAULT_OUT_DIR,
+                      lr=args.lr, dropout=args.dropout, data_dir=args.data_dir, hub=args.hub,
+                      out_dir=args.out or DEFAULT_OUT_DIR,
                       store_path=args.store, resume=False if args.resume is False else None)
             for track, task, seeds in settings for spec in specs
             for seed in range(args.first_seed, args.first_seed + seeds)]
@@ -175,7 +185,7 @@ def validate(configs: list, require_checkpoint: bool = False) -> list:
                          "last.ckpt (leave out --resume to start them)")
     loaded = set()
     for plan in plans:
-        key = (plan.task.dataset, plan.config.data_dir)
+        key = (plan.task.dataset, plan.config.data_dir, plan.config.hub)
         if key not in loaded:
             loaded.add(key)
             prepare(plan)  # DataNotFoundError reaches the command line as a one-line error

@@ -72,6 +72,7 @@ class RunConfig:
     lr: float | None = None
     dropout: float | None = None
     data_dir: str | None = None
+    hub: str | None = None  # a pinned Hugging Face hub repository "REPO@REVISION" instead of data_dir
     out_dir: str = DEFAULT_OUT_DIR
     store_path: str | None = None  # None: benchmark.store.default_store_path()
     run_name: str | None = None  # folder under out_dir/task; None: derived from the configuration
@@ -106,7 +107,10 @@ class RunPlan:
         if config.run_name:
             name = folder_name(config.run_name)
         else:
-            identity = json.dumps([self.regularizer.spec, asdict(self.settings), config.data_dir], sort_keys=True)
+            identity = [self.regularizer.spec, asdict(self.settings), config.data_dir]
+            if config.hub is not None:  # appended only when set: the folders of earlier runs keep their names
+                identity.append(config.hub)
+            identity = json.dumps(identity, sort_keys=True)
             digest = hashlib.sha1(identity.encode()).hexdigest()[:8]
             name = f"{self.regularizer.name}-{self.settings.cell}-{self.setting_label}-{digest}-seed{config.seed}"
         return Path(config.out_dir) / self.task.name / name
@@ -245,16 +249,16 @@ def plan_run(config: RunConfig) -> RunPlan:
 
 def prepare(plan: RunPlan):
     """The task's DataModule with its data loaded (raises DataNotFoundError when missing)."""
-    from .datamodules import PixelDataModule, TextDataModule
+    from .data.datamodules import PixelDataModule, TextDataModule
 
-    task, settings, data_dir = plan.task, plan.settings, plan.config.data_dir
+    task, settings, data_dir, hub = plan.task, plan.settings, plan.config.data_dir, plan.config.hub
     if task.kind == "language_model":
         datamodule = TextDataModule(task.dataset, settings.batch_size, settings.bptt, data_dir,
-                                    train_subset=settings.train_subset)
+                                    train_subset=settings.train_subset, hub=hub)
     else:
         datamodule = PixelDataModule(task.dataset, settings.batch_size, task.permuted, data_dir,
                                      shuffle_seed=plan.config.seed, train_subset=settings.train_subset,
-                                     image_side=settings.image_side)
+                                     image_side=settings.image_side, hub=hub)
     datamodule.setup()
     return datamodule
 
@@ -432,7 +436,7 @@ def command_line(plan: RunPlan) -> str:
     parts = ["regbench", "run", *setting, "--regularizer", recorded_hyperparameters(plan)[1], "--seeds", "1",
              "--first-seed", str(c.seed), "--cell", plan.settings.cell]
     for option, value in (("--epochs", c.epochs), ("--hidden-size", c.hidden_size), ("--lr", c.lr),
-                          ("--dropout", c.dropout), ("--data-dir", c.data_dir)):
+                          ("--dropout", c.dropout), ("--data-dir", c.data_dir), ("--hub", c.hub)):
         if value is not None:
             parts += [option, str(value)]
     return shlex.join(parts)

@@ -1052,6 +1052,8 @@ def _tiny_run(request, callbacks, seed, epochs):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``regbench study``."""
+    from .data import hub_argument
+
     setting = parser.add_mutually_exclusive_group(required=True)
     setting.add_argument("--track", help="benchmark track: its task, settings, --trials and --seeds (regbench list); "
                                          "with --seeds, also writes the track's board with the shipped baselines")
@@ -1079,6 +1081,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", default=None, help="tiny | small | paper | a number in (0, 1]")
     parser.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
     parser.add_argument("--data-dir", default=None, help="folder with the data files")
+    parser.add_argument("--hub", default=None, type=hub_argument, metavar="REPO@REVISION",
+                        help="load the data from the Hugging Face hub at a pinned revision instead of --data-dir")
     parser.add_argument("--store", default=None, help="results store (default: the runner's default)")
     parser.add_argument("--no-prune", action="store_true", help="do not prune trials (MedianPruner otherwise)")
     parser.add_argument("--startup-trials", type=int, default=None,
@@ -1121,6 +1125,8 @@ def _config_from_args(args, regularizer: str) -> StudyConfig:
         options["epochs"] = args.epochs
     if args.data_dir is not None:
         options["data_dir"] = args.data_dir
+    if args.hub is not None:
+        options["hub"] = args.hub
     return StudyConfig(task=args.task, regularizer=regularizer, trials=args.trials, storage=args.storage,
                        study_name=args.study_name, seed=args.seed, preset=args.preset, scale=args.scale,
                        run_options=options, store=args.store, workers=args.workers, threads=args.threads,

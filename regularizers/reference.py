@@ -3,15 +3,45 @@
 This loop is the definition that the fused loop (``fused.py``) is tested against, and the
 loop used whenever a regularizer changes the cell's equations (recurrent batch
 normalization). Masks follow the sites of ``base.MASK_SITES``; ``None`` means no mask.
+
+:func:`observe_cells` lets an experiment see every step's LSTM cell as this loop computes it
+(the gradient-flow experiment reads ``∂L/∂c_t`` off it).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Callable, Iterator
 
 import torch
 
+__all__ = ["reference_recurrence", "observe_cells", "CellObserver", "Normalize"]
+
 Normalize = Callable[[str, torch.Tensor, int], torch.Tensor]
+CellObserver = Callable[[int, torch.Tensor], None]
+
+# A context variable, not a global: an observer in one thread (or task) sees that one's loops only.
+_CELL_OBSERVER: ContextVar[CellObserver | None] = ContextVar("cell_observer", default=None)
+
+
+@contextmanager
+def observe_cells(observer: CellObserver) -> Iterator[None]:
+    """While active, every LSTM step of :func:`reference_recurrence` calls ``observer(t, c_t)``.
+
+    ``c_t`` is the very tensor carried to step t+1 (after zoneout's update) and, where ``h_t`` is
+    computed from it (no zoneout), used by ``h_t`` too; so ``c_t.retain_grad()`` or
+    ``c_t.register_hook(...)`` in the observer gives the total derivative ``∂L/∂c_t``. The observer
+    must not change the tensor. Only the reference loop calls it: a layer runs it when its
+    ``use_fused`` is False (or with ``REGBENCH_REFERENCE_LOOP=1``). Observers do not nest.
+    """
+    if _CELL_OBSERVER.get() is not None:
+        raise RuntimeError("observe_cells is already active; observe with one observer at a time")
+    token = _CELL_OBSERVER.set(observer)
+    try:
+        yield
+    finally:
+        _CELL_OBSERVER.reset(token)
 
 
 def _at(mask: torch.Tensor | None, step: int) -> torch.Tensor | None:
@@ -42,6 +72,7 @@ def reference_recurrence(cell_type: str, xp: torch.Tensor, w_hh: torch.Tensor, b
     """
     hidden, cell = h0, c0
     hiddens, cells = [], []
+    observer = _CELL_OBSERVER.get()
     for t in range(xp.size(0)):
         recurrent = _apply(hidden, _at(masks.get("hidden_input"), t)) @ w_hh.t()
         if normalize is not None:
@@ -61,6 +92,8 @@ def reference_recurrence(cell_type: str, xp: torch.Tensor, w_hh: torch.Tensor, b
             if w_hr is not None:
                 hidden_hat = hidden_hat @ w_hr.t()
             cell = _update(cell, cell_hat, _at(masks.get("cell_update"), t))
+            if observer is not None:
+                observer(t, cell)
             cells.append(cell)
         elif cell_type == "gru":
             x_r, x_z, x_n = xp[t].chunk(3, dim=1)

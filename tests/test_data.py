@@ -206,10 +206,10 @@ def test_missing_data_error_names_folders_files_and_hub(tmp_path, name):
     assert time.perf_counter() - start < 10  # offline: no network retries
     message = str(info.value)
     assert str(tmp_path) in message
-    assert str(tmp_path / D._SUBDIRS[name]) in message
+    assert str(tmp_path / D.SUBDIRS[name]) in message
     for f in D.expected_files(name):
         assert f in message
-    assert D._HUB_REPOS[name] in message
+    assert D.HUB_REPOS[name] in message
     assert D.DATA_DIR_ENV in message
     assert isinstance(info.value, RuntimeError)
 
@@ -299,7 +299,7 @@ def test_embedded_text():
     assert corpus.name == "embedded_text" and corpus.level == "char"
     assert len(corpus.vocab) < 100 and D.UNK_CHAR in corpus.vocab
     assert corpus.vocab == sorted(corpus.vocab) and all(len(s) == 1 for s in corpus.vocab)
-    text = D._embedded_text()
+    text = D.embedded_text()
     assert all(topics[k].strip("\n") in text for k in topics)
     assert corpus.checksum == hashlib.sha256(text.encode()).hexdigest()
     n = len(text)
@@ -407,7 +407,7 @@ def test_hub_ptb_rows_give_the_same_corpus_as_the_files(tmp_path):
     )
     for name, writer in (("char_ptb", write_char_ptb), ("word_ptb", write_word_ptb)):
         from_files = D.load_text(name, writer(tmp_path / name, train, valid, test))
-        from_hub = D._text_from_hub_dataset(name, raw, "hub")
+        from_hub = D.text_from_dataset_dict(name, raw, "hub")
         assert from_hub.vocab == from_files.vocab
         for split in ("train", "valid", "test"):
             assert torch.equal(getattr(from_hub, split), getattr(from_files, split))
@@ -427,7 +427,7 @@ def test_hub_mnist_rows_are_converted(tmp_path):
             {"image": [Image.fromarray(a) for a in imgs[lo:hi]], "label": labels[lo:hi].tolist()}, features=features)
 
     raw = datasets.DatasetDict({"train": part(0, 24), "test": part(24, 30)})
-    out = D._mnist_from_hub_dataset(raw, "hub")
+    out = D.mnist_from_dataset_dict(raw, "hub")
     assert np.array_equal(out["train"][0], imgs[:22].reshape(22, 784))
     assert np.array_equal(out["valid"][1], labels[22:24])
     assert np.array_equal(out["test"][0], imgs[24:].reshape(6, 784))

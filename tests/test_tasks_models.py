@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lightning.pytorch import Callback, Trainer, seed_everything  # noqa: E402
 
 from benchmark import tasks  # noqa: E402
-from benchmark.datamodules import BPTTWindows, PixelDataModule, TextDataModule, batchify  # noqa: E402
+from benchmark.data.datamodules import BPTTWindows, PixelDataModule, TextDataModule, batchify  # noqa: E402
 from benchmark.models import RecurrentLanguageModel, SequenceClassifier  # noqa: E402
 from benchmark.runner import RunConfig, plan_run, run_experiment  # noqa: E402
 from benchmark.store import ResultsStore  # noqa: E402

@@ -98,7 +98,7 @@ def test_image_side_averages_blocks_before_the_permutation():
 
 
 def test_train_subset_keeps_the_first_examples_and_tokens():
-    from benchmark.datamodules import PixelDataModule, TextDataModule
+    from benchmark.data.datamodules import PixelDataModule, TextDataModule
 
     pixels = PixelDataModule("digits", batch_size=10, permuted=True, train_subset=30)
     assert len(pixels.train_dataloader().dataset) == 30

@@ -1,4 +1,4 @@
-"""Lightning DataModules of the benchmark tasks.
+"""Lightning DataModules of the benchmark tasks (over :func:`load_text` and :func:`load_pixels`).
 
 Language models train with truncated backpropagation through time and carry the hidden
 state from one batch to the next (Lightning 2 no longer does this). That only makes sense
@@ -12,7 +12,8 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from .data import load_pixels, load_text
+from .pixels import load_pixels
+from .text import load_text
 
 __all__ = ["batchify", "BPTTWindows", "TextDataModule", "PixelDataModule"]
 
@@ -56,15 +57,16 @@ class TextDataModule(LightningDataModule):
     """Contiguous TBPTT batches of a text corpus from :func:`benchmark.data.load_text`."""
 
     def __init__(self, dataset: str, batch_size: int, bptt: int, data_dir: str | None = None,
-                 train_subset: int | None = None) -> None:
+                 train_subset: int | None = None, hub: str | None = None) -> None:
         super().__init__()
         self.dataset, self.batch_size, self.bptt, self.data_dir = dataset, batch_size, bptt, data_dir
+        self.hub = hub  # a pinned hub repository "REPO@REVISION" instead of data_dir
         self.train_subset = train_subset  # None: the whole training split; else its first N tokens
         self.corpus = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.corpus is None:  # Lightning calls setup for every stage; load once
-            self.corpus = load_text(self.dataset, self.data_dir)
+            self.corpus = load_text(self.dataset, self.data_dir, hub=self.hub)
 
     @property
     def train_tokens(self) -> torch.Tensor:
@@ -102,9 +104,10 @@ class PixelDataModule(LightningDataModule):
 
     def __init__(self, dataset: str, batch_size: int, permuted: bool, data_dir: str | None = None,
                  permutation_seed: int = 0, shuffle_seed: int = 0, train_subset: int | None = None,
-                 image_side: int | None = None) -> None:
+                 image_side: int | None = None, hub: str | None = None) -> None:
         super().__init__()
         self.dataset, self.batch_size, self.permuted, self.data_dir = dataset, batch_size, permuted, data_dir
+        self.hub = hub  # a pinned hub repository "REPO@REVISION" instead of data_dir
         self.permutation_seed, self.shuffle_seed = permutation_seed, shuffle_seed
         self.train_subset, self.image_side = train_subset, image_side  # None: every image, full size
         self.pixels = None
@@ -115,7 +118,7 @@ class PixelDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.pixels is None:
             self.pixels = load_pixels(self.dataset, self.data_dir, permuted=self.permuted, seed=self.permutation_seed,
-                                      image_side=self.image_side)
+                                      image_side=self.image_side, hub=self.hub)
 
     @property
     def num_classes(self) -> int:
