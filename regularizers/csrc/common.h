@@ -4,7 +4,9 @@
 // ops.cpp binds. Inline, so that each source compiles on its own and the linker keeps one copy.
 #pragma once
 
-#include <torch/extension.h>
+// ATen only: the Python binding headers (torch/extension.h) are ops.cpp's alone, which keeps the
+// other sources' compile times down.
+#include <ATen/ATen.h>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>

@@ -3,6 +3,8 @@
 // Only the bindings live here, so that the loops' sources hold no binding code.
 #include "common.h"
 
+#include <torch/extension.h>
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("bernoulli_mask", &bernoulli_mask);
   m.def("philox_draws", &philox_draws);

@@ -1,6 +1,6 @@
 // The CPU's dropout masks: a parallel Philox4x32-10 sampler keyed from torch's generator
 // (bernoulli_mask), and its raw draws for the tests (philox_draws). Separate from the loops: it
-// shares nothing with them but the build.
+// shares only rows.h's per-CPU clones with them.
 #include "rows.h"
 
 #include <mutex>
