@@ -30,37 +30,12 @@ import sys
 
 import torch
 
+from . import fused_batchnorm, torch_internals
+from .fused_common import (RecurrentProduct, activate_lstm_gates, at_step, lstm_gate_factors, masked, previous,
+                           use_onednn)
 
-def _onednn_linear_available() -> bool:
-    try:
-        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
-    except (AttributeError, RuntimeError):
-        return False
-
-
-_ONEDNN_LINEAR = _onednn_linear_available()
-
-
-class RecurrentProduct:
-    """``x @ weight.T (+ bias)`` for many small ``x`` against one weight, packed once where possible.
-
-    The packed path is oneDNN's inner product on float32 CPU tensors; anything else (CUDA,
-    float64 for gradcheck, builds without oneDNN) uses a plain matrix product.
-    """
-
-    def __init__(self, weight: torch.Tensor, batch: int, bias: torch.Tensor | None = None,
-                 onednn: bool | None = None) -> None:
-        self.weight, self.bias = weight, bias
-        self.packed = None
-        if _use_onednn(weight) if onednn is None else onednn:
-            self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), batch)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.packed is not None:
-            return torch.ops.mkldnn._linear_pointwise(x.contiguous(), self.packed, self.bias, "none", [], "")
-        if self.bias is None:
-            return x @ self.weight.t()
-        return torch.addmm(self.bias, x, self.weight.t())
+# Kept under its old name for the tests, which skip the oneDNN cases without it.
+_ONEDNN_LINEAR = torch_internals.onednn_available()
 
 
 class _InputProjection(torch.autograd.Function):
@@ -78,7 +53,7 @@ class _InputProjection(torch.autograd.Function):
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
         flat = x.reshape(-1, x.size(-1))
-        return torch.ops.mkldnn._linear_pointwise(flat, weight, bias, "none", [], "").view(*x.shape[:-1], -1)
+        return torch_internals.linear_pointwise(flat, weight, bias).view(*x.shape[:-1], -1)
 
     @staticmethod
     def backward(ctx, grad):
@@ -90,13 +65,11 @@ class _InputProjection(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             flat_x = x.reshape(-1, x.size(-1))
             if flat_grad.t().is_contiguous():
-                grad_weight = torch.ops.mkldnn._linear_pointwise(flat_grad.t(), flat_x.t().contiguous(), None,
-                                                                  "none", [], "")
+                grad_weight = torch_internals.linear_pointwise(flat_grad.t(), flat_x.t().contiguous(), None)
             elif flat_grad.is_contiguous():
                 # A row-major gradient (the batch-normalized loop's): oneDNN takes it as the weight
                 # operand in place, for the transposed product, at twice MKL's speed here.
-                grad_weight = torch.ops.mkldnn._linear_pointwise(flat_x.t().contiguous(), flat_grad.t(), None,
-                                                                  "none", [], "").t().contiguous()
+                grad_weight = torch_internals.linear_pointwise(flat_x.t().contiguous(), flat_grad.t(), None).t().contiguous()
             else:
                 grad_weight = flat_grad.t() @ flat_x
         if ctx.has_bias and ctx.needs_input_grad[2]:
@@ -106,30 +79,15 @@ class _InputProjection(torch.autograd.Function):
 
 def project_inputs(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``F.linear(x, weight, bias)``, through oneDNN where it is faster (see ``_InputProjection``)."""
-    if _use_onednn(x) and x.dim() >= 2 and x.numel() > 0:
+    if use_onednn(x) and x.dim() >= 2 and x.numel() > 0:
         return _InputProjection.apply(x, weight, bias)
     return torch.nn.functional.linear(x, weight, bias)
-
-
-def _at(mask: torch.Tensor | None, step: int) -> torch.Tensor | None:
-    if mask is None:
-        return None
-    return mask[step] if mask.size(0) > 1 else mask[0]
-
-
-def _previous(initial: torch.Tensor, sequence: torch.Tensor) -> torch.Tensor:
-    """``[x_0, x_1, .., x_{T-1}]`` from the initial state and the states ``x_1..x_T``."""
-    return torch.cat([initial.unsqueeze(0), sequence[:-1]])
-
-
-def _masked(value: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    return value if mask is None else value * mask
 
 
 def _weight_grads(d_recurrent: torch.Tensor, h0: torch.Tensor, hidden: torch.Tensor,
                   hidden_input_mask: torch.Tensor | None, has_bias: bool):
     """Gradients of W_hh and b_hh from the gradients of the recurrent projection at every step."""
-    recurrent_inputs = _masked(_previous(h0, hidden), hidden_input_mask)
+    recurrent_inputs = masked(previous(h0, hidden), hidden_input_mask)
     flat = d_recurrent.reshape(-1, d_recurrent.size(-1))
     grad_weight = flat.t() @ recurrent_inputs.reshape(-1, recurrent_inputs.size(-1))
     grad_bias = flat.sum(0) if has_bias else None
@@ -137,38 +95,9 @@ def _weight_grads(d_recurrent: torch.Tensor, h0: torch.Tensor, hidden: torch.Ten
 
 
 # -- the loops, in Python ---------------------------------------------------------------------
-# ``csrc/fused_loops.cpp`` implements the same functions with the same signatures and the same
+# ``csrc/`` (lstm_gru.cpp, generic_loops.cpp) implements the same functions with the same signatures and the same
 # tensor operations, without Python's per-operation overhead (see ``native.py``). Each returns
 # a list: the outputs, then what the backward pass needs.
-
-def activate_lstm_gates(pre_activations: torch.Tensor):
-    """In place: sigmoid on i, f, o and tanh on g (PyTorch's gate order i, f, g, o); returns the four views."""
-    H = pre_activations.size(-1) // 4
-    pre_activations[..., : 2 * H].sigmoid_()
-    pre_activations[..., 2 * H: 3 * H].tanh_()
-    pre_activations[..., 3 * H:].sigmoid_()
-    return pre_activations.split(H, dim=-1)
-
-
-def lstm_gate_factors(gates, c0, cells, tanh_cells, m_candidate):
-    """The parts of the LSTM's backward pass that do not depend on the recurrent gradient, for all steps.
-
-    Written straight into the gate-gradient buffer, which the backward loop then scales in place:
-    d(pre-activations of i, f, g) = dĉ * factor, d(pre-activation of o) = dĥ * factor.
-    ``tanh_cells`` is whatever went through the tanh of ``h = o⊙tanh(.)``; the second result is
-    ``∂ĥ/∂(that input)``.
-    """
-    steps, batch, gate_width = gates.shape
-    H = gate_width // 4
-    i, f, g, o = gates.view(steps, batch, 4, H).unbind(2)
-    d_gates = gates.new_empty(steps, batch, gate_width)
-    d_i, d_f, d_g, d_o = d_gates.view(steps, batch, 4, H).unbind(2)
-    torch.mul(_masked(g, m_candidate), i * (1 - i), out=d_i)  # ∂ĉ/∂i_pre
-    torch.mul(_previous(c0, cells), f * (1 - f), out=d_f)  # ∂ĉ/∂f_pre
-    torch.mul(_masked(i, m_candidate), 1 - g * g, out=d_g)  # ∂ĉ/∂g_pre
-    torch.mul(tanh_cells, o * (1 - o), out=d_o)  # ∂ĥ/∂o_pre
-    return d_gates, o * (1 - tanh_cells * tanh_cells)
-
 
 def lstm_forward(xp, w_hh, b_hh, h0, c0, m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, onednn,
                  w_hr=None):
@@ -185,19 +114,19 @@ def lstm_forward(xp, w_hh, b_hh, h0, c0, m_hidden_input, m_candidate, m_cell, u_
     projection = None if w_hr is None else RecurrentProduct(w_hr, batch, onednn=onednn)
     h, c = h0, c0
     for t in range(steps):
-        g_t = torch.add(xp[t], recurrent_product(_masked(h, _at(m_hidden_input, t))), out=gates[t])
+        g_t = torch.add(xp[t], recurrent_product(masked(h, at_step(m_hidden_input, t))), out=gates[t])
         i, f, g, o = activate_lstm_gates(g_t)
         update = i * g
         if m_candidate is not None:
-            update.mul_(_at(m_candidate, t))
-        u_c = _at(u_cell, t)
+            update.mul_(at_step(m_candidate, t))
+        u_c = at_step(u_cell, t)
         cell_hat = torch.addcmul(update, f, c, out=None if u_c is not None else cells[t])
         if m_cell is not None:
-            cell_hat.mul_(_at(m_cell, t))
+            cell_hat.mul_(at_step(m_cell, t))
         torch.tanh(cell_hat, out=tanh_cells[t])
         if u_c is not None:
             torch.lerp(c, cell_hat, u_c.expand_as(c), out=cells[t])
-        u_h = _at(u_hidden, t)
+        u_h = at_step(u_hidden, t)
         if projection is not None:
             hidden_hat = projection(o * tanh_cells[t])
             if u_h is None:
@@ -233,25 +162,25 @@ def lstm_backward(grad_hidden, grad_cells, w_hh, h0, c0, gates, cells, tanh_cell
             d_h = d_h + grad_hidden[t]
         if grad_cells is not None:
             d_c = d_c + grad_cells[t]
-        u_h = _at(u_hidden, t)
+        u_h = at_step(u_hidden, t)
         d_hidden_hat = d_h if u_h is None else d_h * u_h
         if w_hr is not None:
             d_projected[t] = d_hidden_hat
             d_hidden_hat = unprojection(d_hidden_hat)  # the gradient of o⊙tanh(ĉ)
-        u_c = _at(u_cell, t)
+        u_c = at_step(u_cell, t)
         d_cell_hat = torch.addcmul(d_c if u_c is None else d_c * u_c, d_hidden_hat, cell_from_hidden[t])
         if m_cell is not None:
-            d_cell_hat.mul_(_at(m_cell, t))
+            d_cell_hat.mul_(at_step(m_cell, t))
         d_ifg[t].mul_(d_cell_hat.unsqueeze(1))
         d_o[t].mul_(d_hidden_hat)
         d_c_previous = d_cell_hat * f[t]
         if u_c is not None:
-            d_c_previous.addcmul_(d_c, _at(keep_cell, t))
+            d_c_previous.addcmul_(d_c, at_step(keep_cell, t))
         d_h_previous = backward_product(d_gates[t])
         if m_hidden_input is not None:
-            d_h_previous.mul_(_at(m_hidden_input, t))
+            d_h_previous.mul_(at_step(m_hidden_input, t))
         if u_h is not None:
-            d_h_previous.addcmul_(d_h, _at(keep_hidden, t))
+            d_h_previous.addcmul_(d_h, at_step(keep_hidden, t))
         d_h, d_c = d_h_previous, d_c_previous
 
     grad_w, grad_b = _weight_grads(d_gates, h0, hidden, m_hidden_input, has_bias)
@@ -271,14 +200,14 @@ def gru_forward(xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onedn
     recurrent_product = RecurrentProduct(w_hh, batch, b_hh, onednn=onednn)
     h = h0
     for t in range(steps):
-        recurrent = recurrent_product(_masked(h, _at(m_hidden_input, t)))
+        recurrent = recurrent_product(masked(h, at_step(m_hidden_input, t)))
         a_t = activations[t]
         torch.add(xp[t, :, : 2 * H], recurrent[:, : 2 * H], out=a_t[:, : 2 * H]).sigmoid_()
         hidden_n[t].copy_(recurrent[:, 2 * H:])
         r, z = a_t[:, :H], a_t[:, H: 2 * H]
         torch.addcmul(xp[t, :, 2 * H:], r, hidden_n[t], out=a_t[:, 2 * H:]).tanh_()
-        n = _masked(a_t[:, 2 * H:], _at(m_candidate, t))
-        u_h = _at(u_hidden, t)
+        n = masked(a_t[:, 2 * H:], at_step(m_candidate, t))
+        u_h = at_step(u_hidden, t)
         if u_h is None:
             torch.lerp(n, h, z, out=hidden[t])  # (1 - z) n + z h
         else:
@@ -292,14 +221,14 @@ def gru_backward(grad_hidden, w_hh, h0, activations, hidden_n, hidden, m_hidden_
     steps, batch, gate_width = activations.shape
     H = gate_width // 3
     r, z, n = activations.view(steps, batch, 3, H).unbind(2)
-    h_previous = _previous(h0, hidden)
+    h_previous = previous(h0, hidden)
 
     # d(pre-activations of r, z, n) = dĥ * factor, for all steps at once.
     d_input = activations.new_empty(steps, batch, gate_width)
     d_r, d_z, d_n = d_input.view(steps, batch, 3, H).unbind(2)
-    torch.mul(_masked(1 - z, m_candidate), 1 - n * n, out=d_n)
+    torch.mul(masked(1 - z, m_candidate), 1 - n * n, out=d_n)
     torch.mul(d_n, hidden_n * r * (1 - r), out=d_r)
-    torch.mul(h_previous - _masked(n, m_candidate), z * (1 - z), out=d_z)
+    torch.mul(h_previous - masked(n, m_candidate), z * (1 - z), out=d_z)
     recurrent_n_factor = d_n * r  # ∂ĥ/∂(W_hn h + b_hn)
     keep_hidden = None if u_hidden is None else 1 - u_hidden
 
@@ -308,17 +237,17 @@ def gru_backward(grad_hidden, w_hh, h0, activations, hidden_n, hidden, m_hidden_
     d_h = torch.zeros_like(h0)
     for t in range(steps - 1, -1, -1):
         d_h = d_h + grad_hidden[t]
-        u_h = _at(u_hidden, t)
+        u_h = at_step(u_hidden, t)
         d_hidden_hat = d_h if u_h is None else d_h * u_h
         d_input[t].view(batch, 3, H).mul_(d_hidden_hat.unsqueeze(1))
         d_recurrent[t, :, : 2 * H].copy_(d_input[t, :, : 2 * H])
         torch.mul(d_hidden_hat, recurrent_n_factor[t], out=d_recurrent[t, :, 2 * H:])
         d_h_previous = backward_product(d_recurrent[t])
         if m_hidden_input is not None:
-            d_h_previous.mul_(_at(m_hidden_input, t))
+            d_h_previous.mul_(at_step(m_hidden_input, t))
         d_h_previous.addcmul_(d_hidden_hat, z[t])
         if u_h is not None:
-            d_h_previous.addcmul_(d_h, _at(keep_hidden, t))
+            d_h_previous.addcmul_(d_h, at_step(keep_hidden, t))
         d_h = d_h_previous
 
     grad_w, grad_b = _weight_grads(d_recurrent, h0, hidden, m_hidden_input, has_bias)
@@ -330,8 +259,6 @@ class _PythonLoops:
 
     def __getattr__(self, name):
         if name.startswith("batchnorm_"):
-            from . import fused_batchnorm
-
             return getattr(fused_batchnorm, name)
         return getattr(sys.modules[__name__], name)
 
@@ -343,17 +270,13 @@ def _loops():
     return native.loops() or _PythonLoops()
 
 
-def _use_onednn(tensor: torch.Tensor) -> bool:
-    return _ONEDNN_LINEAR and tensor.device.type == "cpu" and tensor.dtype == torch.float32
-
-
 class _LSTMRecurrence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xp, w_hh, b_hh, h0, c0, m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, w_hr):
         masks = (m_hidden_input, m_candidate, m_cell, u_cell, u_hidden)
         # The compiled loops have no projection: a projected LSTM (w_hr) runs the Python loops.
         ctx.loops = _loops() if w_hr is None else _PythonLoops()
-        ctx.onednn, ctx.has_bias = _use_onednn(xp), b_hh is not None
+        ctx.onednn, ctx.has_bias = use_onednn(xp), b_hh is not None
         ctx.set_materialize_grads(False)  # an unused output's gradient arrives as None, not as zeros to add
         projection = () if w_hr is None else (w_hr,)
         hidden, cells, gates, tanh_cells = ctx.loops.lstm_forward(xp, w_hh, b_hh, h0, c0, *masks, ctx.onednn,
@@ -376,7 +299,7 @@ class _GRURecurrence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden):
         masks = (m_hidden_input, m_candidate, u_hidden)
-        ctx.loops, ctx.onednn, ctx.has_bias = _loops(), _use_onednn(xp), b_hh is not None
+        ctx.loops, ctx.onednn, ctx.has_bias = _loops(), use_onednn(xp), b_hh is not None
         hidden, activations, hidden_n = ctx.loops.gru_forward(xp, w_hh, b_hh, h0, *masks, ctx.onednn)
         ctx.save_for_backward(w_hh, h0, activations, hidden_n, hidden, *masks)
         return hidden
@@ -398,14 +321,14 @@ class _RNNRecurrence(torch.autograd.Function):
         recurrent_product = RecurrentProduct(w_hh, batch)
         h = h0
         for t in range(steps):
-            recurrent = recurrent_product(_masked(h, _at(m_hidden_input, t)))
+            recurrent = recurrent_product(masked(h, at_step(m_hidden_input, t)))
             a_t = torch.add(xp[t], recurrent, out=activations[t]).tanh_()
-            u_h = _at(u_hidden, t)
-            m = _at(m_candidate, t)
+            u_h = at_step(u_hidden, t)
+            m = at_step(m_candidate, t)
             if u_h is None:
                 torch.mul(a_t, m, out=hidden[t]) if m is not None else hidden[t].copy_(a_t)
             else:
-                torch.lerp(h, _masked(a_t, m), u_h.expand_as(h), out=hidden[t])
+                torch.lerp(h, masked(a_t, m), u_h.expand_as(h), out=hidden[t])
             h = hidden[t]
         ctx.save_for_backward(w_hh, h0, activations, hidden, m_hidden_input, m_candidate, u_hidden)
         ctx.has_bias = b_hh is not None
@@ -414,17 +337,17 @@ class _RNNRecurrence(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_hidden):
         w_hh, h0, activations, hidden, m_hidden_input, m_candidate, u_hidden = ctx.saved_tensors
-        coefficient = _masked(1 - activations * activations, m_candidate)
+        coefficient = masked(1 - activations * activations, m_candidate)
         d_pre = activations.new_empty(activations.shape)
         backward_product = RecurrentProduct(w_hh.t(), activations.size(1))
         d_h = torch.zeros_like(h0)
         for t in range(activations.size(0) - 1, -1, -1):
             d_h = d_h + grad_hidden[t]
-            u_h = _at(u_hidden, t)
+            u_h = at_step(u_hidden, t)
             torch.mul(d_h if u_h is None else d_h * u_h, coefficient[t], out=d_pre[t])
             d_h_previous = backward_product(d_pre[t])
             if m_hidden_input is not None:
-                d_h_previous.mul_(_at(m_hidden_input, t))
+                d_h_previous.mul_(at_step(m_hidden_input, t))
             if u_h is not None:
                 d_h_previous.addcmul_(d_h, 1 - u_h)
             d_h = d_h_previous

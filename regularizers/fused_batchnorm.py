@@ -18,10 +18,17 @@ reference loop and with ``torch.autograd.gradcheck``.
 
 from __future__ import annotations
 
+import sys
+
 import torch
 
-from .fused import (RecurrentProduct, _at, _loops, _masked, _previous, _use_onednn, activate_lstm_gates,
-                    lstm_gate_factors)
+from . import native
+from .fused_common import RecurrentProduct, activate_lstm_gates, at_step, lstm_gate_factors, masked, previous, use_onednn
+
+
+def _loops():
+    """The compiled loops where they could be built, else this module's Python ones."""
+    return native.loops() or sys.modules[__name__]
 
 
 def _normalize(value: torch.Tensor, eps: float, mean=None, var=None):
@@ -67,7 +74,7 @@ def batchnorm_lstm_forward(xp, w_hh, b_hh, h0, c0, gamma_hidden, gamma_cell, bet
     recurrent_product = RecurrentProduct(w_hh, batch, onednn=onednn)
     h, c = h0, c0
     for t in range(steps):
-        projection = recurrent_product(_masked(h, _at(m_hidden_input, t)))
+        projection = recurrent_product(masked(h, at_step(m_hidden_input, t)))
         given = (None, None) if batch_statistics else (running[0][t], running[1][t])
         x_hat, rstd, mean, var = _normalize(projection, eps, *given)
         normalized_hidden[t] = x_hat
@@ -76,21 +83,21 @@ def batchnorm_lstm_forward(xp, w_hh, b_hh, h0, c0, gamma_hidden, gamma_cell, bet
         i, f, g, o = activate_lstm_gates(g_t)
         update = i * g
         if m_candidate is not None:
-            update.mul_(_at(m_candidate, t))
+            update.mul_(at_step(m_candidate, t))
         cell_hat = torch.addcmul(update, f, c)
         if m_cell is not None:
-            cell_hat.mul_(_at(m_cell, t))
+            cell_hat.mul_(at_step(m_cell, t))
         given = (None, None) if batch_statistics else (running[2][t], running[3][t])
         c_hat_normalized, rstd, mean, var = _normalize(cell_hat, eps, *given)
         normalized_cells[t] = c_hat_normalized
         rstd_cells[t], statistics[2][t], statistics[3][t] = rstd, mean, var
         torch.addcmul(beta_cell, c_hat_normalized, gamma_cell, out=tanh_cells[t]).tanh_()
-        u_c = _at(u_cell, t)
+        u_c = at_step(u_cell, t)
         if u_c is None:
             cells[t] = cell_hat
         else:
             torch.lerp(c, cell_hat, u_c.expand_as(c), out=cells[t])
-        u_h = _at(u_hidden, t)
+        u_h = at_step(u_hidden, t)
         if u_h is None:
             torch.mul(o, tanh_cells[t], out=hidden[t])
         else:
@@ -122,30 +129,30 @@ def batchnorm_lstm_backward(grad_hidden, grad_cells, w_hh, h0, c0, gamma_hidden,
             d_h = d_h + grad_hidden[t]
         if grad_cells is not None:
             d_c = d_c + grad_cells[t]
-        u_h = _at(u_hidden, t)
+        u_h = at_step(u_hidden, t)
         d_hidden_hat = d_h if u_h is None else d_h * u_h
         torch.mul(d_hidden_hat, normalized_from_hidden[t], out=d_cell_output[t])
         d_cell_hat = _normalize_backward(d_cell_output[t], normalized_cells[t], rstd_cells[t], gamma_cell,
                                          batch_statistics)
-        u_c = _at(u_cell, t)
+        u_c = at_step(u_cell, t)
         d_cell_hat.add_(d_c if u_c is None else d_c * u_c)
         if m_cell is not None:
-            d_cell_hat.mul_(_at(m_cell, t))
+            d_cell_hat.mul_(at_step(m_cell, t))
         d_ifg[t].mul_(d_cell_hat.unsqueeze(1))
         d_o[t].mul_(d_hidden_hat)
         d_c_previous = d_cell_hat * f[t]
         if u_c is not None:
-            d_c_previous.addcmul_(d_c, _at(keep_cell, t))
+            d_c_previous.addcmul_(d_c, at_step(keep_cell, t))
         d_projection[t] = _normalize_backward(d_gates[t], normalized_hidden[t], rstd_hidden[t], gamma_hidden,
                                               batch_statistics)
         d_h_previous = backward_product(d_projection[t])
         if m_hidden_input is not None:
-            d_h_previous.mul_(_at(m_hidden_input, t))
+            d_h_previous.mul_(at_step(m_hidden_input, t))
         if u_h is not None:
-            d_h_previous.addcmul_(d_h, _at(keep_hidden, t))
+            d_h_previous.addcmul_(d_h, at_step(keep_hidden, t))
         d_h, d_c = d_h_previous, d_c_previous
 
-    recurrent_inputs = _masked(_previous(h0, hidden), m_hidden_input)
+    recurrent_inputs = masked(previous(h0, hidden), m_hidden_input)
     grad_w = d_projection.reshape(-1, gate_width).t() @ recurrent_inputs.reshape(-1, H)
     grad_b = d_gates.sum((0, 1)) if has_bias else None
     grad_gamma_hidden = (d_gates * normalized_hidden).sum((0, 1))
@@ -160,7 +167,7 @@ class BatchNormLSTMRecurrence(torch.autograd.Function):
                 m_hidden_input, m_candidate, m_cell, u_cell, u_hidden):
         """Returns the hidden states, the cells, and every step's batch statistics (no gradient)."""
         masks = (m_hidden_input, m_candidate, m_cell, u_cell, u_hidden)
-        ctx.loops, ctx.onednn = _loops(), _use_onednn(xp)
+        ctx.loops, ctx.onednn = _loops(), use_onednn(xp)
         ctx.has_bias, ctx.batch_statistics = b_hh is not None, running is None
         ctx.set_materialize_grads(False)  # an unused output's gradient arrives as None, not as zeros to add
         outputs = ctx.loops.batchnorm_lstm_forward(xp, w_hh, b_hh, h0, c0, gamma_hidden, gamma_cell, beta_cell,

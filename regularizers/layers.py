@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from . import registry
+from . import registry, torch_internals
 from .base import LSTM_ONLY_SITES, MASK_SITES, LayerOutputs, Regularizer, SequenceContext
 from .fused import fused_recurrence, project_inputs
 from .reference import reference_recurrence
@@ -436,12 +436,11 @@ def _torch_recurrence(cell_type: str, x: torch.Tensor, weights: dict, h0: torch.
     if weights.get("weight_hr") is not None:
         params.append(weights["weight_hr"])  # the kernel sees the projection from h_0's size
     state = h0.unsqueeze(0)
-    args = (params, has_bias, 1, 0.0, training, False, False)
     if cell_type == "lstm":
-        output, _, last_cell = torch._VF.lstm(x, (state, c0.unsqueeze(0)), *args)
+        output, _, last_cell = torch_internals.lstm_kernel(x, (state, c0.unsqueeze(0)), params, has_bias, training)
         return output, None, last_cell[0]
-    kernel = torch._VF.gru if cell_type == "gru" else torch._VF.rnn_tanh
-    return kernel(x, state, *args)[0], None, None
+    kernel = torch_internals.gru_kernel if cell_type == "gru" else torch_internals.rnn_tanh_kernel
+    return kernel(x, state, params, has_bias, training)[0], None, None
 
 
 class RegularizedLSTM(RegularizedRecurrent):

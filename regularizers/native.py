@@ -1,10 +1,10 @@
-"""The compiled twin of the fused loops (``csrc/fused_loops.cpp``), built on first use.
+"""The compiled twin of the fused loops (the sources in ``csrc/``), built on first use.
 
 Built with ``torch.utils.cpp_extension`` (needs a C++ compiler and ninja) into a folder under
 ``$TORCH_EXTENSIONS_DIR`` (by default ``~/.cache/torch_extensions``) named after what is built:
-a digest of the source, the compiler flags, and the torch (version and folder) and Python. Checkouts and
+a digest of the sources, the compiler flags, and the torch (version and folder) and Python. Checkouts and
 environments that build the same thing share one build; any that differ get their own folder,
-so they never rebuild each other's. The source is copied into that folder and compiled from
+so they never rebuild each other's. The sources are copied into that folder and compiled from
 there, so the build does not depend on where the checkout lives. Every build prints a notice.
 When it can't be built, or with ``REGBENCH_NATIVE=0``, the Python loops in ``fused.py`` run
 instead: same equations, more time per step. The module also draws the CPU's dropout masks
@@ -23,7 +23,9 @@ import warnings
 from pathlib import Path
 from types import ModuleType
 
-_SOURCE = Path(__file__).with_name("csrc") / "fused_loops.cpp"
+_CSRC = Path(__file__).with_name("csrc")
+# Every file of the build, headers included: an edit of any of them is another build folder.
+_SOURCES = sorted([*_CSRC.glob("*.cpp"), *_CSRC.glob("*.h")])
 _NAME = "regbench_fused_loops"
 _lock = threading.Lock()
 _state: dict[str, ModuleType | None] = {}
@@ -55,19 +57,24 @@ _CFLAGS = ["-O3", "-fno-trapping-math", "-fno-math-errno"]
 
 
 def build_directory() -> Path:
-    """Where the loops of this source, these flags and this torch and Python are built."""
+    """Where the loops of these sources, these flags and this torch and Python are built."""
     import torch
     from torch.utils import cpp_extension
 
     key = hashlib.sha256()
     # The torch folder too: its headers' paths are in the build file, so two environments with
     # the same torch version would otherwise make ninja rebuild each other's build.
-    for part in (_SOURCE.read_bytes(), "\0".join(_CFLAGS).encode(), torch.__version__.encode(),
+    for part in (*(_source_part(source) for source in _SOURCES), "\0".join(_CFLAGS).encode(), torch.__version__.encode(),
                  str(Path(torch.__file__).parent).encode(), sys.implementation.cache_tag.encode(),
                  sys.platform.encode()):
         key.update(hashlib.sha256(part).digest())
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
     return Path(root) / f"{_NAME}_{key.hexdigest()[:16]}"
+
+
+def _source_part(source: Path) -> bytes:
+    """A source's name and content: a renamed file is another build too."""
+    return source.name.encode() + b"\0" + source.read_bytes()
 
 
 def _remove_stale_lock(folder: Path) -> None:
@@ -81,30 +88,35 @@ def _remove_stale_lock(folder: Path) -> None:
         pass
 
 
-def _copy_source(folder: Path) -> Path:
-    """The source inside the build folder (written once, atomically; its content is in the folder's name)."""
-    copy = folder / _SOURCE.name
-    if not copy.exists():
-        temporary = folder / f".{_SOURCE.name}.{os.getpid()}.tmp"
-        temporary.write_bytes(_SOURCE.read_bytes())
-        os.replace(temporary, copy)
-    return copy
+def _copy_sources(folder: Path) -> list[Path]:
+    """The sources inside the build folder (each written once, atomically; their content is in the
+    folder's name), headers next to the files that include them. Returns the ``.cpp`` copies."""
+    copies = []
+    for source in _SOURCES:
+        copy = folder / source.name
+        if not copy.exists():
+            temporary = folder / f".{source.name}.{os.getpid()}.tmp"
+            temporary.write_bytes(source.read_bytes())
+            os.replace(temporary, copy)
+        if copy.suffix == ".cpp":
+            copies.append(copy)
+    return copies
 
 
 def _build() -> ModuleType | None:
     try:
         from torch.utils import cpp_extension
 
-        if not _SOURCE.exists():
-            raise FileNotFoundError(_SOURCE)
+        if not any(source.suffix == ".cpp" for source in _SOURCES):
+            raise FileNotFoundError(f"no C++ sources in {_CSRC}")
         folder = build_directory()
         folder.mkdir(parents=True, exist_ok=True)
         _remove_stale_lock(folder)
-        source = _copy_source(folder)
+        sources = _copy_sources(folder)
         if not any(folder.glob("*.so")):
             print(f"regbench: compiling the native recurrent loops into {folder} (about a minute; once for "
-                  "this source, torch and Python)...", file=sys.stderr, flush=True)
-        return cpp_extension.load(name=folder.name, sources=[str(source)], extra_cflags=_CFLAGS,
+                  "these sources, torch and Python)...", file=sys.stderr, flush=True)
+        return cpp_extension.load(name=folder.name, sources=[str(source) for source in sources], extra_cflags=_CFLAGS,
                                   build_directory=str(folder), verbose=False)
     except Exception as error:  # no compiler, no ninja, unsupported platform: the Python loops work
         warnings.warn(f"regbench: the native recurrent loops could not be built ({type(error).__name__}: "

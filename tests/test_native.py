@@ -1,4 +1,4 @@
-"""The compiled loops (regularizers/csrc/fused_loops.cpp) equal the Python loops they mirror.
+"""The compiled loops (regularizers/csrc/) equal the Python loops they mirror.
 
 The rest of the suite runs whichever of the two this machine has; this file runs both side by
 side on the same inputs, on every code path (masks of every shape, biases, oneDNN products or
@@ -157,7 +157,7 @@ def test_the_build_folder_is_named_after_what_is_built(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     source = tmp_path / "other.cpp"
     source.write_text("// another source\n")
-    monkeypatch.setattr(native, "_SOURCE", source)
+    monkeypatch.setattr(native, "_SOURCES", [*native._SOURCES[:-1], source])
     edited = native.build_directory()
     assert len({folder, flags, version, edited}) == 4
 
@@ -178,8 +178,9 @@ def test_every_build_prints_a_notice_and_compiles_a_copy_in_its_folder(tmp_path,
     assert "compiling the native recurrent loops" in capsys.readouterr().err
     name, sources, folder = calls[0]
     assert Path(folder) == native.build_directory() and name == Path(folder).name
-    assert sources == [str(Path(folder) / "fused_loops.cpp")]
-    assert Path(sources[0]).read_bytes() == native._SOURCE.read_bytes()
+    assert sources == [str(Path(folder) / source.name) for source in native._SOURCES if source.suffix == ".cpp"]
+    for source in native._SOURCES:  # headers too, next to the sources that include them
+        assert (Path(folder) / source.name).read_bytes() == source.read_bytes()
     assert native._build() == "module" and capsys.readouterr().err == ""  # built: loading only
     for library in Path(folder).glob("*.so"):
         library.unlink()

@@ -1,0 +1,657 @@
+// The batch-normalized LSTM's loops (regularizers/fused_batchnorm.py): the generic ones (ATen
+// calls, any device) and the fast ones (CPU rows, as lstm_gru.cpp), with the entry points that pick
+// between them. Its own file: the statistics passes and the batch-norm gradient are its alone.
+#include "rows.h"
+
+namespace {
+
+struct Normalized {
+  Tensor value, rstd, mean, var;
+};
+
+// x̂ and 1/σ, from the batch (training) or from given statistics (eval).
+Normalized normalize(const Tensor& value, double eps, const Tensor& mean_given, const Tensor& var_given) {
+  Tensor mean = mean_given, var = var_given;
+  if (!mean.defined()) std::tie(var, mean) = at::var_mean(value, {0}, /*correction=*/0, /*keepdim=*/false);
+  Tensor rstd = (var + eps).rsqrt();
+  return {(value - mean) * rstd, rstd, mean, var};
+}
+
+// Gradient through γ ⊙ BN(x) with respect to x.
+Tensor normalize_backward(const Tensor& d_out, const Tensor& normalized, const Tensor& rstd, const Tensor& gamma,
+                          bool batch_statistics) {
+  if (!batch_statistics) return d_out * (gamma * rstd);
+  Tensor centered = d_out - d_out.mean(0);
+  centered.sub_(normalized * (d_out * normalized).mean(0));
+  return centered.mul_(gamma * rstd);
+}
+
+}  // namespace
+
+std::vector<Tensor> batchnorm_lstm_forward_generic(Tensor xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
+                                           const Tensor& h0, const Tensor& c0, const Tensor& gamma_hidden,
+                                           const Tensor& gamma_cell, const Tensor& beta_cell,
+                                           const std::optional<std::vector<Tensor>>& running, double eps,
+                                           const Mask& m_hidden_input, const Mask& m_candidate, const Mask& m_cell,
+                                           const Mask& u_cell, const Mask& u_hidden, bool onednn) {
+  at::NoGradGuard no_grad;
+  const int64_t steps = xp.size(0), batch = xp.size(1), gate_width = xp.size(2), H = gate_width / 4;
+  const bool batch_statistics = !running.has_value();
+  if (b_hh.has_value() && b_hh->defined()) xp = xp + *b_hh;
+  auto options = xp.options();
+  Tensor gates = at::empty({steps, batch, gate_width}, options);
+  Tensor normalized_hidden = at::empty({steps, batch, gate_width}, options);
+  Tensor normalized_cells = at::empty({steps, batch, H}, options);
+  Tensor tanh_cells = at::empty({steps, batch, H}, options);
+  Tensor cells = at::empty({steps, batch, H}, options);
+  Tensor hidden = at::empty({steps, batch, H}, options);
+  Tensor mean_h = at::empty({steps, gate_width}, options), var_h = at::empty({steps, gate_width}, options);
+  Tensor mean_c = at::empty({steps, H}, options), var_c = at::empty({steps, H}, options);
+  Tensor rstd_hidden = at::empty({steps, gate_width}, options), rstd_cells = at::empty({steps, H}, options);
+  RecurrentProduct recurrent_product(w_hh, batch, std::nullopt, onednn);
+  Tensor h = h0, c = c0;
+  for (int64_t t = 0; t < steps; ++t) {
+    Tensor projection = recurrent_product(masked(h, at_step(m_hidden_input, t)));
+    Normalized nh = batch_statistics ? normalize(projection, eps, Tensor(), Tensor())
+                                     : normalize(projection, eps, (*running)[0][t], (*running)[1][t]);
+    normalized_hidden.select(0, t).copy_(nh.value);
+    rstd_hidden.select(0, t).copy_(nh.rstd);
+    mean_h.select(0, t).copy_(nh.mean);
+    var_h.select(0, t).copy_(nh.var);
+    Tensor g_t = gates.select(0, t);
+    at::addcmul_out(g_t, xp.select(0, t), nh.value, gamma_hidden);
+    auto [i, f, g, o] = activate_lstm_gates(g_t);
+    Tensor update = i * g;
+    Tensor m = at_step(m_candidate, t);
+    if (m.defined()) update.mul_(m);
+    Tensor cell_hat = at::addcmul(update, f, c);
+    m = at_step(m_cell, t);
+    if (m.defined()) cell_hat.mul_(m);
+    Normalized nc = batch_statistics ? normalize(cell_hat, eps, Tensor(), Tensor())
+                                     : normalize(cell_hat, eps, (*running)[2][t], (*running)[3][t]);
+    normalized_cells.select(0, t).copy_(nc.value);
+    rstd_cells.select(0, t).copy_(nc.rstd);
+    mean_c.select(0, t).copy_(nc.mean);
+    var_c.select(0, t).copy_(nc.var);
+    Tensor tanh_t = tanh_cells.select(0, t);
+    at::addcmul_out(tanh_t, beta_cell, nc.value, gamma_cell).tanh_();
+    Tensor u_c = at_step(u_cell, t), cell_t = cells.select(0, t);
+    if (u_c.defined()) {
+      at::lerp_out(cell_t, c, cell_hat, u_c.expand_as(c));
+    } else {
+      cell_t.copy_(cell_hat);
+    }
+    Tensor u_h = at_step(u_hidden, t), hidden_t = hidden.select(0, t);
+    if (u_h.defined()) {
+      at::lerp_out(hidden_t, h, o * tanh_t, u_h.expand_as(h));
+    } else {
+      at::mul_out(hidden_t, o, tanh_t);
+    }
+    h = hidden_t;
+    c = cell_t;
+  }
+  return {hidden, cells, mean_h, var_h, mean_c, var_c, gates, normalized_hidden, normalized_cells,
+          rstd_hidden, rstd_cells, tanh_cells};
+}
+
+std::vector<std::optional<Tensor>> batchnorm_lstm_backward_generic(
+    const std::optional<Tensor>& grad_hidden, const std::optional<Tensor>& grad_cells, const Tensor& w_hh,
+    const Tensor& h0, const Tensor& c0, const Tensor& gamma_hidden, const Tensor& gamma_cell, const Tensor& gates,
+    const Tensor& normalized_hidden, const Tensor& normalized_cells, const Tensor& rstd_hidden,
+    const Tensor& rstd_cells, const Tensor& tanh_cells, const Tensor& cells, const Tensor& hidden,
+    const Mask& m_hidden_input, const Mask& m_candidate, const Mask& m_cell, const Mask& u_cell,
+    const Mask& u_hidden, bool has_bias, bool batch_statistics, bool onednn) {
+  at::NoGradGuard no_grad;
+  const int64_t steps = gates.size(0), batch = gates.size(1), gate_width = gates.size(2), H = gate_width / 4;
+  Tensor f = gates.narrow(2, H, H);
+  auto [d_gates, normalized_from_hidden] = lstm_gate_factors(gates, c0, cells, tanh_cells, m_candidate);
+  Tensor d_o = d_gates.narrow(2, 3 * H, H);
+  Mask keep_cell, keep_hidden;
+  if (u_cell.has_value() && u_cell->defined()) keep_cell = 1 - *u_cell;
+  if (u_hidden.has_value() && u_hidden->defined()) keep_hidden = 1 - *u_hidden;
+  const bool with_grad_hidden = grad_hidden.has_value() && grad_hidden->defined();
+  const bool with_grad_cells = grad_cells.has_value() && grad_cells->defined();
+
+  Tensor d_ifg = d_gates.view({steps, batch, 4, H}).narrow(2, 0, 3);
+  Tensor d_projection = at::empty({steps, batch, gate_width}, gates.options());
+  Tensor d_cell_output = at::empty({steps, batch, H}, gates.options());
+  RecurrentProduct backward_product(w_hh.t(), batch, std::nullopt, onednn);
+  Tensor d_h = at::zeros_like(h0), d_c = at::zeros_like(c0);
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    if (with_grad_hidden) d_h = d_h + grad_hidden->select(0, t);
+    if (with_grad_cells) d_c = d_c + grad_cells->select(0, t);
+    Tensor u_h = at_step(u_hidden, t);
+    Tensor d_hidden_hat = u_h.defined() ? d_h * u_h : d_h;
+    Tensor d_cell_output_t = d_cell_output.select(0, t);
+    at::mul_out(d_cell_output_t, d_hidden_hat, normalized_from_hidden.select(0, t));
+    Tensor d_cell_hat = normalize_backward(d_cell_output_t, normalized_cells.select(0, t), rstd_cells.select(0, t),
+                                           gamma_cell, batch_statistics);
+    Tensor u_c = at_step(u_cell, t);
+    d_cell_hat.add_(u_c.defined() ? d_c * u_c : d_c);
+    Tensor m = at_step(m_cell, t);
+    if (m.defined()) d_cell_hat.mul_(m);
+    d_ifg.select(0, t).mul_(d_cell_hat.unsqueeze(1));
+    d_o.select(0, t).mul_(d_hidden_hat);
+    Tensor d_c_previous = d_cell_hat * f.select(0, t);
+    if (u_c.defined()) d_c_previous.addcmul_(d_c, at_step(keep_cell, t));
+    Tensor d_projection_t = d_projection.select(0, t);
+    d_projection_t.copy_(normalize_backward(d_gates.select(0, t), normalized_hidden.select(0, t),
+                                            rstd_hidden.select(0, t), gamma_hidden, batch_statistics));
+    Tensor d_h_previous = backward_product(d_projection_t);
+    m = at_step(m_hidden_input, t);
+    if (m.defined()) d_h_previous.mul_(m);
+    if (u_h.defined()) d_h_previous.addcmul_(d_h, at_step(keep_hidden, t));
+    d_h = d_h_previous;
+    d_c = d_c_previous;
+  }
+  Tensor inputs = masked(previous(h0, hidden), m_hidden_input);
+  Tensor grad_w = at::mm(d_projection.reshape({-1, gate_width}).t(), inputs.reshape({-1, H}));
+  std::optional<Tensor> grad_b;
+  if (has_bias) grad_b = d_gates.sum({0, 1});
+  Tensor grad_gamma_hidden = (d_gates * normalized_hidden).sum({0, 1});
+  Tensor grad_gamma_cell = (d_cell_output * normalized_cells).sum({0, 1});
+  Tensor grad_beta_cell = d_cell_output.sum({0, 1});
+  return {d_gates, grad_w, grad_b, d_h, d_c, grad_gamma_hidden, grad_gamma_cell, grad_beta_cell};
+}
+
+// -- the fast path of the batch-normalized LSTM ------------------------------------------------------
+//
+// Per step: the recurrent product, then statistics over the batch (a pass down the columns), a
+// pass over the rows up to ĉ, statistics of ĉ, and a pass over the rows for the outputs. The
+// backward pass mirrors it; the per-step column sums it needs for the batch-norm gradient are also
+// the γ, β and bias gradients, accumulated on the way, so no per-step buffer other than ∂L/∂gates
+// and ∂L/∂(recurrent projection) (both transposed, for the weight gradients) is kept.
+
+namespace fast {
+
+// A batch-norm step has four or five short parallel passes; each split costs a thread hand-off,
+// which below this many elements per task costs more than it saves (measured at hidden 256).
+constexpr int64_t kBatchNormTaskElements = 65536;
+
+// Per column j in [begin, end) of a (rows × width) row-major matrix: mean and biased variance
+// (two passes).
+template <typename T>
+REGBENCH_INLINE void column_mean_var_range(const T* x, int64_t rows, int64_t width, int64_t begin, int64_t end, T* mean,
+                                           T* var) {
+  for (int64_t j = begin; j < end; ++j) mean[j] = T(0), var[j] = T(0);
+  for (int64_t b = 0; b < rows; ++b) {
+    const T* row = x + b * width;
+    REGBENCH_NO_LOOP_ALIASING
+    for (int64_t j = begin; j < end; ++j) mean[j] += row[j];
+  }
+  for (int64_t j = begin; j < end; ++j) mean[j] /= T(rows);
+  for (int64_t b = 0; b < rows; ++b) {
+    const T* row = x + b * width;
+    REGBENCH_NO_LOOP_ALIASING
+    for (int64_t j = begin; j < end; ++j) {
+      const T centered = row[j] - mean[j];
+      var[j] += centered * centered;
+    }
+  }
+  for (int64_t j = begin; j < end; ++j) var[j] /= T(rows);
+}
+
+// Per column j in [begin, end): Σ_b a[b, j] and Σ_b a[b, j]·x[b, j].
+template <typename T>
+REGBENCH_INLINE void column_sums_range(const T* a, const T* x, int64_t rows, int64_t width, int64_t begin, int64_t end,
+                                       T* sum_a, T* sum_ax) {
+  for (int64_t j = begin; j < end; ++j) sum_a[j] = T(0), sum_ax[j] = T(0);
+  for (int64_t b = 0; b < rows; ++b) {
+    const T *a_row = a + b * width, *x_row = x + b * width;
+    REGBENCH_NO_LOOP_ALIASING
+    for (int64_t j = begin; j < end; ++j) {
+      sum_a[j] += a_row[j];
+      sum_ax[j] += a_row[j] * x_row[j];
+    }
+  }
+}
+
+REGBENCH_CLONES void run_column_mean_var(const float* x, int64_t rows, int64_t width, int64_t begin, int64_t end,
+                                         float* mean, float* var) {
+  column_mean_var_range(x, rows, width, begin, end, mean, var);
+}
+void run_column_mean_var(const double* x, int64_t rows, int64_t width, int64_t begin, int64_t end, double* mean,
+                         double* var) {
+  column_mean_var_range(x, rows, width, begin, end, mean, var);
+}
+REGBENCH_CLONES void run_column_sums(const float* a, const float* x, int64_t rows, int64_t width, int64_t begin,
+                                     int64_t end, float* sum_a, float* sum_ax) {
+  column_sums_range(a, x, rows, width, begin, end, sum_a, sum_ax);
+}
+void run_column_sums(const double* a, const double* x, int64_t rows, int64_t width, int64_t begin, int64_t end,
+                     double* sum_a, double* sum_ax) {
+  column_sums_range(a, x, rows, width, begin, end, sum_a, sum_ax);
+}
+
+template <typename T>
+void column_mean_var(const T* x, int64_t rows, int64_t width, T* mean, T* var) {
+  at::parallel_for(0, width, std::max<int64_t>(1, kBatchNormTaskElements / std::max<int64_t>(rows, 1)),
+                   [&](int64_t begin, int64_t end) { run_column_mean_var(x, rows, width, begin, end, mean, var); });
+}
+
+template <typename T>
+void column_sums(const T* a, const T* x, int64_t rows, int64_t width, T* sum_a, T* sum_ax) {
+  at::parallel_for(0, width, std::max<int64_t>(1, kBatchNormTaskElements / std::max<int64_t>(rows, 1)),
+                   [&](int64_t begin, int64_t end) { run_column_sums(a, x, rows, width, begin, end, sum_a, sum_ax); });
+}
+
+// The batch-normalized LSTM's row passes, one row each, as the plain LSTM's: every pointer valid
+// (absent masks are rows of ones, absent gradients rows of zeros).
+// Forward, up to ĉ: x̂_h = (W_h h - μ_h)·rstd_h, the activated gates, ĉ = (i·g·m + f·c_{t-1})·m_c.
+template <typename T>
+struct BatchNormGatesRow {
+  const T *projection, *input, *bias, *mean_h, *rstd_h, *gamma_h, *m_candidate, *m_cell, *c_prev;
+  T *normalized_h, *gates, *cell_hat;
+};
+
+template <typename T>
+REGBENCH_INLINE void batchnorm_gates_row(int64_t H, const BatchNormGatesRow<T>& a) {
+  REGBENCH_NO_LOOP_ALIASING
+  for (int64_t j = 0; j < 4 * H; ++j) {
+    const T n_h = (a.projection[j] - a.mean_h[j]) * a.rstd_h[j];
+    a.normalized_h[j] = n_h;
+    a.gates[j] = (a.input[j] + a.bias[j]) + n_h * a.gamma_h[j];
+  }
+  REGBENCH_NO_LOOP_ALIASING
+  for (int64_t j = 0; j < H; ++j) {
+    const T i = sigmoid(a.gates[j]), f = sigmoid(a.gates[H + j]), g = tanh_of(a.gates[2 * H + j]),
+            o = sigmoid(a.gates[3 * H + j]);
+    a.gates[j] = i, a.gates[H + j] = f, a.gates[2 * H + j] = g, a.gates[3 * H + j] = o;
+    a.cell_hat[j] = (i * g * a.m_candidate[j] + f * a.c_prev[j]) * a.m_cell[j];
+  }
+}
+
+// Forward, from ĉ: x̂_c, tanh(γ_c x̂_c + β_c), the new cell and hidden state (and h_t·m_next).
+template <typename T>
+struct BatchNormStateRow {
+  const T *output_gate, *cell_hat, *c_prev, *h_prev, *u_cell, *u_hidden, *mean_c, *rstd_c, *gamma_c, *beta_c, *m_next;
+  T *normalized_c, *tanh_cell, *cell, *hidden, *next_input;  // next_input may be null
+};
+
+template <typename T>
+REGBENCH_INLINE void batchnorm_state_row(int64_t H, const BatchNormStateRow<T>& a) {
+  REGBENCH_NO_LOOP_ALIASING
+  for (int64_t j = 0; j < H; ++j) {
+    const T n_c = (a.cell_hat[j] - a.mean_c[j]) * a.rstd_c[j];
+    const T th = tanh_of(a.beta_c[j] + n_c * a.gamma_c[j]);
+    a.normalized_c[j] = n_c;
+    a.tanh_cell[j] = th;
+    a.cell[j] = a.u_cell[j] * a.cell_hat[j] + (T(1) - a.u_cell[j]) * a.c_prev[j];
+    a.hidden[j] = a.u_hidden[j] * (a.output_gate[j] * th) + (T(1) - a.u_hidden[j]) * a.h_prev[j];
+  }
+  if (a.next_input != nullptr) {
+    REGBENCH_NO_LOOP_ALIASING
+    for (int64_t j = 0; j < H; ++j) a.next_input[j] = a.hidden[j] * a.m_next[j];
+  }
+}
+
+// Backward, first pass: ∂L/∂h_t (kept in `carry` for the next pass) and ∂L/∂(γ_c x̂_c + β_c).
+template <typename T>
+struct BatchNormCellOutputRow {
+  const T *d_product, *m_next, *grad_h, *u_hidden, *output_gate, *tanh_cell;
+  T *d_cell_output, *carry;
+};
+
+template <typename T>
+REGBENCH_INLINE void batchnorm_cell_output_row(int64_t H, const BatchNormCellOutputRow<T>& a) {
+  REGBENCH_NO_LOOP_ALIASING
+  for (int64_t j = 0; j < H; ++j) {
+    const T d_h = a.d_product[j] * a.m_next[j] + a.carry[j] + a.grad_h[j];
+    a.d_cell_output[j] = d_h * a.u_hidden[j] * (a.output_gate[j] * (T(1) - a.tanh_cell[j] * a.tanh_cell[j]));
+    a.carry[j] = d_h;  // ∂L/∂h_t for now; the carry proper after the next pass
+  }
+}
+
+// Backward, second pass: ∂L/∂ĉ through the cell's batch norm, the gate gradients, ∂L/∂c_{t-1}
+// and the hidden state's carry. `centered` says whether the batch statistics' terms apply.
+template <typename T>
+struct BatchNormGateGradsRow {
+  const T *gates, *normalized_c, *grad_c, *u_cell, *u_hidden, *m_candidate, *m_cell, *d_cell_output, *c_prev,
+      *tanh_cell, *sum_dco, *sum_dco_n, *gamma_c, *rstd_c;
+  T inverse_batch;
+  bool centered;
+  T *d_gates, *d_c, *carry;
+};
+
+template <typename T>
+REGBENCH_INLINE void batchnorm_gate_grads_row(int64_t H, const BatchNormGateGradsRow<T>& a) {
+  const T mean_weight = a.centered ? a.inverse_batch : T(0);
+  REGBENCH_NO_LOOP_ALIASING
+  for (int64_t j = 0; j < H; ++j) {
+    const T d_h = a.carry[j];
+    const T d_normalized =
+        a.d_cell_output[j] - a.sum_dco[j] * mean_weight - a.normalized_c[j] * (a.sum_dco_n[j] * mean_weight);
+    const T dc_in = a.d_c[j] + a.grad_c[j];
+    const T d_cell_hat = (d_normalized * (a.gamma_c[j] * a.rstd_c[j]) + dc_in * a.u_cell[j]) * a.m_cell[j];
+    const T i = a.gates[j], f = a.gates[H + j], g = a.gates[2 * H + j], o = a.gates[3 * H + j], m = a.m_candidate[j];
+    a.d_gates[j] = d_cell_hat * ((g * m) * (i * (T(1) - i)));
+    a.d_gates[H + j] = d_cell_hat * (a.c_prev[j] * (f * (T(1) - f)));
+    a.d_gates[2 * H + j] = d_cell_hat * ((i * m) * (T(1) - g * g));
+    a.d_gates[3 * H + j] = d_h * a.u_hidden[j] * (a.tanh_cell[j] * (o * (T(1) - o)));
+    a.d_c[j] = d_cell_hat * f + dc_in * (T(1) - a.u_cell[j]);
+    a.carry[j] = d_h * (T(1) - a.u_hidden[j]);
+  }
+}
+
+// Backward, third pass: ∂L/∂(W_h h_{t-1}) through the hidden batch norm.
+template <typename T>
+struct BatchNormProjectionGradRow {
+  const T *d_gates, *normalized_h, *sum_dg, *sum_dg_n, *gamma_h, *rstd_h;
+  T inverse_batch;
+  bool centered;
+  T* d_projection;
+};
+
+template <typename T>
+REGBENCH_INLINE void batchnorm_projection_grad_row(int64_t H, const BatchNormProjectionGradRow<T>& a) {
+  const T mean_weight = a.centered ? a.inverse_batch : T(0);
+  REGBENCH_NO_LOOP_ALIASING
+  for (int64_t j = 0; j < 4 * H; ++j) {
+    const T d_normalized = a.d_gates[j] - a.sum_dg[j] * mean_weight - a.normalized_h[j] * (a.sum_dg_n[j] * mean_weight);
+    a.d_projection[j] = d_normalized * (a.gamma_h[j] * a.rstd_h[j]);
+  }
+}
+
+REGBENCH_CLONES void run_row(int64_t H, const BatchNormGatesRow<float>& a) { batchnorm_gates_row(H, a); }
+REGBENCH_CLONES void run_row(int64_t H, const BatchNormStateRow<float>& a) { batchnorm_state_row(H, a); }
+REGBENCH_CLONES void run_row(int64_t H, const BatchNormCellOutputRow<float>& a) { batchnorm_cell_output_row(H, a); }
+REGBENCH_CLONES void run_row(int64_t H, const BatchNormGateGradsRow<float>& a) { batchnorm_gate_grads_row(H, a); }
+REGBENCH_CLONES void run_row(int64_t H, const BatchNormProjectionGradRow<float>& a) {
+  batchnorm_projection_grad_row(H, a);
+}
+void run_row(int64_t H, const BatchNormGatesRow<double>& a) { batchnorm_gates_row(H, a); }
+void run_row(int64_t H, const BatchNormStateRow<double>& a) { batchnorm_state_row(H, a); }
+void run_row(int64_t H, const BatchNormCellOutputRow<double>& a) { batchnorm_cell_output_row(H, a); }
+void run_row(int64_t H, const BatchNormGateGradsRow<double>& a) { batchnorm_gate_grads_row(H, a); }
+void run_row(int64_t H, const BatchNormProjectionGradRow<double>& a) { batchnorm_projection_grad_row(H, a); }
+
+template <typename T>
+std::vector<Tensor> batchnorm_lstm_forward(const Tensor& xp_in, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
+                                           const Tensor& h0, const Tensor& c0, const Tensor& gamma_hidden,
+                                           const Tensor& gamma_cell, const Tensor& beta_cell,
+                                           const std::optional<std::vector<Tensor>>& running, double eps,
+                                           const Mask& m_hidden_input, const Mask& m_candidate, const Mask& m_cell,
+                                           const Mask& u_cell, const Mask& u_hidden, bool onednn) {
+  at::NoGradGuard no_grad;
+  // Read in place whatever the step and batch strides (recurrent_batchnorm hands over a batch-major view).
+  const Tensor xp = xp_in.stride(2) == 1 ? xp_in : xp_in.contiguous();
+  const int64_t xp_step_stride = xp.stride(0), xp_row_stride = xp.stride(1);
+  const int64_t steps = xp.size(0), batch = xp.size(1), gate_width = xp.size(2), H = gate_width / 4;
+  const bool batch_statistics = !running.has_value();
+  auto options = xp.options();
+  Tensor gates = at::empty({steps, batch, gate_width}, options);
+  Tensor normalized_hidden = at::empty({steps, batch, gate_width}, options);
+  Tensor normalized_cells = at::empty({steps, batch, H}, options);
+  Tensor tanh_cells = at::empty({steps, batch, H}, options);
+  Tensor cells = at::empty({steps, batch, H}, options);
+  Tensor hidden = at::empty({steps, batch, H}, options);
+  Tensor mean_h = at::empty({steps, gate_width}, options), var_h = at::empty({steps, gate_width}, options);
+  Tensor mean_c = at::empty({steps, H}, options), var_c = at::empty({steps, H}, options);
+  Tensor rstd_hidden = at::empty({steps, gate_width}, options), rstd_cells = at::empty({steps, H}, options);
+  if (!batch_statistics) {
+    mean_h.copy_((*running)[0].narrow(0, 0, steps)), var_h.copy_((*running)[1].narrow(0, 0, steps));
+    mean_c.copy_((*running)[2].narrow(0, 0, steps)), var_c.copy_((*running)[3].narrow(0, 0, steps));
+  }
+  const SequenceRows<T> mh(m_hidden_input), mc(m_candidate), mcell(m_cell), uc(u_cell), uh(u_hidden);
+  std::vector<T> ones(H, T(1)), zeros(gate_width, T(0));
+  const Tensor bias = b_hh.has_value() && b_hh->defined() ? b_hh->contiguous() : Tensor();
+  const T* bias_data = bias.defined() ? bias.data_ptr<T>() : zeros.data();
+  const Tensor gh_c = gamma_hidden.contiguous(), gc_c = gamma_cell.contiguous(), bc_c = beta_cell.contiguous();
+  const T *gamma_h = gh_c.data_ptr<T>(), *gamma_c = gc_c.data_ptr<T>(), *beta_c = bc_c.data_ptr<T>();
+  const Tensor h0c = h0.contiguous(), c0c = c0.contiguous();
+  Tensor next_input = mh.present() ? masked(h0c, at_step(m_hidden_input, 0)).contiguous() : Tensor();
+  Tensor cell_hat_step = at::empty({batch, H}, options);
+  T* cell_hat = cell_hat_step.data_ptr<T>();
+  RecurrentProduct recurrent_product(w_hh, batch, std::nullopt, onednn);
+  const int64_t task_rows = std::max<int64_t>(1, kBatchNormTaskElements / gate_width);
+  const T epsilon = static_cast<T>(eps);
+  for (int64_t t = 0; t < steps; ++t) {
+    const Tensor projection =
+        recurrent_product(mh.present() ? next_input : (t == 0 ? h0c : hidden.select(0, t - 1))).contiguous();
+    const T* p = projection.data_ptr<T>();
+    T *mu_h = mean_h.data_ptr<T>() + t * gate_width, *v_h = var_h.data_ptr<T>() + t * gate_width;
+    T *mu_c = mean_c.data_ptr<T>() + t * H, *v_c = var_c.data_ptr<T>() + t * H;
+    T *rs_h = rstd_hidden.data_ptr<T>() + t * gate_width, *rs_c = rstd_cells.data_ptr<T>() + t * H;
+    if (batch_statistics) column_mean_var(p, batch, gate_width, mu_h, v_h);
+    for (int64_t j = 0; j < gate_width; ++j) rs_h[j] = T(1) / std::sqrt(v_h[j] + epsilon);
+    const T* x = xp.data_ptr<T>() + t * xp_step_stride;
+    const T* h_prev = t == 0 ? h0c.data_ptr<T>() : hidden.data_ptr<T>() + (t - 1) * batch * H;
+    const T* c_prev = t == 0 ? c0c.data_ptr<T>() : cells.data_ptr<T>() + (t - 1) * batch * H;
+    // Rows, up to ĉ: x̂_h, the gates, ĉ.
+    at::parallel_for(0, batch, task_rows, [&](int64_t begin, int64_t end) {
+      std::vector<T> scratch(2 * H);
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t row_g = (t * batch + b) * gate_width;
+        BatchNormGatesRow<T> row{p + b * gate_width,
+                                 x + b * xp_row_stride,
+                                 bias_data,
+                                 mu_h,
+                                 rs_h,
+                                 gamma_h,
+                                 mc.row(t, b, H, ones.data(), scratch.data()),
+                                 mcell.row(t, b, H, ones.data(), scratch.data() + H),
+                                 c_prev + b * H,
+                                 normalized_hidden.data_ptr<T>() + row_g,
+                                 gates.data_ptr<T>() + row_g,
+                                 cell_hat + b * H};
+        run_row(H, row);
+      }
+    });
+    if (batch_statistics) column_mean_var(cell_hat, batch, H, mu_c, v_c);
+    for (int64_t j = 0; j < H; ++j) rs_c[j] = T(1) / std::sqrt(v_c[j] + epsilon);
+    const bool write_next = mh.present() && t + 1 < steps;
+    T* next = write_next ? next_input.data_ptr<T>() : nullptr;
+    // Rows: x̂_c, tanh, the new cell and hidden state.
+    at::parallel_for(0, batch, task_rows, [&](int64_t begin, int64_t end) {
+      std::vector<T> scratch(3 * H);
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t row_h = (t * batch + b) * H;
+        BatchNormStateRow<T> row{gates.data_ptr<T>() + (t * batch + b) * gate_width + 3 * H,
+                                 cell_hat + b * H,
+                                 c_prev + b * H,
+                                 h_prev + b * H,
+                                 uc.row(t, b, H, ones.data(), scratch.data()),
+                                 uh.row(t, b, H, ones.data(), scratch.data() + H),
+                                 mu_c,
+                                 rs_c,
+                                 gamma_c,
+                                 beta_c,
+                                 write_next ? mh.row(t + 1, b, H, ones.data(), scratch.data() + 2 * H) : nullptr,
+                                 normalized_cells.data_ptr<T>() + row_h,
+                                 tanh_cells.data_ptr<T>() + row_h,
+                                 cells.data_ptr<T>() + row_h,
+                                 hidden.data_ptr<T>() + row_h,
+                                 write_next ? next + b * H : nullptr};
+        run_row(H, row);
+      }
+    });
+  }
+  return {hidden, cells, mean_h, var_h, mean_c, var_c, gates, normalized_hidden, normalized_cells,
+          rstd_hidden, rstd_cells, tanh_cells};
+}
+
+template <typename T>
+std::vector<std::optional<Tensor>> batchnorm_lstm_backward(
+    const std::optional<Tensor>& grad_hidden, const std::optional<Tensor>& grad_cells, const Tensor& w_hh,
+    const Tensor& h0, const Tensor& c0, const Tensor& gamma_hidden, const Tensor& gamma_cell, const Tensor& gates,
+    const Tensor& normalized_hidden, const Tensor& normalized_cells, const Tensor& rstd_hidden,
+    const Tensor& rstd_cells, const Tensor& tanh_cells, const Tensor& cells, const Tensor& hidden,
+    const Mask& m_hidden_input, const Mask& m_candidate, const Mask& m_cell, const Mask& u_cell,
+    const Mask& u_hidden, bool has_bias, bool batch_statistics, bool onednn) {
+  at::NoGradGuard no_grad;
+  const int64_t steps = gates.size(0), batch = gates.size(1), gate_width = gates.size(2), H = gate_width / 4;
+  auto options = gates.options();
+  const SequenceRows<T> gh(grad_hidden), gc(grad_cells);
+  const SequenceRows<T> mh(m_hidden_input), mc(m_candidate), mcell(m_cell), uc(u_cell), uh(u_hidden);
+  std::vector<T> ones(H, T(1)), zeros(H, T(0));
+  const Tensor c0c = c0.contiguous(), gh_c = gamma_hidden.contiguous(), gc_c = gamma_cell.contiguous();
+  const T *gamma_h = gh_c.data_ptr<T>(), *gamma_c = gc_c.data_ptr<T>();
+  // ∂L/∂(gate pre-activations) = ∂L/∂xp, batch-major (B, T, 4H): the layout of recurrent_batchnorm's
+  // input normalization, whose F.batch_norm then takes it without a copy.
+  Tensor d_gates_by_batch = at::empty({batch, steps, gate_width}, options);
+  // ∂L/∂(W_h h_{t-1}), transposed as in the plain LSTM, but a chunk of steps at a time: the weight
+  // gradient is accumulated chunk by chunk, so that this buffer (the size of the gates, which this
+  // layer already keeps three of) is a quarter of the sequence.
+  const int64_t chunk_steps = std::max<int64_t>(1, (steps + 3) / 4);
+  Tensor d_projection_chunk = at::empty({gate_width * chunk_steps * batch}, options);
+  Tensor grad_w;
+  Tensor d_gates_step = at::empty({batch, gate_width}, options), d_projection_step = at::empty({batch, gate_width}, options);
+  Tensor d_cell_output = at::empty({batch, H}, options);  // ∂L/∂(γ_c x̂_c + β_c) of this step
+  Tensor d_c = at::zeros({batch, H}, options), carry = at::zeros({batch, H}, options);
+  // Column sums of this step, and their totals over the steps (the γ, β and bias gradients).
+  Tensor sums = at::empty({2, gate_width}, options), sums_c = at::empty({2, H}, options);
+  Tensor grad_bias = at::zeros({gate_width}, options), grad_gamma_hidden = at::zeros({gate_width}, options);
+  Tensor grad_beta_cell = at::zeros({H}, options), grad_gamma_cell = at::zeros({H}, options);
+  T *sum_dg = sums.data_ptr<T>(), *sum_dg_n = sum_dg + gate_width, *sum_dco = sums_c.data_ptr<T>(), *sum_dco_n = sum_dco + H;
+  Tensor d_product;
+  RecurrentProduct backward_product(w_hh.t(), batch, std::nullopt, onednn);
+  const int64_t task_rows = std::max<int64_t>(1, kBatchNormTaskElements / gate_width);
+  const T inverse_batch = T(1) / T(batch);
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    const T* product = d_product.defined() ? d_product.data_ptr<T>() : nullptr;
+    const T* c_prev = t == 0 ? c0c.data_ptr<T>() : cells.data_ptr<T>() + (t - 1) * batch * H;
+    const T *rs_h = rstd_hidden.data_ptr<T>() + t * gate_width, *rs_c = rstd_cells.data_ptr<T>() + t * H;
+    const T* n_c_step = normalized_cells.data_ptr<T>() + t * batch * H;
+    const T* n_h_step = normalized_hidden.data_ptr<T>() + t * batch * gate_width;
+    const int64_t chunk_start = t - t % chunk_steps;
+    const int64_t chunk_columns = (std::min(steps, chunk_start + chunk_steps) - chunk_start) * batch;
+    // Rows: ∂L/∂h_t, ∂L/∂(the cell's normalized output).
+    at::parallel_for(0, batch, task_rows, [&](int64_t begin, int64_t end) {
+      std::vector<T> scratch(3 * H);
+      for (int64_t b = begin; b < end; ++b) {
+        BatchNormCellOutputRow<T> row{product ? product + b * H : zeros.data(),
+                                      product ? mh.row(t + 1, b, H, ones.data(), scratch.data()) : ones.data(),
+                                      gh.row(t, b, H, zeros.data(), scratch.data() + H),
+                                      uh.row(t, b, H, ones.data(), scratch.data() + 2 * H),
+                                      gates.data_ptr<T>() + (t * batch + b) * gate_width + 3 * H,
+                                      tanh_cells.data_ptr<T>() + (t * batch + b) * H,
+                                      d_cell_output.data_ptr<T>() + b * H,
+                                      carry.data_ptr<T>() + b * H};
+        run_row(H, row);
+      }
+    });
+    column_sums(d_cell_output.data_ptr<T>(), n_c_step, batch, H, sum_dco, sum_dco_n);
+    // Rows: ∂L/∂ĉ, the gate gradients, ∂L/∂c_{t-1} and the hidden state's carry.
+    at::parallel_for(0, batch, task_rows, [&](int64_t begin, int64_t end) {
+      std::vector<T> scratch(5 * H);
+      for (int64_t b = begin; b < end; ++b) {
+        BatchNormGateGradsRow<T> row{gates.data_ptr<T>() + (t * batch + b) * gate_width,
+                                     n_c_step + b * H,
+                                     gc.row(t, b, H, zeros.data(), scratch.data()),
+                                     uc.row(t, b, H, ones.data(), scratch.data() + H),
+                                     uh.row(t, b, H, ones.data(), scratch.data() + 2 * H),
+                                     mc.row(t, b, H, ones.data(), scratch.data() + 3 * H),
+                                     mcell.row(t, b, H, ones.data(), scratch.data() + 4 * H),
+                                     d_cell_output.data_ptr<T>() + b * H,
+                                     c_prev + b * H,
+                                     tanh_cells.data_ptr<T>() + (t * batch + b) * H,
+                                     sum_dco,
+                                     sum_dco_n,
+                                     gamma_c,
+                                     rs_c,
+                                     inverse_batch,
+                                     batch_statistics,
+                                     d_gates_step.data_ptr<T>() + b * gate_width,
+                                     d_c.data_ptr<T>() + b * H,
+                                     carry.data_ptr<T>() + b * H};
+        run_row(H, row);
+      }
+    });
+    column_sums(d_gates_step.data_ptr<T>(), n_h_step, batch, gate_width, sum_dg, sum_dg_n);
+    // Rows: ∂L/∂(W_h h_{t-1}) through the hidden batch norm.
+    at::parallel_for(0, batch, task_rows, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        BatchNormProjectionGradRow<T> row{d_gates_step.data_ptr<T>() + b * gate_width,
+                                          n_h_step + b * gate_width,
+                                          sum_dg,
+                                          sum_dg_n,
+                                          gamma_h,
+                                          rs_h,
+                                          inverse_batch,
+                                          batch_statistics,
+                                          d_projection_step.data_ptr<T>() + b * gate_width};
+        run_row(H, row);
+        std::memcpy(d_gates_by_batch.data_ptr<T>() + (b * steps + t) * gate_width,
+                    d_gates_step.data_ptr<T>() + b * gate_width, gate_width * sizeof(T));
+      }
+      transpose_rows(d_projection_step.data_ptr<T>() + begin * gate_width, gate_width, end - begin, gate_width,
+                     d_projection_chunk.data_ptr<T>() + (t - chunk_start) * batch + begin, chunk_columns);
+    });
+    grad_bias.add_(sums[0]), grad_gamma_hidden.add_(sums[1]);
+    grad_beta_cell.add_(sums_c[0]), grad_gamma_cell.add_(sums_c[1]);
+    d_product = backward_product(d_projection_step).contiguous();
+    if (t == chunk_start) {
+      const Tensor d_chunk = d_projection_chunk.narrow(0, 0, gate_width * chunk_columns).view({gate_width, chunk_columns});
+      Tensor part = weight_gradient(d_chunk, recurrent_inputs_transposed(h0, hidden, mh, chunk_start, chunk_columns / batch),
+                                    onednn);
+      grad_w = grad_w.defined() ? grad_w.add_(part) : part;
+    }
+  }
+  Tensor d_h0 = masked(d_product, at_step(m_hidden_input, 0)) + carry;
+  d_projection_chunk.reset();
+  std::optional<Tensor> grad_b;
+  if (has_bias) grad_b = grad_bias;
+  return {d_gates_by_batch.transpose(0, 1), grad_w, grad_b, d_h0, d_c, grad_gamma_hidden, grad_gamma_cell,
+          grad_beta_cell};
+}
+
+}  // namespace fast
+
+std::vector<Tensor> batchnorm_lstm_forward(const Tensor& xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
+                                           const Tensor& h0, const Tensor& c0, const Tensor& gamma_hidden,
+                                           const Tensor& gamma_cell, const Tensor& beta_cell,
+                                           const std::optional<std::vector<Tensor>>& running, double eps,
+                                           const Mask& m_hidden_input, const Mask& m_candidate, const Mask& m_cell,
+                                           const Mask& u_cell, const Mask& u_hidden, bool onednn) {
+  const int64_t H = xp.size(2) / 4;
+  const Tensor no_tensor;
+  bool fits = fast::fits(xp, {&w_hh, b_hh.has_value() ? &*b_hh : &no_tensor, &h0, &c0, &gamma_hidden, &gamma_cell,
+                              &beta_cell},
+                         {&m_hidden_input, &m_candidate, &m_cell, &u_cell, &u_hidden}, xp.size(0), xp.size(1), H);
+  if (running.has_value())
+    for (const Tensor& statistic : *running) fits = fits && fast::fits(xp, {&statistic}, {}, 0, 0, 0);
+  if (fits) {
+    auto run = [&](auto tag) {
+      using T = decltype(tag);
+      return fast::batchnorm_lstm_forward<T>(xp, w_hh, b_hh, h0, c0, gamma_hidden, gamma_cell, beta_cell, running, eps,
+                                             m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, onednn);
+    };
+    return xp.scalar_type() == at::kFloat ? run(float()) : run(double());
+  }
+  return batchnorm_lstm_forward_generic(xp, w_hh, b_hh, h0, c0, gamma_hidden, gamma_cell, beta_cell, running, eps,
+                                        m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, onednn);
+}
+
+std::vector<std::optional<Tensor>> batchnorm_lstm_backward(
+    const std::optional<Tensor>& grad_hidden, const std::optional<Tensor>& grad_cells, const Tensor& w_hh,
+    const Tensor& h0, const Tensor& c0, const Tensor& gamma_hidden, const Tensor& gamma_cell, const Tensor& gates,
+    const Tensor& normalized_hidden, const Tensor& normalized_cells, const Tensor& rstd_hidden,
+    const Tensor& rstd_cells, const Tensor& tanh_cells, const Tensor& cells, const Tensor& hidden,
+    const Mask& m_hidden_input, const Mask& m_candidate, const Mask& m_cell, const Mask& u_cell,
+    const Mask& u_hidden, bool has_bias, bool batch_statistics, bool onednn) {
+  const int64_t H = gates.size(2) / 4;
+  const Tensor no_tensor;
+  const Tensor& gh = grad_hidden.has_value() ? *grad_hidden : no_tensor;
+  const Tensor& gc = grad_cells.has_value() ? *grad_cells : no_tensor;
+  const bool contiguous = gates.is_contiguous() && normalized_hidden.is_contiguous() &&
+                          normalized_cells.is_contiguous() && rstd_hidden.is_contiguous() &&
+                          rstd_cells.is_contiguous() && tanh_cells.is_contiguous() && cells.is_contiguous() &&
+                          hidden.is_contiguous();
+  if (contiguous && fast::fits(gates, {&gh, &gc, &w_hh, &h0, &c0, &gamma_hidden, &gamma_cell, &normalized_hidden,
+                                       &normalized_cells, &rstd_hidden, &rstd_cells, &tanh_cells, &cells, &hidden},
+                               {&m_hidden_input, &m_candidate, &m_cell, &u_cell, &u_hidden}, gates.size(0),
+                               gates.size(1), H)) {
+    auto run = [&](auto tag) {
+      using T = decltype(tag);
+      return fast::batchnorm_lstm_backward<T>(grad_hidden, grad_cells, w_hh, h0, c0, gamma_hidden, gamma_cell, gates,
+                                              normalized_hidden, normalized_cells, rstd_hidden, rstd_cells, tanh_cells,
+                                              cells, hidden, m_hidden_input, m_candidate, m_cell, u_cell, u_hidden,
+                                              has_bias, batch_statistics, onednn);
+    };
+    return gates.scalar_type() == at::kFloat ? run(float()) : run(double());
+  }
+  return batchnorm_lstm_backward_generic(grad_hidden, grad_cells, w_hh, h0, c0, gamma_hidden, gamma_cell, gates,
+                                         normalized_hidden, normalized_cells, rstd_hidden, rstd_cells, tanh_cells, cells,
+                                         hidden, m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, has_bias,
+                                         batch_statistics, onednn);
+}

@@ -1,0 +1,460 @@
+// The fast LSTM and GRU loops (CPU, float32 and float64), and the entry points that pick them or
+// the generic loops (generic_loops.cpp).
+//
+// Why: at the benchmark's shapes the generic loops spend most of a step's time in a dozen
+// separate ATen operations (a dispatch and a full pass over memory each). Here a step is one
+// matrix product (oneDNN, weight packed once) and one hand-written loop over the batch's rows that
+// does every element-wise operation of the step, reading each value once. It runs on CPU tensors
+// of float32 (with a vectorizable exp) and float64 (with std::exp, for gradcheck); anything else
+// (CUDA, half precision, unusual mask shapes) takes the generic loops. Same equations, same mask
+// sites, same saved buffers as the generic loops; tests/test_native.py checks they agree.
+#include "rows.h"
+
+namespace fast {
+
+// One step of one batch row. Every mask pointer is valid: an absent mask is a row of ones, an
+// absent bias or gradient a row of zeros (multiplying by 1 and adding 0 are exact), so the loops
+// have no branches. Update masks u mix as u·new + (1-u)·old, which is exact for u in {0, 1}.
+template <typename T>
+struct LSTMForwardRow {
+  const T *recurrent, *input, *bias, *h_prev, *c_prev, *m_candidate, *m_cell, *u_cell, *u_hidden, *m_next;
+  T *gates, *cell, *tanh_cell, *hidden, *next_input;  // next_input: h_t ⊙ m_hidden_input[t+1], or null
+};
+
+template <typename T>
+REGBENCH_INLINE void lstm_forward_row(int64_t H, const LSTMForwardRow<T>& a) {
+  REGBENCH_NO_LOOP_ALIASING
+  for (int64_t j = 0; j < H; ++j) {
+    const T i = sigmoid((a.input[j] + a.bias[j]) + a.recurrent[j]);
+    const T f = sigmoid((a.input[H + j] + a.bias[H + j]) + a.recurrent[H + j]);
+    const T g = tanh_of((a.input[2 * H + j] + a.bias[2 * H + j]) + a.recurrent[2 * H + j]);
+    const T o = sigmoid((a.input[3 * H + j] + a.bias[3 * H + j]) + a.recurrent[3 * H + j]);
+    a.gates[j] = i;
+    a.gates[H + j] = f;
+    a.gates[2 * H + j] = g;
+    a.gates[3 * H + j] = o;
+    const T c_prev = a.c_prev[j];
+    const T cell_hat = (i * g * a.m_candidate[j] + f * c_prev) * a.m_cell[j];
+    const T tanh_c = tanh_of(cell_hat);
+    a.tanh_cell[j] = tanh_c;
+    a.cell[j] = a.u_cell[j] * cell_hat + (T(1) - a.u_cell[j]) * c_prev;
+    a.hidden[j] = a.u_hidden[j] * (o * tanh_c) + (T(1) - a.u_hidden[j]) * a.h_prev[j];
+  }
+  if (a.next_input != nullptr) {
+    REGBENCH_NO_LOOP_ALIASING
+    for (int64_t j = 0; j < H; ++j) a.next_input[j] = a.hidden[j] * a.m_next[j];
+  }
+}
+
+template <typename T>
+struct LSTMBackwardRow {
+  // d_h_t = (∂L/∂h_t from step t+1's product) ⊙ m_hidden_input[t+1] + carry + grad_hidden[t]
+  const T *d_product, *m_next, *grad_h, *grad_c, *gates, *tanh_cell, *c_prev, *m_candidate, *m_cell, *u_cell,
+      *u_hidden;
+  T *d_gates, *d_c, *carry;  // d_c and carry: in at step t+1's values, out at step t's
+};
+
+template <typename T>
+REGBENCH_INLINE void lstm_backward_row(int64_t H, const LSTMBackwardRow<T>& a) {
+  REGBENCH_NO_LOOP_ALIASING
+  for (int64_t j = 0; j < H; ++j) {
+    const T d_h = a.d_product[j] * a.m_next[j] + a.carry[j] + a.grad_h[j];
+    const T d_c = a.d_c[j] + a.grad_c[j];
+    const T u_c = a.u_cell[j], u_h = a.u_hidden[j];
+    const T d_hidden_hat = d_h * u_h;
+    const T i = a.gates[j], f = a.gates[H + j], g = a.gates[2 * H + j], o = a.gates[3 * H + j];
+    const T tanh_c = a.tanh_cell[j], m = a.m_candidate[j];
+    const T d_cell_hat = (d_c * u_c + d_hidden_hat * (o * (T(1) - tanh_c * tanh_c))) * a.m_cell[j];
+    a.d_gates[j] = d_cell_hat * ((g * m) * (i * (T(1) - i)));
+    a.d_gates[H + j] = d_cell_hat * (a.c_prev[j] * (f * (T(1) - f)));
+    a.d_gates[2 * H + j] = d_cell_hat * ((i * m) * (T(1) - g * g));
+    a.d_gates[3 * H + j] = d_hidden_hat * (tanh_c * (o * (T(1) - o)));
+    a.d_c[j] = d_cell_hat * f + d_c * (T(1) - u_c);
+    a.carry[j] = d_h * (T(1) - u_h);
+  }
+}
+
+template <typename T>
+struct GRUForwardRow {
+  const T *recurrent, *input, *h_prev, *m_candidate, *u_hidden, *m_next;  // recurrent includes b_hh
+  T *activations, *hidden_n, *hidden, *next_input;
+};
+
+template <typename T>
+REGBENCH_INLINE void gru_forward_row(int64_t H, const GRUForwardRow<T>& a) {
+  REGBENCH_NO_LOOP_ALIASING
+  for (int64_t j = 0; j < H; ++j) {
+    const T r = sigmoid(a.input[j] + a.recurrent[j]);
+    const T z = sigmoid(a.input[H + j] + a.recurrent[H + j]);
+    const T hn = a.recurrent[2 * H + j];
+    const T n = tanh_of(a.input[2 * H + j] + r * hn);
+    a.activations[j] = r;
+    a.activations[H + j] = z;
+    a.activations[2 * H + j] = n;
+    a.hidden_n[j] = hn;
+    const T h_prev = a.h_prev[j];
+    const T candidate = (T(1) - z) * (n * a.m_candidate[j]) + z * h_prev;
+    a.hidden[j] = a.u_hidden[j] * candidate + (T(1) - a.u_hidden[j]) * h_prev;
+  }
+  if (a.next_input != nullptr) {
+    REGBENCH_NO_LOOP_ALIASING
+    for (int64_t j = 0; j < H; ++j) a.next_input[j] = a.hidden[j] * a.m_next[j];
+  }
+}
+
+template <typename T>
+struct GRUBackwardRow {
+  const T *d_product, *m_next, *grad_h, *activations, *hidden_n, *h_prev, *m_candidate, *u_hidden;
+  T *d_input, *d_recurrent, *carry;  // d_recurrent: this step's (B, 3H) product input
+};
+
+template <typename T>
+REGBENCH_INLINE void gru_backward_row(int64_t H, const GRUBackwardRow<T>& a) {
+  REGBENCH_NO_LOOP_ALIASING
+  for (int64_t j = 0; j < H; ++j) {
+    const T d_h = a.d_product[j] * a.m_next[j] + a.carry[j] + a.grad_h[j];
+    const T u_h = a.u_hidden[j];
+    const T d_hidden_hat = d_h * u_h;
+    const T r = a.activations[j], z = a.activations[H + j], n = a.activations[2 * H + j], m = a.m_candidate[j];
+    const T d_n = d_hidden_hat * (((T(1) - z) * m) * (T(1) - n * n));
+    const T d_r = d_n * (a.hidden_n[j] * (r * (T(1) - r)));
+    const T d_z = d_hidden_hat * ((a.h_prev[j] - n * m) * (z * (T(1) - z)));
+    const T d_recurrent_n = d_n * r;
+    a.d_input[j] = d_r;
+    a.d_input[H + j] = d_z;
+    a.d_input[2 * H + j] = d_n;
+    a.d_recurrent[j] = d_r;
+    a.d_recurrent[H + j] = d_z;
+    a.d_recurrent[2 * H + j] = d_recurrent_n;
+    a.carry[j] = d_hidden_hat * z + d_h * (T(1) - u_h);
+  }
+}
+
+// float32: one copy per instruction set (REGBENCH_CLONES); float64: plain.
+REGBENCH_CLONES void run_row(int64_t H, const LSTMForwardRow<float>& a) { lstm_forward_row(H, a); }
+REGBENCH_CLONES void run_row(int64_t H, const LSTMBackwardRow<float>& a) { lstm_backward_row(H, a); }
+REGBENCH_CLONES void run_row(int64_t H, const GRUForwardRow<float>& a) { gru_forward_row(H, a); }
+REGBENCH_CLONES void run_row(int64_t H, const GRUBackwardRow<float>& a) { gru_backward_row(H, a); }
+void run_row(int64_t H, const LSTMForwardRow<double>& a) { lstm_forward_row(H, a); }
+void run_row(int64_t H, const LSTMBackwardRow<double>& a) { lstm_backward_row(H, a); }
+void run_row(int64_t H, const GRUForwardRow<double>& a) { gru_forward_row(H, a); }
+void run_row(int64_t H, const GRUBackwardRow<double>& a) { gru_backward_row(H, a); }
+
+template <typename T>
+std::vector<Tensor> lstm_forward(const Tensor& xp_in, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
+                                 const Tensor& h0, const Tensor& c0, const Mask& m_hidden_input,
+                                 const Mask& m_candidate, const Mask& m_cell, const Mask& u_cell, const Mask& u_hidden,
+                                 bool onednn) {
+  at::NoGradGuard no_grad;
+  // Read in place whatever the step and batch strides (recurrent_batchnorm hands over a batch-major view).
+  const Tensor xp = xp_in.stride(2) == 1 ? xp_in : xp_in.contiguous();
+  const int64_t xp_step_stride = xp.stride(0), xp_row_stride = xp.stride(1);
+  const int64_t steps = xp.size(0), batch = xp.size(1), gate_width = xp.size(2), H = gate_width / 4;
+  auto options = xp.options();
+  Tensor gates = at::empty({steps, batch, gate_width}, options);
+  Tensor cells = at::empty({steps, batch, H}, options);
+  Tensor tanh_cells = at::empty({steps, batch, H}, options);
+  Tensor hidden = at::empty({steps, batch, H}, options);
+  const SequenceRows<T> mh(m_hidden_input), mc(m_candidate), mcell(m_cell), uc(u_cell), uh(u_hidden);
+  std::vector<T> ones(gate_width, T(1)), zeros(gate_width, T(0));
+  const Tensor bias = b_hh.has_value() && b_hh->defined() ? b_hh->contiguous() : Tensor();
+  const T* bias_data = bias.defined() ? bias.data_ptr<T>() : zeros.data();
+  const Tensor h0c = h0.contiguous(), c0c = c0.contiguous();
+  Tensor next_input = mh.present() ? masked(h0c, at_step(m_hidden_input, 0)).contiguous() : Tensor();
+  RecurrentProduct recurrent_product(w_hh, batch, std::nullopt, onednn);
+  const int64_t task_rows = grain(batch, gate_width);
+  for (int64_t t = 0; t < steps; ++t) {
+    const Tensor recurrent =
+        recurrent_product(mh.present() ? next_input : (t == 0 ? h0c : hidden.select(0, t - 1))).contiguous();
+    const T* rec = recurrent.data_ptr<T>();
+    const T* x = xp.data_ptr<T>() + t * xp_step_stride;
+    const T* h_prev = t == 0 ? h0c.data_ptr<T>() : hidden.data_ptr<T>() + (t - 1) * batch * H;
+    const T* c_prev = t == 0 ? c0c.data_ptr<T>() : cells.data_ptr<T>() + (t - 1) * batch * H;
+    const bool write_next = mh.present() && t + 1 < steps;
+    T* next = write_next ? next_input.data_ptr<T>() : nullptr;
+    at::parallel_for(0, batch, task_rows, [&](int64_t begin, int64_t end) {
+      std::vector<T> scratch(5 * H);
+      for (int64_t b = begin; b < end; ++b) {
+        LSTMForwardRow<T> row{rec + b * gate_width,
+                              x + b * xp_row_stride,
+                              bias_data,
+                              h_prev + b * H,
+                              c_prev + b * H,
+                              mc.row(t, b, H, ones.data(), scratch.data()),
+                              mcell.row(t, b, H, ones.data(), scratch.data() + H),
+                              uc.row(t, b, H, ones.data(), scratch.data() + 2 * H),
+                              uh.row(t, b, H, ones.data(), scratch.data() + 3 * H),
+                              write_next ? mh.row(t + 1, b, H, ones.data(), scratch.data() + 4 * H) : nullptr,
+                              gates.data_ptr<T>() + (t * batch + b) * gate_width,
+                              cells.data_ptr<T>() + (t * batch + b) * H,
+                              tanh_cells.data_ptr<T>() + (t * batch + b) * H,
+                              hidden.data_ptr<T>() + (t * batch + b) * H,
+                              write_next ? next + b * H : nullptr};
+        run_row(H, row);
+      }
+    });
+  }
+  return {hidden, cells, gates, tanh_cells};
+}
+
+template <typename T>
+std::vector<std::optional<Tensor>> lstm_backward(const std::optional<Tensor>& grad_hidden,
+                                                 const std::optional<Tensor>& grad_cells, const Tensor& w_hh,
+                                                 const Tensor& h0, const Tensor& c0, const Tensor& gates,
+                                                 const Tensor& cells, const Tensor& tanh_cells, const Tensor& hidden,
+                                                 const Mask& m_hidden_input, const Mask& m_candidate,
+                                                 const Mask& m_cell, const Mask& u_cell, const Mask& u_hidden,
+                                                 bool has_bias, bool onednn) {
+  at::NoGradGuard no_grad;
+  const int64_t steps = gates.size(0), batch = gates.size(1), gate_width = gates.size(2), H = gate_width / 4;
+  const SequenceRows<T> gh(grad_hidden), gc(grad_cells);
+  const SequenceRows<T> mh(m_hidden_input), mc(m_candidate), mcell(m_cell), uc(u_cell), uh(u_hidden);
+  std::vector<T> ones(H, T(1)), zeros(H, T(0));
+  const Tensor c0c = c0.contiguous();
+  auto options = gates.options();
+  // ∂L/∂gates of all steps, transposed (column t·B + b is row b of step t): the weight gradient
+  // is then one oneDNN product of two row-major matrices, with no large transpose after the loop.
+  Tensor d_gates_t = at::empty({gate_width, steps * batch}, options);
+  Tensor d_gates_step = at::empty({batch, gate_width}, options);
+  Tensor d_c = at::zeros({batch, H}, options), carry = at::zeros({batch, H}, options);
+  Tensor d_product;  // ∂L/∂(masked h_t) from step t+1's recurrent product
+  RecurrentProduct backward_product(w_hh.t(), batch, std::nullopt, onednn);
+  const int64_t task_rows = grain(batch, gate_width);
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    const T* product = d_product.defined() ? d_product.data_ptr<T>() : nullptr;
+    const T* c_prev = t == 0 ? c0c.data_ptr<T>() : cells.data_ptr<T>() + (t - 1) * batch * H;
+    at::parallel_for(0, batch, task_rows, [&](int64_t begin, int64_t end) {
+      std::vector<T> scratch(7 * H);
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t row_h = (t * batch + b) * H, row_g = (t * batch + b) * gate_width;
+        LSTMBackwardRow<T> row{product ? product + b * H : zeros.data(),
+                               product ? mh.row(t + 1, b, H, ones.data(), scratch.data()) : ones.data(),
+                               gh.row(t, b, H, zeros.data(), scratch.data() + 5 * H),
+                               gc.row(t, b, H, zeros.data(), scratch.data() + 6 * H),
+                               gates.data_ptr<T>() + row_g,
+                               tanh_cells.data_ptr<T>() + row_h,
+                               c_prev + b * H,
+                               mc.row(t, b, H, ones.data(), scratch.data() + H),
+                               mcell.row(t, b, H, ones.data(), scratch.data() + 2 * H),
+                               uc.row(t, b, H, ones.data(), scratch.data() + 3 * H),
+                               uh.row(t, b, H, ones.data(), scratch.data() + 4 * H),
+                               d_gates_step.data_ptr<T>() + b * gate_width,
+                               d_c.data_ptr<T>() + b * H,
+                               carry.data_ptr<T>() + b * H};
+        run_row(H, row);
+      }
+      transpose_rows(d_gates_step.data_ptr<T>() + begin * gate_width, gate_width, end - begin, gate_width,
+                     d_gates_t.data_ptr<T>() + t * batch + begin, steps * batch);
+    });
+    d_product = backward_product(d_gates_step).contiguous();
+  }
+  Tensor d_h0 = masked(d_product, at_step(m_hidden_input, 0)) + carry;
+  Tensor inputs_t = recurrent_inputs_transposed(h0, hidden, mh);
+  Tensor grad_w = weight_gradient(d_gates_t, inputs_t, onednn);
+  std::optional<Tensor> grad_b;
+  if (has_bias) grad_b = d_gates_t.sum(1);
+  // The gradient of xp as a (T, B, 4H) view of the transposed buffer: autograd and the input
+  // projection's backward take strided gradients as they are.
+  Tensor d_gates = d_gates_t.view({gate_width, steps, batch}).permute({1, 2, 0});
+  return {d_gates, grad_w, grad_b, d_h0, d_c};
+}
+
+template <typename T>
+std::vector<Tensor> gru_forward(const Tensor& xp_in, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
+                                const Tensor& h0, const Mask& m_hidden_input, const Mask& m_candidate,
+                                const Mask& u_hidden, bool onednn) {
+  at::NoGradGuard no_grad;
+  // Read in place whatever the step and batch strides (recurrent_batchnorm hands over a batch-major view).
+  const Tensor xp = xp_in.stride(2) == 1 ? xp_in : xp_in.contiguous();
+  const int64_t xp_step_stride = xp.stride(0), xp_row_stride = xp.stride(1);
+  const int64_t steps = xp.size(0), batch = xp.size(1), gate_width = xp.size(2), H = gate_width / 3;
+  auto options = xp.options();
+  Tensor activations = at::empty({steps, batch, gate_width}, options);
+  Tensor hidden_n = at::empty({steps, batch, H}, options);
+  Tensor hidden = at::empty({steps, batch, H}, options);
+  const SequenceRows<T> mh(m_hidden_input), mc(m_candidate), uh(u_hidden);
+  std::vector<T> ones(H, T(1));
+  const Tensor h0c = h0.contiguous();
+  Tensor next_input = mh.present() ? masked(h0c, at_step(m_hidden_input, 0)).contiguous() : Tensor();
+  RecurrentProduct recurrent_product(w_hh, batch, b_hh, onednn);
+  const int64_t task_rows = grain(batch, gate_width);
+  for (int64_t t = 0; t < steps; ++t) {
+    const Tensor recurrent =
+        recurrent_product(mh.present() ? next_input : (t == 0 ? h0c : hidden.select(0, t - 1))).contiguous();
+    const T* rec = recurrent.data_ptr<T>();
+    const T* x = xp.data_ptr<T>() + t * xp_step_stride;
+    const T* h_prev = t == 0 ? h0c.data_ptr<T>() : hidden.data_ptr<T>() + (t - 1) * batch * H;
+    const bool write_next = mh.present() && t + 1 < steps;
+    T* next = write_next ? next_input.data_ptr<T>() : nullptr;
+    at::parallel_for(0, batch, task_rows, [&](int64_t begin, int64_t end) {
+      std::vector<T> scratch(3 * H);
+      for (int64_t b = begin; b < end; ++b) {
+        GRUForwardRow<T> row{rec + b * gate_width,
+                             x + b * xp_row_stride,
+                             h_prev + b * H,
+                             mc.row(t, b, H, ones.data(), scratch.data()),
+                             uh.row(t, b, H, ones.data(), scratch.data() + H),
+                             write_next ? mh.row(t + 1, b, H, ones.data(), scratch.data() + 2 * H) : nullptr,
+                             activations.data_ptr<T>() + (t * batch + b) * gate_width,
+                             hidden_n.data_ptr<T>() + (t * batch + b) * H,
+                             hidden.data_ptr<T>() + (t * batch + b) * H,
+                             write_next ? next + b * H : nullptr};
+        run_row(H, row);
+      }
+    });
+  }
+  return {hidden, activations, hidden_n};
+}
+
+template <typename T>
+std::vector<std::optional<Tensor>> gru_backward(const Tensor& grad_hidden, const Tensor& w_hh, const Tensor& h0,
+                                                const Tensor& activations, const Tensor& hidden_n,
+                                                const Tensor& hidden, const Mask& m_hidden_input,
+                                                const Mask& m_candidate, const Mask& u_hidden, bool has_bias,
+                                                bool onednn) {
+  at::NoGradGuard no_grad;
+  const int64_t steps = activations.size(0), batch = activations.size(1), gate_width = activations.size(2),
+                H = gate_width / 3;
+  const SequenceRows<T> gh(grad_hidden);
+  const Tensor h0c = h0.contiguous();
+  const SequenceRows<T> mh(m_hidden_input), mc(m_candidate), uh(u_hidden);
+  std::vector<T> ones(H, T(1)), zeros(H, T(0));
+  auto options = activations.options();
+  // Transposed, as in the LSTM: column t·B + b is row b of step t.
+  Tensor d_input_t = at::empty({gate_width, steps * batch}, options);
+  Tensor d_input_step = at::empty({batch, gate_width}, options), d_recurrent = at::empty({batch, gate_width}, options);
+  Tensor carry = at::zeros({batch, H}, options);
+  Tensor d_product;
+  RecurrentProduct backward_product(w_hh.t(), batch, std::nullopt, onednn);
+  const int64_t task_rows = grain(batch, gate_width);
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    const T* product = d_product.defined() ? d_product.data_ptr<T>() : nullptr;
+    const T* h_prev = t == 0 ? h0c.data_ptr<T>() : hidden.data_ptr<T>() + (t - 1) * batch * H;
+    at::parallel_for(0, batch, task_rows, [&](int64_t begin, int64_t end) {
+      std::vector<T> scratch(4 * H);
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t row_h = (t * batch + b) * H, row_g = (t * batch + b) * gate_width;
+        GRUBackwardRow<T> row{product ? product + b * H : zeros.data(),
+                              product ? mh.row(t + 1, b, H, ones.data(), scratch.data()) : ones.data(),
+                              gh.row(t, b, H, zeros.data(), scratch.data() + 3 * H),
+                              activations.data_ptr<T>() + row_g,
+                              hidden_n.data_ptr<T>() + row_h,
+                              h_prev + b * H,
+                              mc.row(t, b, H, ones.data(), scratch.data() + H),
+                              uh.row(t, b, H, ones.data(), scratch.data() + 2 * H),
+                              d_input_step.data_ptr<T>() + b * gate_width,
+                              d_recurrent.data_ptr<T>() + b * gate_width,
+                              carry.data_ptr<T>() + b * H};
+        run_row(H, row);
+      }
+      transpose_rows(d_input_step.data_ptr<T>() + begin * gate_width, gate_width, end - begin, gate_width,
+                     d_input_t.data_ptr<T>() + t * batch + begin, steps * batch);
+    });
+    d_product = backward_product(d_recurrent).contiguous();
+  }
+  Tensor d_h0 = masked(d_product, at_step(m_hidden_input, 0)) + carry;
+  Tensor inputs_t = recurrent_inputs_transposed(h0, hidden, mh);
+  Tensor d_rz_t = d_input_t.narrow(0, 0, 2 * H);
+  Tensor grad_w = at::empty({gate_width, H}, options);
+  grad_w.narrow(0, 0, 2 * H).copy_(weight_gradient(d_rz_t, inputs_t, onednn));
+  Tensor grad_w_n = grad_w.narrow(0, 2 * H, H).zero_();
+  Tensor grad_b_n = at::zeros({H}, options);
+  // The n rows' gradient flows through r: ∂L/∂W_hn = Σ (d_n ⊙ r)ᵀ h_{t-1}. Built in chunks of columns,
+  // so that d_n ⊙ r never exists for the whole sequence at once (the GRU's memory is tight; its
+  // time is not).
+  const int64_t columns = steps * batch, chunk = std::min<int64_t>(columns, 1024);
+  Tensor d_recurrent_n = at::empty({H, chunk}, options);
+  const T* d_n_t = d_input_t.data_ptr<T>() + 2 * H * columns;
+  const T* r = activations.data_ptr<T>();
+  for (int64_t first = 0; first < columns; first += chunk) {
+    const int64_t width = std::min(chunk, columns - first);
+    T* out = d_recurrent_n.data_ptr<T>();
+    at::parallel_for(0, H, 64, [&](int64_t begin, int64_t end) {
+      for (int64_t j = begin; j < end; ++j)
+        for (int64_t c = 0; c < width; ++c)
+          out[j * chunk + c] = d_n_t[j * columns + first + c] * r[(first + c) * gate_width + j];
+    });
+    Tensor part = d_recurrent_n.narrow(1, 0, width);
+    grad_w_n.addmm_(part, inputs_t.narrow(1, first, width).t());
+    if (has_bias) grad_b_n.add_(part.sum(1));
+  }
+  std::optional<Tensor> grad_b;
+  if (has_bias) grad_b = at::cat({d_rz_t.sum(1), grad_b_n});
+  Tensor d_input = d_input_t.view({gate_width, steps, batch}).permute({1, 2, 0});
+  return {d_input, grad_w, grad_b, d_h0};
+}
+
+}  // namespace fast
+
+std::vector<Tensor> lstm_forward(const Tensor& xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
+                                 const Tensor& h0, const Tensor& c0, const Mask& m_hidden_input,
+                                 const Mask& m_candidate, const Mask& m_cell, const Mask& u_cell, const Mask& u_hidden,
+                                 bool onednn) {
+  const int64_t H = xp.size(2) / 4;
+  const Tensor no_tensor;
+  if (fast::fits(xp, {&w_hh, b_hh.has_value() ? &*b_hh : &no_tensor, &h0, &c0},
+                 {&m_hidden_input, &m_candidate, &m_cell, &u_cell, &u_hidden}, xp.size(0), xp.size(1), H)) {
+    if (xp.scalar_type() == at::kFloat)
+      return fast::lstm_forward<float>(xp, w_hh, b_hh, h0, c0, m_hidden_input, m_candidate, m_cell, u_cell,
+                                       u_hidden, onednn);
+    return fast::lstm_forward<double>(xp, w_hh, b_hh, h0, c0, m_hidden_input, m_candidate, m_cell, u_cell, u_hidden,
+                                      onednn);
+  }
+  return lstm_forward_generic(xp, w_hh, b_hh, h0, c0, m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, onednn);
+}
+
+std::vector<std::optional<Tensor>> lstm_backward(
+    const std::optional<Tensor>& grad_hidden, const std::optional<Tensor>& grad_cells, const Tensor& w_hh,
+    const Tensor& h0, const Tensor& c0, const Tensor& gates, const Tensor& cells, const Tensor& tanh_cells,
+    const Tensor& hidden, const Mask& m_hidden_input, const Mask& m_candidate, const Mask& m_cell,
+    const Mask& u_cell, const Mask& u_hidden, bool has_bias, bool onednn) {
+  const int64_t H = gates.size(2) / 4;
+  const Tensor no_tensor;
+  const Tensor& gh = grad_hidden.has_value() ? *grad_hidden : no_tensor;
+  const Tensor& gc = grad_cells.has_value() ? *grad_cells : no_tensor;
+  if (fast::fits(gates, {&gh, &gc, &w_hh, &h0, &c0, &cells, &tanh_cells, &hidden},
+                 {&m_hidden_input, &m_candidate, &m_cell, &u_cell, &u_hidden}, gates.size(0), gates.size(1), H) &&
+      gates.is_contiguous() && cells.is_contiguous() && tanh_cells.is_contiguous() && hidden.is_contiguous()) {
+    auto run = [&](auto tag) {
+      using T = decltype(tag);
+      return fast::lstm_backward<T>(grad_hidden, grad_cells, w_hh, h0, c0, gates, cells, tanh_cells, hidden,
+                                    m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, has_bias, onednn);
+    };
+    return gates.scalar_type() == at::kFloat ? run(float()) : run(double());
+  }
+  return lstm_backward_generic(grad_hidden, grad_cells, w_hh, h0, c0, gates, cells, tanh_cells, hidden, m_hidden_input,
+                               m_candidate, m_cell, u_cell, u_hidden, has_bias, onednn);
+}
+
+std::vector<Tensor> gru_forward(const Tensor& xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
+                                const Tensor& h0, const Mask& m_hidden_input, const Mask& m_candidate,
+                                const Mask& u_hidden, bool onednn) {
+  const int64_t H = xp.size(2) / 3;
+  const Tensor no_tensor;
+  if (fast::fits(xp, {&w_hh, b_hh.has_value() ? &*b_hh : &no_tensor, &h0},
+                 {&m_hidden_input, &m_candidate, &u_hidden}, xp.size(0), xp.size(1), H)) {
+    if (xp.scalar_type() == at::kFloat)
+      return fast::gru_forward<float>(xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn);
+    return fast::gru_forward<double>(xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn);
+  }
+  return gru_forward_generic(xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn);
+}
+
+std::vector<std::optional<Tensor>> gru_backward(const Tensor& grad_hidden, const Tensor& w_hh, const Tensor& h0,
+                                                const Tensor& activations, const Tensor& hidden_n,
+                                                const Tensor& hidden, const Mask& m_hidden_input,
+                                                const Mask& m_candidate, const Mask& u_hidden, bool has_bias,
+                                                bool onednn) {
+  const int64_t H = activations.size(2) / 3;
+  if (fast::fits(activations, {&grad_hidden, &w_hh, &h0, &hidden_n, &hidden},
+                 {&m_hidden_input, &m_candidate, &u_hidden}, activations.size(0), activations.size(1), H) &&
+      activations.is_contiguous() && hidden_n.is_contiguous() && hidden.is_contiguous()) {
+    if (activations.scalar_type() == at::kFloat)
+      return fast::gru_backward<float>(grad_hidden, w_hh, h0, activations, hidden_n, hidden, m_hidden_input,
+                                       m_candidate, u_hidden, has_bias, onednn);
+    return fast::gru_backward<double>(grad_hidden, w_hh, h0, activations, hidden_n, hidden, m_hidden_input,
+                                      m_candidate, u_hidden, has_bias, onednn);
+  }
+  return gru_backward_generic(grad_hidden, w_hh, h0, activations, hidden_n, hidden, m_hidden_input, m_candidate,
+                              u_hidden, has_bias, onednn);
+}

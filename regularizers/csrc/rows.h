@@ -1,0 +1,153 @@
+// The fast path's shared machinery (lstm_gru.cpp and batchnorm_lstm.cpp): the build's per-CPU
+// clones, the vectorizable exp, sigmoid and tanh, reading masks row by row in place, the checks of
+// what the fast path takes, and the transposed recurrent inputs of the weight gradient. A header,
+// because the row loops must inline these into each instruction-set clone.
+#pragma once
+
+#include "common.h"
+
+namespace fast {
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+// One build runs at its best on any x86-64 machine: the loader picks the AVX-512, AVX2 or baseline
+// copy of each row function when the library is loaded.
+#define REGBENCH_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define REGBENCH_CLONES
+#endif
+#if defined(__GNUC__)
+#define REGBENCH_INLINE inline __attribute__((always_inline))
+#define REGBENCH_NO_LOOP_ALIASING _Pragma("GCC ivdep")
+#else
+#define REGBENCH_INLINE inline
+#define REGBENCH_NO_LOOP_ALIASING
+#endif
+
+// e^x for float32, written so that the compiler vectorizes it (no calls, no branches; built with
+// -fno-trapping-math so that the clamps become selects): x = n·ln2 + r with n the nearest integer
+// to x/ln2 and |r| ≤ ln2/2 (ln2 split in two so that n·ln2 is exact), e^r by its Taylor polynomial
+// to r^7 (truncation error below 1e-8, relative), and 2^n put straight into the exponent bits.
+// Arguments are clamped to [-87, 88], where e^x is a normal float.
+REGBENCH_INLINE float exp_vectorizable(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  x = x > 88.0f ? 88.0f : x;
+  const float y = x * 1.44269504088896341f;
+  const int32_t k = static_cast<int32_t>(y + (y < 0.0f ? -0.5f : 0.5f));
+  const float n = static_cast<float>(k);
+  const float r = (x - n * 0.693145751953125f) - n * 1.42860682030941723e-6f;
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t bits = (k + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+REGBENCH_INLINE double exp_vectorizable(double x) { return std::exp(x); }
+
+template <typename T>
+REGBENCH_INLINE T sigmoid(T x) { return T(1) / (T(1) + exp_vectorizable(-x)); }
+REGBENCH_INLINE float tanh_of(float x) { return 2.0f / (1.0f + exp_vectorizable(-2.0f * x)) - 1.0f; }
+REGBENCH_INLINE double tanh_of(double x) { return std::tanh(x); }
+
+// A mask of shape (T or 1, B or 1, H or 1), or a gradient of shape (T, B, H), read row by row in
+// place, whatever its strides: no contiguous copy (an expanded gradient such as that of a sum
+// would otherwise become a full (T, B, H) tensor).
+template <typename T>
+struct SequenceRows {
+  const T* data = nullptr;  // null: absent
+  int64_t step_stride = 0, batch_stride = 0, unit_stride = 0;  // 0 along a dimension of size 1
+
+  SequenceRows(const std::optional<Tensor>& tensor) {
+    if (!tensor.has_value() || !tensor->defined()) return;
+    const Tensor& x = *tensor;
+    data = x.data_ptr<T>();
+    step_stride = x.size(0) > 1 ? x.stride(0) : 0;
+    batch_stride = x.size(1) > 1 ? x.stride(1) : 0;
+    unit_stride = x.size(2) > 1 ? x.stride(2) : 0;
+  }
+  bool present() const { return data != nullptr; }
+  // Row b at step t: H values (gathered into `scratch` unless they lie contiguous); `absent` if absent.
+  const T* row(int64_t t, int64_t b, int64_t H, const T* absent, T* scratch) const {
+    if (data == nullptr) return absent;
+    const T* values = data + t * step_stride + b * batch_stride;
+    if (unit_stride == 1 || H == 1) return values;
+    for (int64_t j = 0; j < H; ++j) scratch[j] = values[j * unit_stride];
+    return scratch;
+  }
+};
+
+// Whether a mask fits SequenceRows for a sequence of `steps` × `batch` × `H`.
+inline bool mask_fits(const Mask& mask, int64_t steps, int64_t batch, int64_t H, at::ScalarType dtype) {
+  if (!mask.has_value() || !mask->defined()) return true;
+  const Tensor& m = *mask;
+  return m.device().is_cpu() && m.scalar_type() == dtype && m.dim() == 3 && (m.size(0) == 1 || m.size(0) == steps) &&
+         (m.size(1) == 1 || m.size(1) == batch) && (m.size(2) == 1 || m.size(2) == H);
+}
+
+inline bool fits(const Tensor& reference, std::initializer_list<const Tensor*> tensors, std::initializer_list<const Mask*> masks,
+          int64_t steps, int64_t batch, int64_t H) {
+  const auto dtype = reference.scalar_type();
+  if (!reference.device().is_cpu() || (dtype != at::kFloat && dtype != at::kDouble)) return false;
+  for (const Tensor* t : tensors)
+    if (t->defined() && (!t->device().is_cpu() || t->scalar_type() != dtype)) return false;
+  for (const Mask* m : masks)
+    if (!mask_fits(*m, steps, batch, H, dtype)) return false;
+  return true;
+}
+
+// Rows per task: a step's rows split over the threads only when there is enough work to share.
+inline int64_t grain(int64_t batch, int64_t row_width) {
+  constexpr int64_t kElementsPerTask = 16384;
+  return std::max<int64_t>(1, std::min<int64_t>(batch, kElementsPerTask / std::max<int64_t>(row_width, 1)));
+}
+
+// Rows written as columns of a transposed buffer (transpose.cpp): dst[j * dst_stride + b] =
+// src[b * src_stride + j] for b < rows, j < width.
+void transpose_rows(const float* src, int64_t src_stride, int64_t rows, int64_t width, float* dst, int64_t dst_stride);
+void transpose_rows(const double* src, int64_t src_stride, int64_t rows, int64_t width, double* dst,
+                    int64_t dst_stride);
+
+// (masked h_{t-1}) of steps first .. first+count-1 (default: all) as an (H, count·B) matrix, the
+// right-hand factor of the weight gradient, written straight into place (no concatenated or
+// masked copies of the sequence); steps are shared out over the threads.
+template <typename T>
+Tensor recurrent_inputs_transposed(const Tensor& h0, const Tensor& hidden, const SequenceRows<T>& mask,
+                                   int64_t first = 0, int64_t count = -1) {
+  const int64_t batch = hidden.size(1), H = hidden.size(2);
+  const int64_t steps = count < 0 ? hidden.size(0) - first : count;
+  Tensor inputs_t = at::empty({H, steps * batch}, hidden.options());
+  const Tensor h0c = h0.contiguous();
+  const T* h0_data = h0c.data_ptr<T>();
+  const T* hidden_data = hidden.data_ptr<T>();
+  T* out = inputs_t.data_ptr<T>();
+  at::parallel_for(0, steps, std::max<int64_t>(1, 16384 / std::max<int64_t>(batch * H, 1)),
+                   [&](int64_t begin, int64_t end) {
+    std::vector<T> masked_rows(mask.present() ? batch * H : 0), scratch(H);
+    for (int64_t column_step = begin; column_step < end; ++column_step) {
+      const int64_t t = first + column_step;
+      const T* h_prev = t == 0 ? h0_data : hidden_data + (t - 1) * batch * H;
+      if (mask.present()) {
+        for (int64_t b = 0; b < batch; ++b) {
+          const T* m = mask.row(t, b, H, nullptr, scratch.data());
+          for (int64_t j = 0; j < H; ++j) masked_rows[b * H + j] = h_prev[b * H + j] * m[j];
+        }
+        h_prev = masked_rows.data();
+      }
+      transpose_rows(h_prev, H, batch, H, out + column_step * batch, steps * batch);
+    }
+  });
+  return inputs_t;
+}
+
+// ∂L/∂W = d_t · inputs_tᵀ, with d_t (rows of W, T·B) and inputs_t (H, T·B) both row-major.
+inline Tensor weight_gradient(const Tensor& d_t, const Tensor& inputs_t, bool onednn) {
+  return onednn ? onednn_linear(d_t, inputs_t) : at::mm(d_t, inputs_t.t());
+}
+
+}  // namespace fast
