@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -125,7 +126,7 @@ def test_rows_best_config_ranks_and_baseline(store_json):
 def test_tuning_only_fallback(tmp_path):
     recs = [_record("zoneout", {"z_cells": zc, "z_states": 0.05}, 0, v, v, study="s", trial=i)
             for i, (zc, v) in enumerate([(0.1, 0.3), (0.5, 0.2)])]
-    boards = L.build_boards(L.load_records(L.pd.DataFrame(recs)))
+    boards = L.build_boards(L.load_records(pd.DataFrame(recs)))
     row = boards[0].rows[0]
     assert row["source"] == "tuning only" and row["spec"] == "zoneout:z_cells=0.5,z_states=0.05"
 
@@ -185,7 +186,7 @@ def test_track_boards_and_cross_task_ranking(tmp_path):
 
 
 def test_differences_with_welch_p_and_holm():
-    boards = L.build_boards(L.load_records(L.pd.DataFrame(synthetic_records())))
+    boards = L.build_boards(L.load_records(pd.DataFrame(synthetic_records())))
     rows = {r["regularizer"]: r for r in _board(boards, "digits").rows}
     none_test, zo_test, rd_test = [0.31, 0.34, 0.30], [0.26, 0.27, 0.25], [0.28, 0.30]
     # Welch's t and the Welch-Satterthwaite degrees of freedom, written out
@@ -276,7 +277,7 @@ def test_findings_report_the_claims_either_way():
 def test_settings_split_into_boards(tmp_path):
     recs = [_record("none", {}, s, 0.3, 0.3, preset="tiny", scale=0.1) for s in range(2)]
     recs += [_record("none", {}, s, 0.2, 0.2, preset="full", scale=1.0) for s in range(2)]
-    boards = L.build_boards(L.load_records(L.pd.DataFrame(recs)))
+    boards = L.build_boards(L.load_records(pd.DataFrame(recs)))
     assert len(boards) == 2 and all(b.key.startswith("digits-") for b in boards)
 
 
@@ -300,7 +301,7 @@ def test_reads_the_real_results_store(tmp_path):
             row.update(status="pruned", reason="pruned: MedianPruner")
         store.append(row)
     from_store = {b.key: b for b in L.build_boards(L.load_records(store.path))}
-    from_json = {b.key: b for b in L.build_boards(L.load_records(L.pd.DataFrame(synthetic_records())))}
+    from_json = {b.key: b for b in L.build_boards(L.load_records(pd.DataFrame(synthetic_records())))}
     for key in from_json:
         a = [(r["regularizer"], r.get("test_mean"), r.get("rank")) for r in from_store[key].rows]
         b = [(r["regularizer"], r.get("test_mean"), r.get("rank")) for r in from_json[key].rows]
