@@ -22,6 +22,8 @@ _TEXT = ("task", "regularizer", "spec", "preset", "dataset", "data_source", "dat
          "status", "reason", "throughput_unit", "cell", "track", "command", "git_commit", "run_dir", "created_at")
 _NUMBERS = ("best_val_metric", "test_metric", "wall_time_s", "throughput")
 _CURVES = ("val_curve", "train_loss_curve", "val_nll_curve")
+_KEPT = ("shipped",)  # track_records: the row is one of the committed baselines
+_DERIVED = ("tuning", *_KEPT)
 # The row order: whatever order the store or export holds the runs in, sums and means then give
 # the same floats to the last bit.
 _ORDER = ("task", "regularizer", "spec", "study", "trial", "seed", "created_at", "run_dir", "status", "best_val_metric")
@@ -31,15 +33,16 @@ def load_records(store) -> pd.DataFrame:
     """All records of ``store`` as a DataFrame, one column per field of RunRecord.
 
     ``store`` is a ``ResultsStore`` (anything with ``.records()``), the path of a store's SQLite
-    file or JSON export, or a DataFrame of records (columns named as the fields; missing fields
-    are unknown, other columns such as ``shipped`` are kept).
+    file or JSON export, or a DataFrame of records (columns named as the fields, missing ones
+    unknown; any other column is a ValueError, except ``tuning``, recomputed, and ``shipped``, kept).
     """
     from ..store import load_results, records_frame
 
     if isinstance(store, pd.DataFrame):
-        others = store[[c for c in store.columns if c not in FIELDS and c != "tuning"]].reset_index(drop=True)
-        records = [RunRecord.from_dict({k: _none_if_missing(v) for k, v in row.items() if k in FIELDS})
+        kept = [c for c in _KEPT if c in store.columns]
+        records = [RunRecord.from_dict({k: _none_if_missing(v) for k, v in row.items() if k not in _DERIVED})
                    for row in store.to_dict("records")]
+        others = store[kept].reset_index(drop=True)
         frame = pd.concat([records_frame(records), others], axis=1)
     elif hasattr(store, "records"):
         frame = records_frame(store.records())

@@ -70,11 +70,11 @@ def _paper(row: dict, metric: str) -> str:
 
 def _short_spec(row: dict) -> str:
     """The configuration for a table cell: numbers to 4 significant digits (JSON keeps the exact spec)."""
-    params = row.get("hyperparameters") or {}
-    if not params:
+    values = row.get("hyperparameters") or {}
+    if not values:
         return row["spec"]
     return row["regularizer"] + ":" + ",".join(
-        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={_fmt_param(v)}" for k, v in params.items())
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={_fmt_param(v)}" for k, v in values.items())
 
 
 def _md_escape(text: str) -> str:
