@@ -42,6 +42,9 @@ def summarize(values: Iterable[float], metric: str = "") -> dict[str, float]:
 
 @dataclass
 class Board:
+    """One board: its setting, its records and its rows (one dict per regularizer, ranked ones first
+    in rank order; :func:`table` gives them as a DataFrame)."""
+
     key: str  # file-name stem: "<track>" ("digits-cpu-v1"), "<task>" or "<task>-<preset>-<scale>-..."
     task: str
     track: str  # "" for runs outside every track (ad-hoc presets and scales)
@@ -127,6 +130,8 @@ def best_configuration(records: pd.DataFrame) -> str | None:
 
 
 def _board_rows(task: str, records: pd.DataFrame) -> tuple[list[dict], str]:
+    """A row per regularizer of one board (its best configuration's statistics, comparisons and
+    rank), and the split the board ranks by."""
     rows = []
     for regularizer in sorted(set(records["regularizer"])):
         mine = records[records["regularizer"] == regularizer]
