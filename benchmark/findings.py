@@ -35,7 +35,7 @@ def _p(p: float) -> str:
 
 
 def paragraph(task: str, rows: list[dict], split: str, metric: str) -> str:
-    """The findings of one board from its finished rows (``leaderboard._board_rows``)."""
+    """The findings of one board from its finished rows (``benchmark.boards.tables``)."""
     claims = CLAIMS.get(task)
     if not claims:
         return "The paper makes no claim about this task."

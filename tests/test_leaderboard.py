@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -23,16 +24,17 @@ from benchmark import leaderboard as L  # noqa: E402
 T_975 = {1: 12.706204736, 2: 4.302652730, 3: 3.182446305, 4: 2.776445105}  # tabulated Student t
 
 
-def _record(reg, params, seed, valid, test, *, task="digits", study=None, trial=None, status="ok",
-            reason="", preset="tiny", scale=0.1, curve=None, metric="error"):
-    spec = reg if not params else reg + ":" + ",".join(f"{k}={v:g}" for k, v in sorted(params.items()))
+def _record(reg, hyperparameters, seed, valid, test, *, task="digits", study=None, trial=None, status="ok",
+            reason="", preset="tiny", scale=0.1, val_curve=None, metric="error"):
+    spec = reg if not hyperparameters else reg + ":" + ",".join(
+        f"{k}={v:g}" for k, v in sorted(hyperparameters.items()))
     return {
-        "task": task, "regularizer": reg, "hyperparameters": params, "spec": spec, "cell": "lstm",
+        "task": task, "regularizer": reg, "hyperparameters": hyperparameters, "spec": spec, "cell": "lstm",
         "seed": seed, "preset": preset, "scale": scale, "dataset": "digits",
         "data_source": "sklearn.datasets.load_digits", "data_checksum": "abc123" * 10, "metric": metric,
         "best_val_metric": valid, "test_metric": test, "epochs": 3, "wall_time_s": 10.0 + seed,
         "throughput": 1000.0 + 10 * seed, "throughput_unit": "samples/s",
-        "val_curve": curve if curve is not None else [valid + 0.2, valid + 0.1, valid],
+        "val_curve": val_curve if val_curve is not None else [valid + 0.2, valid + 0.1, valid],
         "status": status, "reason": reason, "study": study, "trial": trial,
         "git_commit": "deadbeef", "run_dir": f"runs/{reg}/{seed}", "created_at": "2026-01-01T00:00:00",
     }
@@ -125,7 +127,7 @@ def test_rows_best_config_ranks_and_baseline(store_json):
 def test_tuning_only_fallback(tmp_path):
     recs = [_record("zoneout", {"z_cells": zc, "z_states": 0.05}, 0, v, v, study="s", trial=i)
             for i, (zc, v) in enumerate([(0.1, 0.3), (0.5, 0.2)])]
-    boards = L.build_boards(L.load_records(L.pd.DataFrame(recs)))
+    boards = L.build_boards(L.load_records(pd.DataFrame(recs)))
     row = boards[0].rows[0]
     assert row["source"] == "tuning only" and row["spec"] == "zoneout:z_cells=0.5,z_states=0.05"
 
@@ -185,7 +187,7 @@ def test_track_boards_and_cross_task_ranking(tmp_path):
 
 
 def test_differences_with_welch_p_and_holm():
-    boards = L.build_boards(L.load_records(L.pd.DataFrame(synthetic_records())))
+    boards = L.build_boards(L.load_records(pd.DataFrame(synthetic_records())))
     rows = {r["regularizer"]: r for r in _board(boards, "digits").rows}
     none_test, zo_test, rd_test = [0.31, 0.34, 0.30], [0.26, 0.27, 0.25], [0.28, 0.30]
     # Welch's t and the Welch-Satterthwaite degrees of freedom, written out
@@ -276,7 +278,7 @@ def test_findings_report_the_claims_either_way():
 def test_settings_split_into_boards(tmp_path):
     recs = [_record("none", {}, s, 0.3, 0.3, preset="tiny", scale=0.1) for s in range(2)]
     recs += [_record("none", {}, s, 0.2, 0.2, preset="full", scale=1.0) for s in range(2)]
-    boards = L.build_boards(L.load_records(L.pd.DataFrame(recs)))
+    boards = L.build_boards(L.load_records(pd.DataFrame(recs)))
     assert len(boards) == 2 and all(b.key.startswith("digits-") for b in boards)
 
 
@@ -300,7 +302,7 @@ def test_reads_the_real_results_store(tmp_path):
             row.update(status="pruned", reason="pruned: MedianPruner")
         store.append(row)
     from_store = {b.key: b for b in L.build_boards(L.load_records(store.path))}
-    from_json = {b.key: b for b in L.build_boards(L.load_records(L.pd.DataFrame(synthetic_records())))}
+    from_json = {b.key: b for b in L.build_boards(L.load_records(pd.DataFrame(synthetic_records())))}
     for key in from_json:
         a = [(r["regularizer"], r.get("test_mean"), r.get("rank")) for r in from_store[key].rows]
         b = [(r["regularizer"], r.get("test_mean"), r.get("rank")) for r in from_json[key].rows]
@@ -373,3 +375,91 @@ def test_a_new_regularizer_gets_the_shipped_baselines_beside_it(tmp_path):
     md = path.read_text()
     assert path.name == "digits-cpu-v1.md" and "`zoneout:z_cells=0.5,z_states=0.05` (shipped)" in md
     assert "| gaussian_zoneout |" in md and "`gaussian_zoneout:p=0.1` (shipped)" not in md
+
+
+# ----------------------------------------------------------------------------- the parts of benchmark.boards
+
+
+def test_records_are_read_under_the_store_names(store_json, tmp_path):
+    from benchmark.boards.load import load_records
+    from benchmark.records import FIELDS
+    from benchmark.store import ResultsStore
+
+    frame = load_records(store_json)
+    assert list(frame.columns) == [*FIELDS, "tuning"]
+    assert not {"params", "best_valid", "test_at_best", "curve", "curve_values", "extra", "hidden_size"} & set(frame)
+    zo = frame[(frame["regularizer"] == "zoneout") & frame["tuning"]]
+    assert len(zo) == 4 and {"z_cells": 0.5, "z_states": 0.05} in list(zo["hyperparameters"])
+    assert isinstance(frame["val_curve"].iloc[0], list) and frame["best_val_metric"].dtype == float
+    # a pruned trial keeps its own status, from a store as from a DataFrame
+    store = ResultsStore(tmp_path / "s.sqlite")
+    store.append(_record("zoneout", {"z_cells": 0.5}, 0, 0.4, None, study="s", trial=0, status="pruned"))
+    assert list(load_records(store)["status"]) == list(load_records(store.path)["status"]) == ["pruned"]
+    # the leaderboard's old names are not read as the new ones: they are refused
+    old = dict(_record("none", {}, 0, 0.3, 0.3), params={})
+    with pytest.raises(ValueError, match="params"):
+        load_records(pd.DataFrame([old]))
+
+
+def test_selection_on_validation_is_a_table(store_json):
+    from benchmark.boards.tables import best_configuration, configurations
+
+    frame = L.load_records(store_json)
+    final = frame[(frame["task"] == "digits") & (frame["regularizer"] == "zoneout") & ~frame["tuning"]]
+    table = configurations(final)
+    assert list(table["spec"]) == ["zoneout:z_cells=0.1,z_states=0.05", "zoneout:z_cells=0.5,z_states=0.05"]
+    assert list(table["n"]) == [2, 3]
+    assert table["mean"].tolist() == pytest.approx([0.30, 0.25])
+    assert table["std"].iloc[1] == pytest.approx(statistics.stdev([0.24, 0.26, 0.25]))
+    # the lucky seed (0.20) does not win: the configuration with more seeds is compared first
+    assert best_configuration(final) == "zoneout:z_cells=0.5,z_states=0.05"
+    assert best_configuration(final[final["status"] != "ok"]) is None
+
+
+def test_board_table_is_the_rows_as_a_dataframe(store_json):
+    boards = L.build_boards(L.load_records(store_json))
+    digits = _board(boards, "digits")
+    table = L.table(digits)
+    assert list(table["regularizer"]) == ["zoneout", "recurrent_dropout", "none", "weight_noise"]
+    assert table["rank"].tolist()[:3] == [1, 2, 3] and table["rank"].isna().tolist()[3]
+    rows = {r["regularizer"]: r for r in digits.rows}
+    zo = table.set_index("regularizer").loc["zoneout"]
+    assert zo["test_mean"] == rows["zoneout"]["test_mean"] and zo["seeds"] == 3
+    assert zo["vs_none_p_holm"] == rows["zoneout"]["vs_none"]["p_holm"]
+    assert zo["vs_none_difference"] == pytest.approx(np.mean([0.26, 0.27, 0.25]) - np.mean([0.31, 0.34, 0.30]))
+    none = table.set_index("regularizer").loc["none"]
+    assert math.isnan(none["vs_none_p"]) and none["vs_zoneout_p_holm"] == zo["vs_none_p_holm"]
+    assert bool(zo["vs_none_significant"]) == (zo["vs_none_p_holm"] < 0.05)
+
+
+def test_cross_task_ranking_from_the_boards():
+    from benchmark.boards import cross_task, ranking_boards
+
+    boards = L.build_boards(L.load_records(pd.DataFrame(_on_tracks(synthetic_records()))))
+    assert [b.key for b in ranking_boards(boards)] == ["char_ptb-cpu-v1", "digits-cpu-v1"]
+    summary = {r["regularizer"]: r for r in cross_task(boards)}
+    assert summary["zoneout"]["ranks"] == {"char_ptb-cpu-v1": 1, "digits-cpu-v1": 1}
+    assert summary["recurrent_dropout"]["mean_rank"] == 2.0 and summary["recurrent_dropout"]["boards"] == 1
+    assert cross_task(L.build_boards(L.load_records(pd.DataFrame(synthetic_records())))) == []  # no tracks
+
+
+def test_leaderboard_json_uses_the_record_names(store_json, tmp_path):
+    L.write_leaderboards(store_json, tmp_path, plots=False)
+    data = json.loads((tmp_path / "leaderboard.json").read_text())
+    rows = [row for board in data["boards"] for row in board["rows"]]
+    assert not any({"params", "curves", "val_curves"} & set(row) for row in rows)
+    zo = next(r for b in data["boards"] if b["board"] == "digits" for r in b["rows"] if r["regularizer"] == "zoneout")
+    assert zo["hyperparameters"] == {"z_cells": 0.5, "z_states": 0.05}
+
+
+def test_the_command_is_one_module_re_exported():
+    import argparse
+
+    from benchmark.boards import command
+
+    assert L.add_arguments is command.add_arguments and L.run is command.run and L.HELP == command.HELP
+    parser = argparse.ArgumentParser()
+    L.add_arguments(parser)
+    args = parser.parse_args([])
+    assert (args.store, args.out, args.track, args.export, args.no_plots) == (
+        None, str(Path("regbench_runs") / "leaderboards"), None, None, False)
