@@ -14,8 +14,8 @@ No operator has an autograd formula: the autograd.Functions of ``fused.py`` and
 ``fused_batchnorm.py`` call the forward and backward operators themselves, with what only they
 know (which outputs are used, the gradients that arrive as None, a projected LSTM's Python loops).
 A gradient that does not exist (the bias's, without a bias) is an empty tensor in the operators'
-outputs (a tuple of Tensor cannot hold None through FakeTensor and AOTAutograd); ``Operators``, what
-``native.loops()`` returns, gives None in its place, as the Python loops do.
+outputs (not an undefined tensor: every output is a tensor for the fakes and AOTAutograd);
+``Operators``, what ``native.loops()`` returns, gives None in its place, as the Python loops do.
 """
 
 from __future__ import annotations

@@ -8,11 +8,12 @@
 // - a variable number of outputs is a fixed tuple: the forward passes return every tensor the
 //   backward pass needs, the backward passes one gradient per differentiable input;
 // - a gradient that does not exist (the bias's when has_bias is false) is an empty tensor, shape
-//   (0,), of the gradients' dtype: a tuple of Tensor cannot hold an undefined tensor through
-//   FakeTensor and AOTAutograd; fused.py hands autograd None in its place;
+//   (0,), of the gradients' dtype, not an undefined one, so that every output is a tensor for the
+//   fake implementations and AOTAutograd; native_ops.Operators (native.loops()) gives None instead;
 // - 64-bit unsigned arguments (philox_draws' key and block) are int, their bits reinterpreted.
 // No operator has an autograd kernel: the autograd.Functions in fused.py and fused_batchnorm.py
-// call the forward and backward operators themselves (every kernel runs under NoGradGuard).
+// call the forward and backward operators themselves (every kernel runs under NoGradGuard), with
+// what only they know (which outputs are used, gradients that arrive as None).
 //
 // The loops run on CPU tensors; the `_generic` loops, and the fast ones where their arguments do
 // not fit the CPU rows, are ATen calls that run on any device, so they are registered for CUDA too.
