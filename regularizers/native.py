@@ -7,9 +7,11 @@ environments that build the same thing share one build; any that differ get thei
 so they never rebuild each other's. The sources are copied into that folder and compiled from
 there, so the build does not depend on where the checkout lives. Every build prints a notice.
 When it can't be built, or with ``REGBENCH_NATIVE=0``, the Python loops in ``fused.py`` run
-instead: same equations, more time per step. The module also draws the CPU's dropout masks
-(``bernoulli_mask``, a parallel Philox sampler keyed from torch's generator); without it masks
-come from ``torch.rand``, so a given seed draws other masks.
+instead: same equations, more time per step. The compiled library registers its functions as
+dispatcher operators, ``torch.ops.regbench.*`` (``csrc/ops.cpp``; their fake implementations are in
+``native_ops.py``), and ``loops()`` returns them under the Python loops' names. The library also
+draws the CPU's dropout masks (``bernoulli_mask``, a parallel Philox sampler keyed from torch's
+generator); without it masks come from ``torch.rand``, so a given seed draws other masks.
 """
 
 from __future__ import annotations
@@ -22,28 +24,47 @@ import time
 import warnings
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .native_ops import Operators
 
 _CSRC = Path(__file__).with_name("csrc")
 # Every file of the build, headers included: an edit of any of them is another build folder.
 _SOURCES = sorted([*_CSRC.glob("*.cpp"), *_CSRC.glob("*.h")])
 _NAME = "regbench_fused_loops"
 _lock = threading.Lock()
-_state: dict[str, ModuleType | None] = {}
+_state: dict[str, Operators | None] = {}
 
 
 def enabled() -> bool:
     return os.environ.get("REGBENCH_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def loops() -> ModuleType | None:
-    """The compiled module, or None where it is disabled or could not be built."""
+def loops() -> Operators | None:
+    """The compiled loops as dispatcher operators (``torch.ops.regbench.*``, under the names of the
+    Python loops, with their fake implementations: see ``native_ops.py``), or None where they are
+    disabled or could not be built."""
     if not enabled():
         return None
     if "module" not in _state:
         with _lock:
             if "module" not in _state:
-                _state["module"] = _build()
+                # Loading the library registers the operators (csrc/ops.cpp's TORCH_LIBRARY).
+                _state["module"] = None if _build() is None else _operators()
     return _state["module"]
+
+
+def _operators() -> Operators | None:
+    try:
+        from . import native_ops
+
+        return native_ops.operators()
+    except Exception as error:  # a library without the operators (an older build), a torch without torch.library
+        warnings.warn(f"regbench: the native loops' operators could not be registered ({type(error).__name__}: "
+                      f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}); using the Python loops.",
+                      RuntimeWarning, stacklevel=4)
+        return None
 
 
 # A build takes about a minute; a lock this old was left by a process killed while building,

@@ -1,0 +1,214 @@
+"""The native loops' operators, ``torch.ops.regbench.*``: their fake implementations, and the
+namespace that ``native.loops()`` returns.
+
+``csrc/ops.cpp`` defines the operators (``TORCH_LIBRARY(regbench, ...)``) and their CPU and CUDA
+kernels; loading the compiled library (``native.loops()``) registers them. This module gives each
+one a fake implementation (``torch.library.register_fake``): the shapes, dtypes and strides of what
+the kernel returns, so that the operators run under FakeTensorMode, ``torch.compile`` and
+``torch.export``. The fast backward passes return the input gradient as a view of a buffer written
+step-major (the gate gradients are transposed as they are written), and only where the
+arguments fit the vectorized CPU rows; the fakes follow the same rule (``_fits``, the C++
+``fast::fits``) to give the same strides.
+
+No operator has an autograd formula: the autograd.Functions of ``fused.py`` and
+``fused_batchnorm.py`` call the forward and backward operators themselves, with what only they
+know (which outputs are used, the gradients that arrive as None, a projected LSTM's Python loops).
+A gradient that does not exist (the bias's, without a bias) is an empty tensor in the operators'
+outputs (not an undefined tensor: every output is a tensor for the fakes and AOTAutograd);
+``Operators``, what ``native.loops()`` returns, gives None in its place, as the Python loops do.
+"""
+
+from __future__ import annotations
+
+import torch
+
+NAMESPACE = "regbench"
+
+# The operators, in the order of csrc/ops.cpp.
+LOOPS = ("lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "batchnorm_lstm_forward",
+         "batchnorm_lstm_backward")
+NAMES = ("bernoulli_mask", "philox_draws", *LOOPS, *(f"{name}_generic" for name in LOOPS))
+
+_registered = False
+
+
+# Where each backward operator takes has_bias (its bias gradient is the third output).
+_HAS_BIAS_ARGUMENT = {"lstm_backward": 14, "gru_backward": 9, "batchnorm_lstm_backward": 20}
+
+
+class Operators:
+    """``torch.ops.regbench``'s operators under the names of the Python loops in ``fused.py``, with
+    their signatures: the attribute ``lstm_forward`` is ``torch.ops.regbench.lstm_forward.default``,
+    called as is; the backward passes give None for the bias gradient without a bias."""
+
+    def __init__(self):
+        for name in NAMES:
+            if name == "philox_draws":  # the method below
+                continue
+            op = getattr(getattr(torch.ops, NAMESPACE), name).default
+            index = _HAS_BIAS_ARGUMENT.get(name.removesuffix("_generic"))
+            setattr(self, name, op if index is None else _no_bias_gradient_as_none(op, index))
+
+    def philox_draws(self, key: int, block: int, count: int) -> torch.Tensor:
+        """The first ``count`` 32-bit draws (as int64) of Philox4x32-10 with this 64-bit key and
+        subsequence; the schema's ints are signed, so unsigned keys and blocks pass as their bits."""
+        return torch.ops.regbench.philox_draws.default(_signed64(key), _signed64(block), count)
+
+
+def _no_bias_gradient_as_none(op, has_bias_index: int):
+    def backward(*args, **kwargs):
+        grads = op(*args, **kwargs)
+        has_bias = kwargs["has_bias"] if "has_bias" in kwargs else args[has_bias_index]
+        return grads if has_bias else (*grads[:2], None, *grads[3:])
+
+    backward.__name__ = backward.__qualname__ = str(op.__name__)
+    backward.op = op
+    return backward
+
+
+def _signed64(value: int) -> int:
+    value = int(value)
+    if not 0 <= value < 1 << 64 and not -(1 << 63) <= value < 0:
+        raise ValueError(f"{value} does not fit in 64 bits")
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def operators() -> Operators:
+    """The operators, with their fake implementations registered (once). The compiled library
+    must be loaded already (``native.loops()`` does both)."""
+    register_fakes()
+    return Operators()
+
+
+# -- which kernel runs: the vectorized CPU rows, or the generic ATen loops ----------------------------
+
+def _mask_fits(mask, steps, batch, H, dtype) -> bool:
+    if mask is None:
+        return True
+    return (mask.device.type == "cpu" and mask.dtype == dtype and mask.dim() == 3 and mask.size(0) in (1, steps)
+            and mask.size(1) in (1, batch) and mask.size(2) in (1, H))
+
+
+def _fits(reference, tensors, masks, steps, batch, H) -> bool:
+    """The C++ ``fast::fits``: CPU float32 or float64 tensors of the reference's dtype, masks of
+    shape (1 or steps, 1 or batch, 1 or H)."""
+    dtype = reference.dtype
+    if reference.device.type != "cpu" or dtype not in (torch.float32, torch.float64):
+        return False
+    if any(t is not None and (t.device.type != "cpu" or t.dtype != dtype) for t in tensors):
+        return False
+    return all(_mask_fits(m, steps, batch, H, dtype) for m in masks)
+
+
+def _gate_gradients(reference, steps, batch, width, fast: bool, batch_major: bool = False):
+    """The gradient of the gates, (steps, batch, width), as the kernel lays it out: contiguous from
+    the generic loops; from the fast ones a view of (width, steps, batch) (LSTM, GRU) or of
+    (batch, steps, width) (the batch-normalized LSTM)."""
+    if not fast:
+        return reference.new_empty((steps, batch, width))
+    if batch_major:
+        return reference.new_empty((batch, steps, width)).transpose(0, 1)
+    return reference.new_empty((width, steps, batch)).permute(1, 2, 0)
+
+
+def _bias_gradient(reference, width, has_bias):
+    return reference.new_empty((width,) if has_bias else (0,))
+
+
+# -- the fakes ----------------------------------------------------------------------------------------
+
+def _lstm_forward_fake(xp, w_hh, b_hh, h0, c0, m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, onednn):
+    steps, batch, width = xp.shape
+    H = width // 4
+    return (xp.new_empty((steps, batch, H)), xp.new_empty((steps, batch, H)), xp.new_empty((steps, batch, width)),
+            xp.new_empty((steps, batch, H)))
+
+
+def _lstm_backward(generic: bool):
+    def fake(grad_hidden, grad_cells, w_hh, h0, c0, gates, cells, tanh_cells, hidden, m_hidden_input, m_candidate,
+             m_cell, u_cell, u_hidden, has_bias, onednn):
+        steps, batch, width = gates.shape
+        H = width // 4
+        masks = (m_hidden_input, m_candidate, m_cell, u_cell, u_hidden)
+        fast = (not generic and _fits(gates, (grad_hidden, grad_cells, w_hh, h0, c0, cells, tanh_cells, hidden), masks,
+                                      steps, batch, H)
+                and all(t.is_contiguous() for t in (gates, cells, tanh_cells, hidden)))
+        return (_gate_gradients(gates, steps, batch, width, fast), gates.new_empty((width, H)),
+                _bias_gradient(gates, width, has_bias), gates.new_empty((batch, H)), gates.new_empty((batch, H)))
+    return fake
+
+
+def _gru_forward_fake(xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn):
+    steps, batch, width = xp.shape
+    H = width // 3
+    return xp.new_empty((steps, batch, H)), xp.new_empty((steps, batch, width)), xp.new_empty((steps, batch, H))
+
+
+def _gru_backward(generic: bool):
+    def fake(grad_hidden, w_hh, h0, activations, hidden_n, hidden, m_hidden_input, m_candidate, u_hidden, has_bias,
+             onednn):
+        steps, batch, width = activations.shape
+        H = width // 3
+        fast = (not generic and _fits(activations, (grad_hidden, w_hh, h0, hidden_n, hidden),
+                                      (m_hidden_input, m_candidate, u_hidden), steps, batch, H)
+                and all(t.is_contiguous() for t in (activations, hidden_n, hidden)))
+        return (_gate_gradients(activations, steps, batch, width, fast), activations.new_empty((width, H)),
+                _bias_gradient(activations, width, has_bias), activations.new_empty((batch, H)))
+    return fake
+
+
+def _batchnorm_lstm_forward_fake(xp, w_hh, b_hh, h0, c0, gamma_hidden, gamma_cell, beta_cell, running, eps,
+                                 m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, onednn):
+    steps, batch, width = xp.shape
+    H = width // 4
+    sequence = lambda size: xp.new_empty((steps, batch, size))  # noqa: E731
+    statistic = lambda size: xp.new_empty((steps, size))  # noqa: E731
+    # hidden, cells, mean_h, var_h, mean_c, var_c, gates, x̂_h, x̂_c, 1/σ_h, 1/σ_c, tanh(c)
+    return (sequence(H), sequence(H), statistic(width), statistic(width), statistic(H), statistic(H), sequence(width),
+            sequence(width), sequence(H), statistic(width), statistic(H), sequence(H))
+
+
+def _batchnorm_lstm_backward(generic: bool):
+    def fake(grad_hidden, grad_cells, w_hh, h0, c0, gamma_hidden, gamma_cell, gates, normalized_hidden,
+             normalized_cells, rstd_hidden, rstd_cells, tanh_cells, cells, hidden, m_hidden_input, m_candidate, m_cell,
+             u_cell, u_hidden, has_bias, batch_statistics, onednn):
+        steps, batch, width = gates.shape
+        H = width // 4
+        saved = (gates, normalized_hidden, normalized_cells, rstd_hidden, rstd_cells, tanh_cells, cells, hidden)
+        fast = (not generic and all(t.is_contiguous() for t in saved)
+                and _fits(gates, (grad_hidden, grad_cells, w_hh, h0, c0, gamma_hidden, gamma_cell, *saved[1:]),
+                          (m_hidden_input, m_candidate, m_cell, u_cell, u_hidden), steps, batch, H))
+        return (_gate_gradients(gates, steps, batch, width, fast, batch_major=True), gates.new_empty((width, H)),
+                _bias_gradient(gates, width, has_bias), gates.new_empty((batch, H)), gates.new_empty((batch, H)),
+                gates.new_empty((width,)), gates.new_empty((H,)), gates.new_empty((H,)))
+    return fake
+
+
+def _bernoulli_mask_fake(sizes, keep_probability, kept_value, dtype):
+    return torch.empty(sizes, dtype=dtype, device="cpu")
+
+
+def _philox_draws_fake(key, block, count):
+    return torch.empty((count,), dtype=torch.int64, device="cpu")
+
+
+def _fakes():
+    fakes = {"bernoulli_mask": _bernoulli_mask_fake, "philox_draws": _philox_draws_fake}
+    for generic, suffix in ((False, ""), (True, "_generic")):
+        fakes[f"lstm_forward{suffix}"] = _lstm_forward_fake
+        fakes[f"lstm_backward{suffix}"] = _lstm_backward(generic)
+        fakes[f"gru_forward{suffix}"] = _gru_forward_fake
+        fakes[f"gru_backward{suffix}"] = _gru_backward(generic)
+        fakes[f"batchnorm_lstm_forward{suffix}"] = _batchnorm_lstm_forward_fake
+        fakes[f"batchnorm_lstm_backward{suffix}"] = _batchnorm_lstm_backward(generic)
+    return fakes
+
+
+def register_fakes() -> None:
+    """Registers every operator's fake implementation, once per process."""
+    global _registered
+    if _registered:
+        return
+    for name, fake in _fakes().items():
+        torch.library.register_fake(f"{NAMESPACE}::{name}", fake)
+    _registered = True
