@@ -44,10 +44,9 @@ import argparse
 import shlex
 import sys
 
-from .studies import (DEFAULT_STORAGE, LEGACY_STORAGE, STORAGE_ENV, Budget, PruningCallback, StudyConfig,
-                      StudyError, StudySummary, best_configuration, counted, default_study_name, load_study,
-                      open_storage, pruning_callback, redact, rerun_best, resolve_storage, run_study,
-                      run_task_suite)
+from .studies import (DEFAULT_STORAGE, LEGACY_STORAGE, STORAGE_ENV, Budget, StudyConfig, StudyError, StudySummary,
+                      best_configuration, counted, default_study_name, load_study, open_storage, redact, rerun_best,
+                      resolve_storage, run_study, run_task_suite)
 from .studies.logs import configure_logging
 
 __all__ = [
@@ -56,6 +55,15 @@ __all__ = [
     "run_study", "run_task_suite", "best_configuration", "rerun_best", "pruning_callback", "add_arguments", "run",
     "add_from_study_arguments", "run_from_study",
 ]
+
+def __getattr__(name: str):
+    """``pruning_callback`` and ``PruningCallback``, imported on first use (they import Lightning)."""
+    if name in ("pruning_callback", "PruningCallback"):
+        from .studies import pruning
+
+        return getattr(pruning, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 HELP = "tune a regularizer with an Optuna study (equal budget per regularizer with --all)"
 USER_ERRORS = (StudyError,)

@@ -15,7 +15,6 @@ The command line (``regbench study``, ``regbench run --from-study``) is :mod:`be
 """
 
 from .objective import RunFn, TrialFailed
-from .pruning import MONITOR, PruningCallback, pruning_callback
 from .reruns import best_configuration, rerun_best
 from .storage import (DEFAULT_STORAGE, LEGACY_STORAGE, STORAGE_ENV, StudyError, load_study, open_storage, redact,
                       resolve_storage)
@@ -25,3 +24,12 @@ __all__ = ["DEFAULT_STORAGE", "LEGACY_STORAGE", "STORAGE_ENV", "MONITOR", "Study
            "RunFn", "TrialFailed", "Budget", "PruningCallback", "counted", "open_storage", "load_study", "redact",
            "resolve_storage", "default_study_name", "run_study", "run_task_suite", "best_configuration", "rerun_best",
            "pruning_callback"]
+
+
+def __getattr__(name: str):
+    """The pruning callback's names, imported on first use (optuna-integration imports Lightning)."""
+    if name in ("MONITOR", "PruningCallback", "pruning_callback"):
+        from . import pruning
+
+        return getattr(pruning, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,20 +20,20 @@ import logging
 import math
 import os
 import traceback
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..records import RunRecord
-from ..runner import RunConfig
-from .pruning import pruning_callback
 from .storage import StudyError, short
+
+if TYPE_CHECKING:  # the runner (torch, Lightning) and Optuna are imported when a study runs
+    from ..runner import RunConfig
 
 __all__ = ["RunFn", "TrialFailed", "run_config", "resolve_run_fn", "run_fn_label", "spec_of", "failure_record",
            "as_record", "Objective", "process_started"]
 
 log = logging.getLogger("benchmark.study")
 
-RunFn = Callable[[RunConfig, list], RunRecord]
-_FIELDS = {f.name for f in dataclasses.fields(RunConfig)}
+RunFn = Callable[["RunConfig", list], RunRecord]
 
 
 class TrialFailed(Exception):
@@ -45,8 +45,11 @@ def run_config(task: str, spec: str, seed: int, preset: str | None, scale: Any, 
     """The RunConfig of one run of a study: ``spec`` carries every hyperparameter; ``options`` are
     the study's run options (track, epochs, data_dir, hub, out_dir, ...); unset values keep the
     runner's defaults."""
+    from ..runner import RunConfig
+
+    names = {f.name for f in dataclasses.fields(RunConfig)}
     values: dict[str, Any] = {"preset": preset, "scale": scale, **options, **fields}
-    values = {key: value for key, value in values.items() if key in _FIELDS and value is not None}
+    values = {key: value for key, value in values.items() if key in names and value is not None}
     return RunConfig(task=task, regularizer=spec, seed=int(seed), progress_bar=False, **values)
 
 
@@ -123,6 +126,8 @@ class Objective:
         self.space = regularizers.get(config.regularizer).search_space
 
     def __call__(self, trial) -> float:
+        from .pruning import pruning_callback
+
         config = self.config
         # First, so that a worker killed at any later point leaves a trial that can be judged.
         trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")

@@ -26,6 +26,9 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from optuna.study import MaxTrialsCallback
+from optuna.trial import TrialState
+
 from .objective import Objective, TrialFailed, process_started, run_config, run_fn_label
 from .storage import StudyError, load_study, open_storage, redact, resolve_storage, retry_stale_trial, short
 
@@ -109,43 +112,25 @@ def _say(config: StudyConfig, text: str, *args: Any) -> None:
 
 def counted(trial) -> bool:
     """Whether a trial counts toward the budget: it has an outcome."""
-    from optuna.trial import TrialState
-
     if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
         return True
     return trial.state == TrialState.FAIL and "outcome" in trial.user_attrs
 
 
-def _make_budget():
-    import optuna
+class Budget(MaxTrialsCallback):
+    """Optuna's ``MaxTrialsCallback`` over the trials with an outcome: a FAIL counts only with a
+    recorded reason (not a stale, interrupted or surplus trial, which is run again)."""
 
-    class Budget(optuna.study.MaxTrialsCallback):
-        """Optuna's ``MaxTrialsCallback`` over the trials with an outcome: a FAIL counts only with a
-        recorded reason (not a stale, interrupted or surplus trial, which is run again)."""
+    def __init__(self, n_trials: int) -> None:
+        super().__init__(n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
 
-        def __init__(self, n_trials: int) -> None:
-            from optuna.trial import TrialState
+    def done(self, study) -> int:
+        """The trials of ``study`` that count toward the budget."""
+        return sum(1 for t in study.get_trials(deepcopy=False, states=self._states) if counted(t))
 
-            super().__init__(n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
-
-        def done(self, study) -> int:
-            return sum(1 for t in study.get_trials(deepcopy=False, states=self._states) if counted(t))
-
-        def __call__(self, study, trial) -> None:
-            if self.done(study) >= self._n_trials:
-                study.stop()
-
-    return Budget
-
-
-def Budget(n_trials: int):  # noqa: N802 -- a class, made on first use (Optuna is imported lazily)
-    global _BUDGET
-    if _BUDGET is None:
-        _BUDGET = _make_budget()
-    return _BUDGET(n_trials)
-
-
-_BUDGET = None
+    def __call__(self, study, trial) -> None:
+        if self.done(study) >= self._n_trials:
+            study.stop()
 
 
 def outcomes(study) -> dict[str, int]:
@@ -226,7 +211,6 @@ def fail_trials_of_gone_workers(study) -> list:
     """FAIL the RUNNING trials whose worker process on this machine no longer exists, and enqueue
     their configurations again (``RetryHeartbeatStaleTrialCallback``, as the heartbeat does); returns them."""
     from optuna.exceptions import UpdateFinishedTrialError
-    from optuna.trial import TrialState
 
     failed = []
     host = os.uname().nodename
@@ -247,7 +231,6 @@ def _fail_stale_trials(config: StudyConfig, study) -> None:
     """Before a worker starts: fail what the heartbeat says is stale, and the trials of gone local
     workers; say why the study may wait for a RUNNING trial that cannot be judged."""
     import optuna
-    from optuna.trial import TrialState
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -255,11 +238,12 @@ def _fail_stale_trials(config: StudyConfig, study) -> None:
     for trial in fail_trials_of_gone_workers(study):
         _say(config, "[%s] trial %d was left running by worker %s, which is gone; failed it (no outcome), "
                      "it will be run again", study.study_name, trial.number, trial.user_attrs["worker"])
+    host = os.uname().nodename
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.user_attrs.get("worker")
         heartbeat = int(trial.user_attrs.get("heartbeat") or 0)
-        if heartbeat and config.heartbeat:
-            continue  # the heartbeat will tell
-        worker = trial.user_attrs.get("worker") or "an unknown worker"
+        if not worker or worker.rpartition(":")[0] == host or (heartbeat and config.heartbeat):
+            continue  # just created, judged above (this machine's processes), or the heartbeat will tell
         why = ("which runs without a heartbeat (--heartbeat 0)" if not heartbeat else
                "and this worker runs with --heartbeat 0, so it cannot tell a stale trial (rerun with --heartbeat 10)")
         log.warning("[%s] trial %d is running in %s %s; if that worker is gone, rerun on its machine, which "
@@ -365,7 +349,7 @@ def _worker_entry(payload: dict[str, Any], worker: int) -> int:
     try:
         _work(config, worker)
     except StudyError as error:
-        print(f"regbench study: error: {error}", file=sys.stderr, flush=True)
+        log.error("regbench study: error: %s", error)
         return 2
     except KeyboardInterrupt:  # Ctrl-C, passed on by the parent, which says it once
         return 130
@@ -426,8 +410,6 @@ def _run_workers(config: StudyConfig) -> None:
 
 
 def summarize_study(study, budget: int, storage_url: str) -> StudySummary:
-    from optuna.trial import TrialState
-
     finite = [t for t in study.get_trials(deepcopy=False)
               if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)]
     best = min(finite, key=lambda t: (t.value, t.number)) if finite else None
