@@ -75,7 +75,7 @@ def test_two_workers_share_a_postgres_study(postgres_url, tmp_path):
 
     storage = S.open_storage(postgres_url, None)
     trials = optuna.load_study(study_name=name, storage=storage).get_trials()
-    counted = [t for t in trials if S._counted(t)]
+    counted = [t for t in trials if S.counted(t)]
     assert len(counted) == 6  # the budget, exactly
     assert all(t.state == TrialState.COMPLETE for t in counted)
     assert not [t for t in trials if t.state == TrialState.RUNNING]
@@ -94,7 +94,7 @@ def test_two_workers_share_a_postgres_study(postgres_url, tmp_path):
     # the storage URL can also be read back through the CLI's one-line-error path
     result = subprocess.run([sys.executable, "-m", "benchmark.study", "--task", "embedded_text",
                              "--regularizer", "zoneout", "--trials", "1", "--storage", postgres_url,
-                             "--study-name", name, "--objective", "benchmark.study:tiny_run"],
+                             "--study-name", name, "--objective", "tiny_objective:tiny_run"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "belongs to another experiment: task='digits'" in result.stderr
 

@@ -1,12 +1,13 @@
 """Optuna studies: budget and resume, outcomes of bad runs, errors, pruning through Lightning,
 workers sharing a storage, a killed worker, reruns of the best configuration.
 
-Trials use ``benchmark.study.tiny_run`` (a real ~1 s LSTM training on 512 embedded digits) or
+Trials use ``tiny_objective.tiny_run`` (a real ~1 s LSTM training on 512 embedded digits) or
 small objectives defined here; every storage and store lives in tmp_path.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import signal
@@ -24,8 +25,9 @@ sys.path.insert(0, str(ROOT))
 
 from benchmark import study as S  # noqa: E402
 from benchmark.store import ResultsStore  # noqa: E402
-
-TINY = "benchmark.study:tiny_run"
+from benchmark.studies.objective import process_started, spec_of  # noqa: E402
+from benchmark.studies.study import alive, epochs  # noqa: E402
+from tiny_objective import TINY, tiny_run  # noqa: E402
 
 
 def _env():
@@ -60,7 +62,7 @@ def test_study_budget_resume_and_records(tmp_path):
     summary = S.run_study(config)
     assert sum(summary.outcomes.values()) == 3
     trials = _trials(config)
-    assert len(trials) == 3 and all(S._counted(t) for t in trials)
+    assert len(trials) == 3 and all(S.counted(t) for t in trials)
     frame = _records(config)
     assert sorted(frame["trial"]) == [0, 1, 2]
     assert set(frame["study"]) == {"digits-zoneout"}
@@ -84,23 +86,24 @@ def test_study_budget_resume_and_records(tmp_path):
     assert [t.params for t in _trials(other)] == [first[0], first[1]]
 
 
-def test_empty_search_space_runs_once(tmp_path, capsys):
+def test_empty_search_space_runs_once(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="benchmark.study")
     config = _config(tmp_path, regularizer="none", trials=4, verbose=True)
     summary = S.run_study(config)
     assert summary.target == 1 and sum(summary.outcomes.values()) == 1
     assert len(_trials(config)) == 1 and len(_records(config)) == 1
-    assert "nothing to tune" in capsys.readouterr().out
+    assert "nothing to tune" in caplog.text
 
 
-def flaky_run(request, callbacks):
+def flaky_run(config, callbacks):
     """Trial 0 diverges (NaN), trial 1 raises, the others are real tiny runs."""
-    number = int(request["run_name"].rsplit("trial", 1)[1])
+    number = int(config.run_name.rsplit("trial", 1)[1])
     if number == 0:
-        return S.tiny_run(request, callbacks).replace(status="diverged", reason="NaN loss at epoch 1",
+        return tiny_run(config, callbacks).replace(status="diverged", reason="NaN loss at epoch 1",
                                                       best_val_metric=None)
     if number == 1:
         raise RuntimeError("CUDA out of memory (simulated)\nsecond line")
-    return S.tiny_run(request, callbacks)
+    return tiny_run(config, callbacks)
 
 
 def test_diverged_and_failed_trials_are_recorded_and_the_study_goes_on(tmp_path):
@@ -176,7 +179,7 @@ def test_rerun_best_uses_fresh_seeds_and_resumes(tmp_path):
     assert len(reruns) == 2 and set(reruns["study"]) == {config.resolved_name()}
     best = S.best_configuration(config.resolved_name(), config.resolved_storage())
     assert best["params"] == summary.best_params and best["run_options"] == {"epochs": 2}
-    assert set(reruns["spec"]) == {S._spec("zoneout", summary.best_params)}
+    assert set(reruns["spec"]) == {spec_of("zoneout", summary.best_params)}
     again = S.rerun_best(config.resolved_name(), config.resolved_storage(), seeds=3, store=config.store,
                          run_fn=TINY, verbose=False)
     assert [r.seed for r in again] == [3]
@@ -223,9 +226,9 @@ def test_pruning_callback_stops_lightning_training(tmp_path):
     assert sorted(trial.storage.get_trial(trial._trial_id).intermediate_values) == [0, 1, 2, 3, 4]
 
 
-def slow_run(request, callbacks):
+def slow_run(config, callbacks):
     """tiny_run that takes a few seconds, so that a worker can be killed in the middle of a trial."""
-    record = S.tiny_run(request, callbacks)
+    record = tiny_run(config, callbacks)
     time.sleep(3)
     return record
 
@@ -247,7 +250,7 @@ def test_killed_worker_loses_nothing_and_the_study_resumes(tmp_path):
                 trials = _trials(config)
             except Exception:
                 continue
-            done = [t for t in trials if S._counted(t)]
+            done = [t for t in trials if S.counted(t)]
             running = [t for t in trials if t.state == TrialState.RUNNING]
             if done and running:
                 break
@@ -257,7 +260,7 @@ def test_killed_worker_loses_nothing_and_the_study_resumes(tmp_path):
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait()
     trials = _trials(config)
-    finished_before = {t.number for t in trials if S._counted(t)}
+    finished_before = {t.number for t in trials if S.counted(t)}
     stale = [t.number for t in trials if t.state == TrialState.RUNNING]
     assert finished_before and stale
     stored_before = set(ResultsStore(store).dataframe()["trial"])
@@ -266,7 +269,7 @@ def test_killed_worker_loses_nothing_and_the_study_resumes(tmp_path):
     S.run_study(_config(tmp_path, trials=4, run_fn="test_study:slow_run", run_options={"epochs": 1},
                         prune=False))
     trials = _trials(config)
-    counted = [t.number for t in trials if S._counted(t)]
+    counted = [t.number for t in trials if S.counted(t)]
     assert len(counted) == 4 and finished_before <= set(counted)
     for number in stale:
         assert trials[number].state == TrialState.FAIL and "outcome" not in trials[number].user_attrs
@@ -280,7 +283,7 @@ def test_two_worker_processes_share_a_sqlite_study(tmp_path, monkeypatch):
     summary = S.run_study(config)
     assert sum(summary.outcomes.values()) == 4
     trials = _trials(config)
-    counted = [t for t in trials if S._counted(t)]
+    counted = [t for t in trials if S.counted(t)]
     assert len(counted) == 4
     workers = {t.user_attrs.get("worker") for t in counted}
     frame = _records(config)
@@ -303,7 +306,8 @@ def _dead_pid() -> int:
 
 
 @pytest.mark.parametrize("heartbeat", [0, 1])
-def test_a_trial_orphaned_by_a_killed_worker_without_heartbeat_does_not_block_the_study(tmp_path, heartbeat, capsys):
+def test_a_trial_orphaned_by_a_killed_worker_without_heartbeat_does_not_block_the_study(tmp_path, heartbeat, caplog):
+    caplog.set_level(logging.INFO, logger="benchmark.study")
     config = _config(tmp_path, trials=1, heartbeat=0)
     S.run_study(config)
     # What a worker started with --heartbeat 0 and killed with -9 in the middle of a trial leaves.
@@ -325,10 +329,10 @@ def test_a_trial_orphaned_by_a_killed_worker_without_heartbeat_does_not_block_th
     assert sum(summary.outcomes.values()) == 2
     trials = {t.number: t for t in _trials(config)}
     assert trials[orphan.number].state == TrialState.FAIL and "outcome" not in trials[orphan.number].user_attrs
-    assert f"trial {orphan.number} was left running by" in capsys.readouterr().out
+    assert f"trial {orphan.number} was left running by" in caplog.text
 
 
-def always_fails(request, callbacks):
+def always_fails(config, callbacks):
     raise RuntimeError("out of memory (simulated)")
 
 
@@ -342,10 +346,11 @@ def test_a_study_whose_trials_all_failed_exits_non_zero_and_says_why(tmp_path, c
     assert "no trial of study digits-zoneout finished" in err and "2 failed" in err, err
 
 
-def test_workers_are_capped_at_the_trials_still_to_run(tmp_path, capsys):
+def test_workers_are_capped_at_the_trials_still_to_run(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="benchmark.study")
     config = _config(tmp_path, trials=1, workers=4, verbose=True)
     S.run_study(config)
-    assert "1 trial(s) to run: 1 worker(s), not 4" in capsys.readouterr().out
+    assert "1 trial(s) to run: 1 worker(s), not 4" in caplog.text
     trial = _trials(config)[0]
     assert trial.user_attrs["worker"].endswith(f":{os.getpid()}")  # one worker: this process, none spawned
 
@@ -374,7 +379,7 @@ def test_ctrl_c_on_a_study_with_workers_is_one_line_and_the_study_resumes(tmp_pa
     assert study.returncode == 130 and len(lines) == 1 and "interrupted" in lines[0], err
     assert not [t for t in _trials(config) if t.state == TrialState.RUNNING]  # consistent: nothing left running
     S.run_study(config)  # the same study again resumes and completes
-    counted = [t.number for t in _trials(config) if S._counted(t)]
+    counted = [t.number for t in _trials(config) if S.counted(t)]
     assert len(counted) == 4
     assert sorted(ResultsStore(store).dataframe()["trial"]) == sorted(counted)  # each once
 
@@ -408,10 +413,10 @@ def test_a_storage_timeout_that_is_not_a_positive_number_is_refused(monkeypatch,
 def test_a_reused_process_id_does_not_keep_an_orphaned_trial_running():
     """A worker is its pid and its start time: a later process with the same pid is not that worker."""
     me = os.getpid()
-    started = S._process_started(me)
-    assert started is not None and S._alive(me, started)
-    assert not S._alive(me, started + 1)  # same pid, another process: the worker is gone
-    assert S._alive(me, None)  # an older trial without a start time: the pid alone decides
+    started = process_started(me)
+    assert started is not None and alive(me, started)
+    assert not alive(me, started + 1)  # same pid, another process: the worker is gone
+    assert alive(me, None)  # an older trial without a start time: the pid alone decides
 
 
 def test_on_a_track_the_papers_setting_is_trial_0_and_pruning_waits_for_half_the_epochs(tmp_path):
@@ -420,7 +425,7 @@ def test_on_a_track_the_papers_setting_is_trial_0_and_pruning_waits_for_half_the
     trials = sorted(_trials(config), key=lambda t: t.number)
     assert trials[0].params == {"z_cells": 0.15, "z_states": 0.15}  # digits: the paper's pMNIST zoneout
     assert trials[1].params != trials[0].params
-    assert S._epochs(config) == 6  # digits/smoke trains 6 epochs: the pruner waits for 3
+    assert epochs(config) == 6  # digits/smoke trains 6 epochs: the pruner waits for 3
     off_track = _config(tmp_path / "b", trials=1)
     S.run_study(off_track)
     assert _trials(off_track)[0].params != {"z_cells": 0.15, "z_states": 0.15}  # ad-hoc studies only search
