@@ -96,7 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _parse_settings(pairs: list[str]) -> dict[str, str]:
-    from .cli import UsageError
+    from .errors import UsageError
 
     params = {}
     for pair in pairs:
@@ -117,7 +117,7 @@ def _regularizers_for(args, cell: str) -> list[str]:
 
 def _settings(args) -> list[tuple[str | None, str | None, int]]:
     """(track, task, seeds) of every setting the command line asks for."""
-    from .cli import UsageError
+    from .errors import UsageError
     from .tracks import DEFAULT_TRACK, get_track
 
     if args.track and args.task:
@@ -139,7 +139,7 @@ def _settings(args) -> list[tuple[str | None, str | None, int]]:
 
 def build_configs(args) -> list:
     """Every (setting, regularizer, seed) of the command line as a RunConfig; nothing validated yet."""
-    from .cli import UsageError
+    from .errors import UsageError
     from .runner import DEFAULT_OUT_DIR, RunConfig
     from .tasks import DEFAULT_PRESET
 
@@ -171,7 +171,7 @@ def validate(configs: list, require_checkpoint: bool = False) -> list:
 
     Returns the plans. ``require_checkpoint`` (``--resume``): some unfinished run must have one.
     """
-    from .cli import UsageError
+    from .errors import UsageError
     from .runner import plan_run, prepare, resume_point
 
     plans = []
@@ -197,7 +197,7 @@ def check_outputs(args) -> None:
     or foreign file, an unwritable place), ``--out`` and ``--leaderboards``; UsageError otherwise."""
     import tempfile
 
-    from .cli import UsageError
+    from .errors import UsageError
     from .runner import DEFAULT_OUT_DIR
     from .store import ResultsStore
 
@@ -287,7 +287,7 @@ def run(args: argparse.Namespace) -> int:
         from .study import run_from_study
 
         return run_from_study(args)
-    from .cli import UsageError
+    from .errors import UsageError
     from .suite import run_all
 
     configs = build_configs(args)

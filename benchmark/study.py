@@ -1180,10 +1180,7 @@ def run(args) -> int:
                     status = 1
         if args.track and args.seeds:
             _write_track_board(args)
-    except StudyError as error:
-        print(f"regbench study: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # errors are formatted by the command line's handler (benchmark.cli.main)
         print("regbench study: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     return status
@@ -1227,28 +1224,25 @@ def run_from_study(args) -> int:
     clashing = [flag for flag, attr in (("--task", "task"), ("--regularizer", "regularizer"))
                 if getattr(args, attr, None)]
     if clashing:
-        print(f"regbench run: error: --from-study takes the task and regularizer from the study; "
-              f"drop {' and '.join(clashing)}", file=sys.stderr)
-        return 2
+        raise StudyError(f"--from-study takes the task and regularizer from the study; "
+                         f"drop {' and '.join(clashing)}")
     seeds = getattr(args, "seeds", None) or 3
     if isinstance(seeds, (list, tuple)):
         seeds = len(seeds)
-    try:
-        # --out is the one output folder the reruns write into (the study's own options are kept).
-        options = {"out_dir": args.out} if getattr(args, "out", None) else None
-        records = rerun_best(args.from_study, getattr(args, "storage", None), seeds=int(seeds),
-                             store=getattr(args, "store", None), run_fn=getattr(args, "objective", None),
-                             command=_invocation("run"), run_options=options)
-    except StudyError as error:
-        print(f"regbench run: error: {error}", file=sys.stderr)
-        return 2
+    # --out is the one output folder the reruns write into (the study's own options are kept).
+    # A StudyError reaches the command line's handler: one line, exit 2.
+    options = {"out_dir": args.out} if getattr(args, "out", None) else None
+    records = rerun_best(args.from_study, getattr(args, "storage", None), seeds=int(seeds),
+                         store=getattr(args, "store", None), run_fn=getattr(args, "objective", None),
+                         command=_invocation("run"), run_options=options)
     return 0 if all(r.get("status") == "ok" for r in records) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmark.study", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """``python -m benchmark.study ARGS`` is ``regbench study ARGS`` (same parser, same error lines)."""
+    from .cli import main as regbench
+
+    return regbench(["study", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ def _run_one(config: RunConfig, threads: int | None, skip_finished: bool = False
     except Exception as error:  # noqa: BLE001 -- one failed run must not stop the suite
         import traceback
 
-        from .cli import one_line
+        from .errors import one_line
 
         if isinstance(error, OSError):  # the environment's fault: one line, the run was not recorded
             print(f"regbench run: {config.task} {config.regularizer} seed {config.seed}: not recorded, "

@@ -11,7 +11,7 @@ module provides::
     USER_ERRORS = (MyError,)                         # optional: exceptions that mean bad input
 
 For bad input (a name that does not exist, a value out of range, missing data), raise
-``benchmark.cli.UsageError`` (or one of the module's ``USER_ERRORS``) with a one-line message
+``benchmark.errors.UsageError`` (or one of the module's ``USER_ERRORS``) with a one-line message
 *before* any long work starts: ``main`` prints ``regbench <cmd>: error: <message>`` and exits
 with 2, without a traceback. ``DataNotFoundError``, ``DataFormatError`` and ``UnknownRegularizerError`` are
 treated the same way everywhere. Modules are imported only when they are listed and present,
@@ -25,6 +25,8 @@ import importlib
 import os
 import sys
 
+from ..errors import UsageError, one_line
+
 __all__ = ["SUBCOMMANDS", "UsageError", "build_parser", "main", "one_line"]
 
 SUBCOMMANDS: list[tuple[str, str]] = [
@@ -37,10 +39,6 @@ SUBCOMMANDS: list[tuple[str, str]] = [
 ]
 
 
-class UsageError(Exception):
-    """Bad input from the user; its message is shown as one line and the command exits with 2."""
-
-
 class _Parser(argparse.ArgumentParser):
     """Argument errors as one line (argparse prints the whole usage block by default); no abbreviations."""
 
@@ -50,11 +48,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def one_line(error: BaseException) -> str:
-    """An exception's message on one line (some, like DataNotFoundError, span several)."""
-    return " ".join(part.strip() for part in str(error).splitlines() if part.strip()) or type(error).__name__
 
 
 def _load_subcommands() -> list[tuple[str, object]]:
@@ -98,10 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     module = modules[args.command]
     from regularizers import UnknownRegularizerError
 
-    from .data import DataFormatError, DataNotFoundError, DataSourceError
+    from ..data import DataFormatError, DataNotFoundError, DataSourceError
 
+    # Every module's user errors: a subcommand may raise another's (run --from-study: StudyError).
     user_errors = (UsageError, DataNotFoundError, DataFormatError, DataSourceError, UnknownRegularizerError,
-                   *getattr(module, "USER_ERRORS", ()))
+                   *(error for loaded in modules.values() for error in getattr(loaded, "USER_ERRORS", ())))
     try:
         return int(module.run(args) or 0)
     except user_errors as error:
