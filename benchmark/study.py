@@ -1223,18 +1223,24 @@ def run_from_study(args) -> int:
     """``regbench run --from-study S``: the task, regularizer and settings come from the study."""
     clashing = [flag for flag, attr in (("--task", "task"), ("--regularizer", "regularizer"))
                 if getattr(args, attr, None)]
+    from .errors import error_line
+
     if clashing:
-        raise StudyError(f"--from-study takes the task and regularizer from the study; "
-                         f"drop {' and '.join(clashing)}")
+        print(error_line("run", f"--from-study takes the task and regularizer from the study; "
+                                f"drop {' and '.join(clashing)}"), file=sys.stderr)
+        return 2
     seeds = getattr(args, "seeds", None) or 3
     if isinstance(seeds, (list, tuple)):
         seeds = len(seeds)
     # --out is the one output folder the reruns write into (the study's own options are kept).
-    # A StudyError reaches the command line's handler: one line, exit 2.
     options = {"out_dir": args.out} if getattr(args, "out", None) else None
-    records = rerun_best(args.from_study, getattr(args, "storage", None), seeds=int(seeds),
-                         store=getattr(args, "store", None), run_fn=getattr(args, "objective", None),
-                         command=_invocation("run"), run_options=options)
+    try:
+        records = rerun_best(args.from_study, getattr(args, "storage", None), seeds=int(seeds),
+                             store=getattr(args, "store", None), run_fn=getattr(args, "objective", None),
+                             command=_invocation("run"), run_options=options)
+    except StudyError as error:  # called directly too: the one error form, exit 2
+        print(error_line("run", error), file=sys.stderr)
+        return 2
     return 0 if all(r.get("status") == "ok" for r in records) else 1
 
 

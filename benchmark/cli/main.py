@@ -25,7 +25,7 @@ import importlib
 import os
 import sys
 
-from ..errors import UsageError, one_line
+from ..errors import UsageError, error_line, one_line
 
 __all__ = ["SUBCOMMANDS", "UsageError", "build_parser", "main", "one_line"]
 
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     except user_errors as error:
         if os.environ.get("REGBENCH_DEBUG"):
             raise
-        print(f"regbench {args.command}: error: {one_line(error)}", file=sys.stderr)
+        print(error_line(args.command, error), file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `regbench list | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
