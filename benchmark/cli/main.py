@@ -26,6 +26,7 @@ import os
 import sys
 
 from ..errors import UsageError, error_line, one_line
+from .config import add_config_option, expand_config
 
 __all__ = ["SUBCOMMANDS", "UsageError", "build_parser", "main", "one_line"]
 
@@ -37,6 +38,7 @@ SUBCOMMANDS: list[tuple[str, str]] = [
     ("gradient-flow", "benchmark.gradient_flow"),
     ("perf", "benchmark.perf"),
 ]
+CONFIG_FILE_COMMANDS = ("run", "study")  # those that take --config FILE
 
 
 class _Parser(argparse.ArgumentParser):
@@ -75,15 +77,26 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
                                                  "(zoneout and friends) with PyTorch Lightning.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     modules = {}
+    parser.subcommand_parsers = {}
     for name, module in _load_subcommands():
         sub = commands.add_parser(name, help=_help(module), description=_help(module))
         module.add_arguments(sub)
+        if name in CONFIG_FILE_COMMANDS:
+            add_config_option(sub)
         modules[name] = module
+        parser.subcommand_parsers[name] = sub
     return parser, modules
 
 
 def main(argv: list[str] | None = None) -> int:
     parser, modules = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in CONFIG_FILE_COMMANDS and argv[0] in parser.subcommand_parsers:
+        try:
+            argv = [argv[0], *expand_config(parser.subcommand_parsers[argv[0]], argv[1:])]
+        except UsageError as error:
+            print(error_line(argv[0], error), file=sys.stderr)
+            return 2
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
