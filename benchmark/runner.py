@@ -54,6 +54,7 @@ __all__ = ["RunConfig", "RunPlan", "folder_name", "plan_run", "recorded_hyperpar
 
 DEFAULT_OUT_DIR = "regbench_runs"
 FINISHED_MARKER = "record.json"  # written into a run directory when its run is finished
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -337,8 +338,8 @@ def _readable_or_set_aside(run_dir: Path, checkpoint: Path | None) -> Path | Non
         return checkpoint
     aside = checkpoint.with_name(f"{checkpoint.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
     os.replace(checkpoint, aside)
-    print(f"regbench: {checkpoint} is unreadable ({damage}); starting {run_dir.name} afresh, "
-          f"the damaged file kept as {aside.name}", flush=True)
+    log.warning("regbench: %s is unreadable (%s); starting %s afresh, the damaged file kept as %s",
+                checkpoint, damage, run_dir.name, aside.name)
     return None
 
 
@@ -518,13 +519,13 @@ def _exclusive(plan: RunPlan):
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        print(f"regbench: another process is running {base.name}; waiting for it to finish", flush=True)
+        log.info("regbench: another process is running %s; waiting for it to finish", base.name)
         lock.acquire()
         waited = True
     try:
         after = finished_record(plan) if waited else None
         if after is not None and (before is None or after.run_dir != before.run_dir):
-            print(f"regbench: {base.name} was finished by the other process; taking its record", flush=True)
+            log.info("regbench: %s was finished by the other process; taking its record", base.name)
             yield after
         else:
             yield None
@@ -554,7 +555,7 @@ def _train(plan: RunPlan, datamodule, callbacks: Iterable, store, record_extra: 
     history = RunHistory()
     trainer, checkpoint = _make_trainer(plan, datamodule, run_dir, history, callbacks)
     if resume_from is not None:
-        print(f"regbench: resuming {run_dir} from {resume_from.name}", flush=True)
+        log.info("regbench: resuming %s from %s", run_dir, resume_from.name)
     status, reason, test_metric, failure = "ok", None, None, None
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)

@@ -1051,45 +1051,10 @@ def _tiny_run(request, callbacks, seed, epochs):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``regbench study``."""
-    from .data import hub_argument
+    """Arguments of ``regbench study`` (declared in benchmark.cli.arguments)."""
+    from .cli.arguments import study_arguments
 
-    setting = parser.add_mutually_exclusive_group(required=True)
-    setting.add_argument("--track", help="benchmark track: its task, settings, --trials and --seeds (regbench list); "
-                                         "with --seeds, also writes the track's board with the shipped baselines")
-    setting.add_argument("--task", help="task name for an ad-hoc setting (regbench list shows them)")
-    which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--regularizer", help="registered regularizer name to tune")
-    which.add_argument("--all", action="store_true",
-                       help="a study for every registered regularizer with the same --trials (the protocol)")
-    parser.add_argument("--trials", type=int, default=None,
-                        help="trials the study must hold (default: the track's); rerunning resumes and runs only "
-                             "the missing ones")
-    parser.add_argument("--storage", default=None,
-                        help=f"Optuna storage URL (default ${STORAGE_ENV} or {DEFAULT_STORAGE}); "
-                             "postgresql://user@host/db to share a study between machines")
-    parser.add_argument("--study-name", default=None, help="default: <task>-<regularizer>[-<preset>][-<scale>]")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads per worker (default 1: with other processes on the cores, more threads "
-                             "make the recurrent loops many times slower)")
-    parser.add_argument("--seed", type=int, default=0, help="training seed of every trial and sampler seed (0)")
-    parser.add_argument("--seeds", type=int, default=None,
-                        help="after the study, rerun its best configuration with this many fresh seeds "
-                             "(default: the track's; 0 without a track)")
-    parser.add_argument("--preset", default=None, help="task preset (default: the runner's)")
-    parser.add_argument("--scale", default=None, help="tiny | small | paper | a number in (0, 1]")
-    parser.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
-    parser.add_argument("--data-dir", default=None, help="folder with the data files")
-    parser.add_argument("--hub", default=None, type=hub_argument, metavar="REPO@REVISION",
-                        help="load the data from the Hugging Face hub at a pinned revision instead of --data-dir")
-    parser.add_argument("--store", default=None, help="results store (default: the runner's default)")
-    parser.add_argument("--no-prune", action="store_true", help="do not prune trials (MedianPruner otherwise)")
-    parser.add_argument("--startup-trials", type=int, default=None,
-                        help="random trials before TPE takes over (default min(10, max(2, trials // 3)))")
-    parser.add_argument("--heartbeat", type=int, default=10,
-                        help="seconds between trial heartbeats; a trial silent for 3 of them is failed as stale")
-    parser.add_argument("--objective", default=None, help=argparse.SUPPRESS)  # "module:function", tests only
+    study_arguments(parser)
 
 
 def _apply_track(args) -> None:
@@ -1209,14 +1174,10 @@ def _remember_options(config: StudyConfig) -> None:
 
 
 def add_from_study_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--from-study S [--storage URL] --seeds K`` for ``regbench run`` (when those flags are absent)."""
-    existing = {option for action in parser._actions for option in action.option_strings}
-    parser.add_argument("--from-study", default=None, metavar="STUDY",
-                        help="rerun the best configuration of this Optuna study with --seeds fresh seeds")
-    if "--storage" not in existing:
-        parser.add_argument("--storage", default=None, help=f"Optuna storage URL of --from-study ({DEFAULT_STORAGE})")
-    if "--seeds" not in existing:
-        parser.add_argument("--seeds", type=int, default=3, help="seeds for --from-study (default 3)")
+    """``--from-study S [--storage URL] --seeds K`` for ``regbench run`` (benchmark.cli.arguments)."""
+    from .cli.arguments import from_study_arguments
+
+    from_study_arguments(parser)
 
 
 def run_from_study(args) -> int:

@@ -98,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
             print(error_line(argv[0], error), file=sys.stderr)
             return 2
     args = parser.parse_args(argv)
+    from ..logs import configure
+
+    configure()  # the library's messages: plain lines on stderr
     if args.command is None:
         parser.print_help()
         return 2
