@@ -1111,6 +1111,9 @@ def _invocation(subcommand: str) -> str:
 def run(args) -> int:
     """``regbench study``: one line per trial, a summary line per study; errors as one line. Exits 1
     when a study has no trial with a finite value (all failed, pruned or diverged) or a rerun failed."""
+    import logging
+
+    log = logging.getLogger(__name__)  # shown on stderr by the command line's handler
     try:
         if args.threads < 1:
             raise StudyError(f"--threads must be at least 1, got {args.threads}")
@@ -1132,8 +1135,8 @@ def run(args) -> int:
             print(summary.line(), flush=True)
             if summary.best_value is None:
                 outcomes = ", ".join(f"{v} {k}" for k, v in sorted(summary.outcomes.items()) if v) or "none"
-                print(f"regbench study: no trial of study {summary.study_name} finished with a finite value "
-                      f"({outcomes}); see the reasons above", file=sys.stderr, flush=True)
+                log.error("regbench study: no trial of study %s finished with a finite value (%s); see the "
+                          "reasons above", summary.study_name, outcomes)
                 status = 1
                 continue
             if args.seeds:
@@ -1141,7 +1144,7 @@ def run(args) -> int:
                     rerun_best(config.resolved_name(), config.resolved_storage(), seeds=args.seeds,
                                store=config.store, run_fn=config.run_fn, command=config.command)
                 except StudyError as error:  # e.g. every trial diverged: say so, go on with the others
-                    print(f"regbench study: {config.regularizer}: no rerun: {error}", file=sys.stderr, flush=True)
+                    log.error("regbench study: %s: no rerun: %s", config.regularizer, error)
                     status = 1
         if args.track and args.seeds:
             _write_track_board(args)

@@ -89,3 +89,15 @@ def test_each_run_saves_config_yaml_and_running_it_repeats_the_run(tmp_path, mon
     assert main(["run", "--config", str(saved), "--no-leaderboard"]) == 0
     assert "1 of 1 run(s) already finished" in capsys.readouterr().out
     assert len(ResultsStore(tmp_path / "results.sqlite")) == 1
+
+
+def test_a_study_takes_a_config_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump({
+        "task": "digits", "regularizer": "zoneout", "trials": 2, "storage": f"sqlite:///{tmp_path}/s.sqlite",
+        "store": str(tmp_path / "r.sqlite"), "objective": "benchmark.study:tiny_run", "heartbeat": 0}))
+    assert main(["study", "--config", "study.yaml"]) == 0, capsys.readouterr().err
+    import optuna
+
+    study = optuna.load_study(study_name="digits-zoneout", storage=f"sqlite:///{tmp_path}/s.sqlite")
+    assert len(study.trials) == 2
