@@ -14,8 +14,8 @@ __all__ = ["study_arguments", "from_study_arguments", "leaderboard_arguments", "
 def study_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``regbench study``."""
     setting = parser.add_mutually_exclusive_group(required=True)
-    add_option(setting, "track", note="its task, settings, --trials and --seeds; with --seeds, also writes the "
-                                      "track's board with the shipped baselines")
+    add_option(setting, "track", note="it also brings --trials and --seeds; with --seeds, the track's board "
+                                      "is written with the shipped baselines")
     add_option(setting, "task")
     which = parser.add_mutually_exclusive_group(required=True)
     add_option(which, "regularizer", note="the one to tune")
@@ -28,7 +28,7 @@ def study_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--study-name", default=None, help="default: <task>-<regularizer>[-<preset>][-<scale>]")
     add_option(parser, "workers", default=1, note="default 1")
     add_option(parser, "threads", default=1, note="default 1")
-    add_option(parser, "seed", default=0, note="of every trial, and the sampler's seed (default 0)")
+    add_option(parser, "seed", default=0, note="the same for every trial; it also seeds the sampler (default 0)")
     add_option(parser, "seeds", default=None,
                note="after the study, rerun its best configuration with this many fresh seeds "
                     "(default: the track's; 0 without a track)")
