@@ -309,19 +309,9 @@ def write_outputs(results: list[FlowResult], data, out_dir, task: str, command: 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", default="digits", choices=("digits", "pmnist"),
-                        help="digits: embedded 8x8 digits, 64 steps (default); pmnist: MNIST, 784 steps")
-    parser.add_argument("--data-dir", default=None, help="folder with the MNIST files (pmnist)")
-    parser.add_argument("--hidden-size", type=int, default=100, help="LSTM units (paper: 100)")
-    parser.add_argument("--epochs", type=int, default=1, help="training epochs before measuring (paper: 1)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=0.001, help="RMSprop learning rate (paper: 0.001)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--limit-train-batches", type=int, default=None,
-                        help="train on at most this many batches per epoch (for pmnist on a CPU)")
-    parser.add_argument("--grad-batches", type=int, default=8, help="validation batches the gradient is averaged on")
-    parser.add_argument("--out", default="regbench_runs/gradient_flow",
-                        help="output folder (default regbench_runs/gradient_flow; the committed figure: leaderboards/gradient_flow)")
+    from .cli.arguments import gradient_flow_arguments
+
+    gradient_flow_arguments(parser)
 
 
 def run(args) -> int:

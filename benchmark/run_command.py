@@ -10,13 +10,15 @@ an ad-hoc setting instead (``--task char_ptb`` alone: every regularizer, 1 seed,
 from __future__ import annotations
 
 import argparse
+import logging
 import os
-import sys
 import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .records import RunRecord
+
+log = logging.getLogger(__name__)
 
 HELP = "train regularizers on tasks and store the results (no arguments: the default suite, a few minutes)"
 
@@ -26,55 +28,37 @@ DEFAULT_LEADERBOARD_DIR = os.path.join("regbench_runs", "leaderboards")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .data import hub_argument
+    from .cli.options import add_option
     from .tasks import DEFAULT_PRESET
 
     from .tracks import DEFAULT_TRACK
 
-    parser.add_argument("--track", action="append", metavar="TRACK",
-                        help=f"benchmark track to run, repeatable (default: {DEFAULT_TRACK}); a track fixes the "
-                             "task and every training setting; see `regbench list`")
-    parser.add_argument("--task", action="append", metavar="TASK",
-                        help="task to run in an ad-hoc setting (--preset, --scale) instead of a track, repeatable")
-    parser.add_argument("--regularizer", action="append", metavar="NAME_OR_SPEC",
-                        help="regularizer name or spec like zoneout:z_cells=0.5, repeatable "
-                             "(default: every registered one that supports the cell type)")
+    add_option(parser, "track", action="append", note=f"repeatable (default: {DEFAULT_TRACK})")
+    add_option(parser, "task", action="append", note="repeatable")
+    add_option(parser, "regularizer", action="append", metavar="NAME_OR_SPEC",
+               note="or a spec like zoneout:z_cells=0.5, repeatable (default: every registered one that "
+                    "supports the cell type)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
                         help="hyperparameter of the (one) regularizer, repeatable: --set z_cells=0.5")
-    parser.add_argument("--seeds", type=int, default=None,
-                        help=f"number of seeds (default: the track's; {TASK_SEEDS} with --task)")
-    parser.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed, first-seed+1, ... (0)")
-    parser.add_argument("--data-dir", default=None,
-                        help="folder with the data files, or a parent with ptb/, ptb_char/, mnist/ (e.g. shared/data); "
-                             "or a Hugging Face dataset folder (save_to_disk, or parquet files such as data/train-*.parquet)")
-    parser.add_argument("--hub", default=None, type=hub_argument, metavar="REPO@REVISION",
-                        help="load the data with datasets.load_dataset(REPO, revision=REVISION) from the Hugging Face "
-                             "hub instead of --data-dir; the revision (commit, tag or branch) is required and is "
-                             "recorded as the data source. --data-dir also takes a folder saved with save_to_disk "
-                             "or one with parquet files named by split (data/train-*.parquet)")
-    parser.add_argument("--preset", default=None, help=f"with --task: task preset (default: {DEFAULT_PRESET})")
-    parser.add_argument("--scale", default=None,
-                        help=f"with --task: tiny | small | paper | a number in (0, 1] (default: {TASK_SCALE})")
-    parser.add_argument("--epochs", type=int, default=None, help="override the preset's number of epochs")
-    parser.add_argument("--cell", choices=("lstm", "gru", "rnn"), default=None, help="recurrent cell (default lstm)")
-    parser.add_argument("--hidden-size", type=int, default=None, help="override the scaled hidden size")
-    parser.add_argument("--lr", type=float, default=None, help="override the preset's learning rate")
-    parser.add_argument("--dropout", type=float, default=None,
-                        help="non-recurrent dropout (Zaremba et al.) on embeddings, between layers and outputs")
-    parser.add_argument("--store", default=None,
-                        help="results store (default: $REGBENCH_STORE or regbench_runs/results.sqlite)")
-    parser.add_argument("--out", default=None, metavar="DIR",
-                        help="folder for run directories: logs and checkpoints (default: regbench_runs)")
+    add_option(parser, "seeds", default=None, note=f"default: the track's; {TASK_SEEDS} with --task")
+    add_option(parser, "first_seed", default=0, note="default 0")
+    add_option(parser, "data_dir", default=None)
+    add_option(parser, "hub", default=None)
+    add_option(parser, "preset", default=None, note=f"default: {DEFAULT_PRESET}")
+    add_option(parser, "scale", default=None, note=f"default: {TASK_SCALE}")
+    add_option(parser, "epochs", default=None)
+    add_option(parser, "cell", default=None, note="default lstm")
+    add_option(parser, "hidden_size", default=None)
+    add_option(parser, "lr", default=None)
+    add_option(parser, "dropout", default=None)
+    add_option(parser, "store", default=None)
+    add_option(parser, "out", default=None, note="run directories with logs and checkpoints (default: regbench_runs)")
     parser.add_argument("--leaderboards", default=None, metavar="DIR",
                         help=f"where to write the leaderboards (default: {DEFAULT_LEADERBOARD_DIR})")
     parser.add_argument("--no-leaderboard", action="store_true", help="do not write the leaderboards at the end")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="parallel runs in worker processes (default: 2 when there are several runs "
-                             "and at least 2 cores, else 1)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads per run (default 1: small recurrent models run fastest on one "
-                             "thread, and far faster when other processes share the cores; raise it for "
-                             "--scale paper on an otherwise idle machine)")
+    add_option(parser, "workers", default=None, note="default: 2 when there are several runs and at least 2 "
+                                                     "cores, else 1")
+    add_option(parser, "threads", default=1, note="default 1")
     resume = parser.add_mutually_exclusive_group()
     resume.add_argument("--resume", dest="resume", action="store_true", default=None,
                         help="resume interrupted runs from their last checkpoint; fail if none has one "
@@ -96,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _parse_settings(pairs: list[str]) -> dict[str, str]:
-    from .cli import UsageError
+    from .errors import UsageError
 
     params = {}
     for pair in pairs:
@@ -117,7 +101,7 @@ def _regularizers_for(args, cell: str) -> list[str]:
 
 def _settings(args) -> list[tuple[str | None, str | None, int]]:
     """(track, task, seeds) of every setting the command line asks for."""
-    from .cli import UsageError
+    from .errors import UsageError
     from .tracks import DEFAULT_TRACK, get_track
 
     if args.track and args.task:
@@ -139,7 +123,7 @@ def _settings(args) -> list[tuple[str | None, str | None, int]]:
 
 def build_configs(args) -> list:
     """Every (setting, regularizer, seed) of the command line as a RunConfig; nothing validated yet."""
-    from .cli import UsageError
+    from .errors import UsageError
     from .runner import DEFAULT_OUT_DIR, RunConfig
     from .tasks import DEFAULT_PRESET
 
@@ -171,7 +155,7 @@ def validate(configs: list, require_checkpoint: bool = False) -> list:
 
     Returns the plans. ``require_checkpoint`` (``--resume``): some unfinished run must have one.
     """
-    from .cli import UsageError
+    from .errors import UsageError
     from .runner import plan_run, prepare, resume_point
 
     plans = []
@@ -197,7 +181,7 @@ def check_outputs(args) -> None:
     or foreign file, an unwritable place), ``--out`` and ``--leaderboards``; UsageError otherwise."""
     import tempfile
 
-    from .cli import UsageError
+    from .errors import UsageError
     from .runner import DEFAULT_OUT_DIR
     from .store import ResultsStore
 
@@ -287,7 +271,7 @@ def run(args: argparse.Namespace) -> int:
         from .study import run_from_study
 
         return run_from_study(args)
-    from .cli import UsageError
+    from .errors import UsageError
     from .suite import run_all
 
     configs = build_configs(args)
@@ -319,5 +303,5 @@ def run(args: argparse.Namespace) -> int:
         _write_leaderboards(args)
     failed = [r for r in records if r.status == "failed"]
     if failed:
-        print(f"{len(failed)} run(s) failed; see the reasons above", file=sys.stderr)
+        log.error("%d run(s) failed; see the reasons above", len(failed))
     return 1 if failed else 0

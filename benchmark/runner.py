@@ -50,10 +50,11 @@ if TYPE_CHECKING:
 
 __all__ = ["RunConfig", "RunPlan", "folder_name", "plan_run", "recorded_hyperparameters", "prepare", "build_model",
            "resume_point", "finished_record", "run_experiment",
-           "command_line", "DEFAULT_OUT_DIR", "quiet_lightning"]
+           "command_line", "reproduce_options", "write_run_config", "DEFAULT_OUT_DIR", "quiet_lightning"]
 
 DEFAULT_OUT_DIR = "regbench_runs"
 FINISHED_MARKER = "record.json"  # written into a run directory when its run is finished
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -337,8 +338,8 @@ def _readable_or_set_aside(run_dir: Path, checkpoint: Path | None) -> Path | Non
         return checkpoint
     aside = checkpoint.with_name(f"{checkpoint.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
     os.replace(checkpoint, aside)
-    print(f"regbench: {checkpoint} is unreadable ({damage}); starting {run_dir.name} afresh, "
-          f"the damaged file kept as {aside.name}", flush=True)
+    log.warning("regbench: %s is unreadable (%s); starting %s afresh, the damaged file kept as %s",
+                checkpoint, damage, run_dir.name, aside.name)
     return None
 
 
@@ -427,19 +428,49 @@ def _record(plan: RunPlan, datamodule, run_dir: Path, history: dict[str, Any], s
         command=command_line(plan), resumed=resumed, run_dir=str(run_dir), **_provenance())
 
 
+def reproduce_options(plan: RunPlan) -> dict[str, Any]:
+    """The ``regbench run`` options that repeat this run, by destination name: the one source of
+    the reproduce command (:func:`command_line`) and of the run folder's ``config.yaml``."""
+    c = plan.config
+    options: dict[str, Any] = ({"track": [c.track]} if c.track else
+                               {"task": [c.task], "preset": c.preset, "scale": plan.scale_label})
+    options.update(regularizer=[recorded_hyperparameters(plan)[1]], seeds=1, first_seed=c.seed,
+                   cell=plan.settings.cell)
+    for name in ("epochs", "hidden_size", "lr", "dropout", "data_dir", "hub"):
+        if getattr(c, name) is not None:
+            options[name] = getattr(c, name)
+    return options
+
+
+_FLAGS = {"first_seed": "--first-seed", "hidden_size": "--hidden-size", "data_dir": "--data-dir"}
+
+
 def command_line(plan: RunPlan) -> str:
     """The ``regbench run`` command that repeats this run (the leaderboards show it)."""
     import shlex
 
-    c = plan.config
-    setting = ["--track", c.track] if c.track else ["--task", c.task, "--preset", c.preset, "--scale", plan.scale_label]
-    parts = ["regbench", "run", *setting, "--regularizer", recorded_hyperparameters(plan)[1], "--seeds", "1",
-             "--first-seed", str(c.seed), "--cell", plan.settings.cell]
-    for option, value in (("--epochs", c.epochs), ("--hidden-size", c.hidden_size), ("--lr", c.lr),
-                          ("--dropout", c.dropout), ("--data-dir", c.data_dir), ("--hub", c.hub)):
-        if value is not None:
-            parts += [option, str(value)]
+    parts = ["regbench", "run"]
+    for name, value in reproduce_options(plan).items():
+        for item in value if isinstance(value, list) else [value]:
+            parts += [_FLAGS.get(name, f"--{name}"), str(item)]
     return shlex.join(parts)
+
+
+def write_run_config(plan: RunPlan, run_dir: Path) -> Path:
+    """``run_dir/config.yaml``: the run's full configuration as a ``regbench run --config`` file
+    (the reproduce options, the output folder and the store), so that
+    ``regbench run --config run_dir/config.yaml`` repeats this run in the same run folder."""
+    import yaml
+
+    options = reproduce_options(plan)
+    options["out"] = plan.config.out_dir
+    if plan.config.store_path is not None:
+        options["store"] = plan.config.store_path
+    path = run_dir / "config.yaml"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    header = f"# {command_line(plan)}\n# repeat with: regbench run --config {path}\n"
+    path.write_text(header + yaml.safe_dump(options, sort_keys=False))
+    return path
 
 
 def _test_best(trainer, model, datamodule, checkpoint) -> float | None:
@@ -488,13 +519,13 @@ def _exclusive(plan: RunPlan):
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        print(f"regbench: another process is running {base.name}; waiting for it to finish", flush=True)
+        log.info("regbench: another process is running %s; waiting for it to finish", base.name)
         lock.acquire()
         waited = True
     try:
         after = finished_record(plan) if waited else None
         if after is not None and (before is None or after.run_dir != before.run_dir):
-            print(f"regbench: {base.name} was finished by the other process; taking its record", flush=True)
+            log.info("regbench: %s was finished by the other process; taking its record", base.name)
             yield after
         else:
             yield None
@@ -511,6 +542,7 @@ def _train(plan: RunPlan, datamodule, callbacks: Iterable, store, record_extra: 
     config = plan.config
     run_dir, resume_from = resume_point(plan)
     resume_from = _readable_or_set_aside(run_dir, resume_from)
+    write_run_config(plan, run_dir)
     if store is None:
         store = ResultsStore(config.store_path)
     # A first compilation of the native loops takes about a minute: do it before the clock
@@ -523,7 +555,7 @@ def _train(plan: RunPlan, datamodule, callbacks: Iterable, store, record_extra: 
     history = RunHistory()
     trainer, checkpoint = _make_trainer(plan, datamodule, run_dir, history, callbacks)
     if resume_from is not None:
-        print(f"regbench: resuming {run_dir} from {resume_from.name}", flush=True)
+        log.info("regbench: resuming %s from %s", run_dir, resume_from.name)
     status, reason, test_metric, failure = "ok", None, None, None
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)

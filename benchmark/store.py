@@ -31,7 +31,7 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from .cli import UsageError
+from .errors import UsageError
 from .records import FIELDS, JSON_FIELDS, STATUSES, RunRecord
 
 __all__ = ["ResultsStore", "StoreError", "COLUMNS", "STATUSES", "default_store_path", "load_results",

@@ -73,46 +73,10 @@ USER_ERRORS = (StudyError,)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``regbench study``."""
-    from .data import hub_argument
+    """Arguments of ``regbench study`` (declared in benchmark.cli.arguments)."""
+    from .cli.arguments import study_arguments
 
-    setting = parser.add_mutually_exclusive_group(required=True)
-    setting.add_argument("--track", help="benchmark track: its task, settings, --trials and --seeds (regbench list); "
-                                         "with --seeds, also writes the track's board with the shipped baselines")
-    setting.add_argument("--task", help="task name for an ad-hoc setting (regbench list shows them)")
-    which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--regularizer", help="registered regularizer name to tune")
-    which.add_argument("--all", action="store_true",
-                       help="a study for every registered regularizer with the same --trials (the protocol)")
-    parser.add_argument("--trials", type=int, default=None,
-                        help="trials the study must hold (default: the track's); rerunning resumes and runs only "
-                             "the missing ones")
-    parser.add_argument("--storage", default=None,
-                        help=f"Optuna storage: a journal file or an SQLAlchemy URL (default ${STORAGE_ENV}, "
-                             f"{LEGACY_STORAGE} where it exists, else {DEFAULT_STORAGE}); "
-                             "postgresql://user@host/db to share a study between machines")
-    parser.add_argument("--study-name", default=None, help="default: <task>-<regularizer>[-<preset>][-<scale>]")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads per worker (default 1: with other processes on the cores, more threads "
-                             "make the recurrent loops many times slower)")
-    parser.add_argument("--seed", type=int, default=0, help="training seed of every trial and sampler seed (0)")
-    parser.add_argument("--seeds", type=int, default=None,
-                        help="after the study, rerun its best configuration with this many fresh seeds "
-                             "(default: the track's; 0 without a track)")
-    parser.add_argument("--preset", default=None, help="task preset (default: the runner's)")
-    parser.add_argument("--scale", default=None, help="tiny | small | paper | a number in (0, 1]")
-    parser.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
-    parser.add_argument("--data-dir", default=None, help="folder with the data files")
-    parser.add_argument("--hub", default=None, type=hub_argument, metavar="REPO@REVISION",
-                        help="load the data from the Hugging Face hub at a pinned revision instead of --data-dir")
-    parser.add_argument("--store", default=None, help="results store (default: the runner's default)")
-    parser.add_argument("--no-prune", action="store_true", help="do not prune trials (MedianPruner otherwise)")
-    parser.add_argument("--startup-trials", type=int, default=None,
-                        help="random trials before TPE takes over (default min(10, max(2, trials // 3)))")
-    parser.add_argument("--heartbeat", type=int, default=10,
-                        help="seconds between trial heartbeats; a trial silent for 3 of them is failed as stale")
-    parser.add_argument("--objective", default=None, help=argparse.SUPPRESS)  # "module:function", tests only
+    study_arguments(parser)
 
 
 def _apply_track(args) -> None:
@@ -170,6 +134,9 @@ def run(args) -> int:
     """``regbench study``: one line per trial, a summary line per study; errors as one line. Exits 1
     when a study has no trial with a finite value (all failed, pruned or diverged) or a rerun failed."""
     configure_logging()
+    import logging
+
+    log = logging.getLogger(__name__)  # shown on stderr by the command line's handler
     try:
         if args.threads < 1:
             raise StudyError(f"--threads must be at least 1, got {args.threads}")
@@ -191,8 +158,8 @@ def run(args) -> int:
             print(summary.line(), flush=True)
             if summary.best_value is None:
                 outcomes = ", ".join(f"{v} {k}" for k, v in sorted(summary.outcomes.items()) if v) or "none"
-                print(f"regbench study: no trial of study {summary.study_name} finished with a finite value "
-                      f"({outcomes}); see the reasons above", file=sys.stderr, flush=True)
+                log.error("regbench study: no trial of study %s finished with a finite value (%s); see the "
+                          "reasons above", summary.study_name, outcomes)
                 status = 1
                 continue
             if args.seeds:
@@ -200,14 +167,11 @@ def run(args) -> int:
                     rerun_best(config.resolved_name(), config.resolved_storage(), seeds=args.seeds,
                                store=config.store, run_fn=config.run_fn, command=config.command)
                 except StudyError as error:  # e.g. every trial diverged: say so, go on with the others
-                    print(f"regbench study: {config.regularizer}: no rerun: {error}", file=sys.stderr, flush=True)
+                    log.error("regbench study: %s: no rerun: %s", config.regularizer, error)
                     status = 1
         if args.track and args.seeds:
             _write_track_board(args)
-    except StudyError as error:
-        print(f"regbench study: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # errors are formatted by the command line's handler (benchmark.cli.main)
         print("regbench study: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     return status
@@ -224,44 +188,43 @@ def _write_track_board(args) -> None:
 
 
 def add_from_study_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--from-study S [--storage URL] --seeds K`` for ``regbench run`` (when those flags are absent)."""
-    existing = {option for action in parser._actions for option in action.option_strings}
-    parser.add_argument("--from-study", default=None, metavar="STUDY",
-                        help="rerun the best configuration of this Optuna study with --seeds fresh seeds")
-    if "--storage" not in existing:
-        parser.add_argument("--storage", default=None, help=f"Optuna storage URL of --from-study ({DEFAULT_STORAGE})")
-    if "--seeds" not in existing:
-        parser.add_argument("--seeds", type=int, default=3, help="seeds for --from-study (default 3)")
+    """``--from-study S [--storage URL] --seeds K`` for ``regbench run`` (benchmark.cli.arguments)."""
+    from .cli.arguments import from_study_arguments
+
+    from_study_arguments(parser)
 
 
 def run_from_study(args) -> int:
     """``regbench run --from-study S``: the task, regularizer and settings come from the study."""
     clashing = [flag for flag, attr in (("--task", "task"), ("--regularizer", "regularizer"))
                 if getattr(args, attr, None)]
+    from .errors import error_line
+
     if clashing:
-        print(f"regbench run: error: --from-study takes the task and regularizer from the study; "
-              f"drop {' and '.join(clashing)}", file=sys.stderr)
+        print(error_line("run", f"--from-study takes the task and regularizer from the study; "
+                                f"drop {' and '.join(clashing)}"), file=sys.stderr)
         return 2
     configure_logging()
     seeds = getattr(args, "seeds", None) or 3
     if isinstance(seeds, (list, tuple)):
         seeds = len(seeds)
+    # --out is the one output folder the reruns write into (the study's own options are kept).
+    options = {"out_dir": args.out} if getattr(args, "out", None) else None
     try:
-        # --out is the one output folder the reruns write into (the study's own options are kept).
-        options = {"out_dir": args.out} if getattr(args, "out", None) else None
         records = rerun_best(args.from_study, getattr(args, "storage", None), seeds=int(seeds),
                              store=getattr(args, "store", None), run_fn=getattr(args, "objective", None),
                              command=_invocation("run"), run_options=options)
-    except StudyError as error:
-        print(f"regbench run: error: {error}", file=sys.stderr)
+    except StudyError as error:  # called directly too: the one error form, exit 2
+        print(error_line("run", error), file=sys.stderr)
         return 2
     return 0 if all(r.status == "ok" for r in records) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmark.study", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """``python -m benchmark.study ARGS`` is ``regbench study ARGS`` (same parser, same error lines)."""
+    from .cli import main as regbench
+
+    return regbench(["study", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

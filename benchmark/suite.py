@@ -8,6 +8,7 @@ Ctrl-C loses at most the runs in flight; their ``last.ckpt`` lets the next attem
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -16,6 +17,8 @@ from typing import Callable, Iterable
 
 from .records import RunRecord
 from .runner import RunConfig
+
+log = logging.getLogger(__name__)
 
 __all__ = ["run_all", "expected_cost"]
 
@@ -42,6 +45,10 @@ def _run_one(config: RunConfig, threads: int | None, skip_finished: bool = False
     looked (two identical commands started minutes apart), take its record instead of a second run.
     """
     _set_threads(threads)
+    if multiprocessing.parent_process() is not None:  # a spawned worker shows messages like the command
+        from .logs import configure
+
+        configure()
     from .runner import finished_record, plan_run, run_experiment
 
     started = time.perf_counter()
@@ -54,13 +61,13 @@ def _run_one(config: RunConfig, threads: int | None, skip_finished: bool = False
     except Exception as error:  # noqa: BLE001 -- one failed run must not stop the suite
         import traceback
 
-        from .cli import one_line
+        from .errors import one_line
 
         if isinstance(error, OSError):  # the environment's fault: one line, the run was not recorded
-            print(f"regbench run: {config.task} {config.regularizer} seed {config.seed}: not recorded, "
-                  f"{type(error).__name__}: {one_line(error)}", flush=True)
+            log.error("regbench run: %s %s seed %s: not recorded, %s: %s", config.task, config.regularizer,
+                      config.seed, type(error).__name__, one_line(error))
         else:
-            traceback.print_exc()
+            log.error("%s", "".join(traceback.format_exception(error)).rstrip())
 
         return RunRecord(task=config.task or config.track or "", regularizer=config.regularizer, seed=config.seed,
                          status="failed", reason=f"{type(error).__name__}: {one_line(error)}"[:300],

@@ -360,7 +360,7 @@ def test_a_damaged_last_checkpoint_is_set_aside_and_the_run_starts_afresh(tmp_pa
     counter = CountEpochs()
     record = run_experiment(config, callbacks=[counter])
     assert record.status == "ok" and counter.epochs == [0, 1] and record.resumed is False
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err  # a logged warning (benchmark.runner's logger): stderr
     assert "unreadable" in out and "afresh" in out, out
     assert [p.name.startswith("last.ckpt.damaged") for p in last.parent.glob("last.ckpt.damaged*")] == [True]
     assert ResultsStore(tmp_path / "results.sqlite").dataframe()["status"].tolist() == ["ok"]

@@ -13,18 +13,10 @@ HELP = "write the leaderboards (markdown, JSON, plots) from the results store"
 
 
 def add_arguments(parser) -> None:
-    """Arguments of ``regbench leaderboard``."""
-    parser.add_argument("--store", default=None,
-                        help="results store: its SQLite file or a JSON export (default: $REGBENCH_STORE or "
-                             "regbench_runs/results.sqlite)")
-    parser.add_argument("--out", default=DEFAULT_OUT,
-                        help=f"output folder (default {DEFAULT_OUT}; the committed boards are leaderboards/)")
-    parser.add_argument("--track", default=None,
-                        help="only this track's board, with the shipped baselines (leaderboards/results.json) for "
-                             "the regularizers the store has not run on it")
-    parser.add_argument("--export", default=None, metavar="JSON",
-                        help="also write every record of the store to this JSON file (sorted, stable)")
-    parser.add_argument("--no-plots", action="store_true", help="markdown and JSON only")
+    """Arguments of ``regbench leaderboard`` (declared in benchmark.cli.arguments)."""
+    from ..cli.arguments import leaderboard_arguments
+
+    leaderboard_arguments(parser, DEFAULT_OUT)
 
 
 def run(args) -> int:

@@ -11,7 +11,7 @@ module provides::
     USER_ERRORS = (MyError,)                         # optional: exceptions that mean bad input
 
 For bad input (a name that does not exist, a value out of range, missing data), raise
-``benchmark.cli.UsageError`` (or one of the module's ``USER_ERRORS``) with a one-line message
+``benchmark.errors.UsageError`` (or one of the module's ``USER_ERRORS``) with a one-line message
 *before* any long work starts: ``main`` prints ``regbench <cmd>: error: <message>`` and exits
 with 2, without a traceback. ``DataNotFoundError``, ``DataFormatError`` and ``UnknownRegularizerError`` are
 treated the same way everywhere. Modules are imported only when they are listed and present,
@@ -25,6 +25,9 @@ import importlib
 import os
 import sys
 
+from ..errors import UsageError, error_line, one_line
+from .config import add_config_option, expand_config
+
 __all__ = ["SUBCOMMANDS", "UsageError", "build_parser", "main", "one_line"]
 
 SUBCOMMANDS: list[tuple[str, str]] = [
@@ -35,10 +38,7 @@ SUBCOMMANDS: list[tuple[str, str]] = [
     ("gradient-flow", "benchmark.gradient_flow"),
     ("perf", "benchmark.perf"),
 ]
-
-
-class UsageError(Exception):
-    """Bad input from the user; its message is shown as one line and the command exits with 2."""
+CONFIG_FILE_COMMANDS = ("run", "study")  # those that take --config FILE
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,11 +50,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def one_line(error: BaseException) -> str:
-    """An exception's message on one line (some, like DataNotFoundError, span several)."""
-    return " ".join(part.strip() for part in str(error).splitlines() if part.strip()) or type(error).__name__
 
 
 def _load_subcommands() -> list[tuple[str, object]]:
@@ -82,32 +77,47 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
                                                  "(zoneout and friends) with PyTorch Lightning.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     modules = {}
+    parser.subcommand_parsers = {}
     for name, module in _load_subcommands():
         sub = commands.add_parser(name, help=_help(module), description=_help(module))
         module.add_arguments(sub)
+        if name in CONFIG_FILE_COMMANDS:
+            add_config_option(sub)
         modules[name] = module
+        parser.subcommand_parsers[name] = sub
     return parser, modules
 
 
 def main(argv: list[str] | None = None) -> int:
     parser, modules = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in CONFIG_FILE_COMMANDS and argv[0] in parser.subcommand_parsers:
+        try:
+            argv = [argv[0], *expand_config(parser.subcommand_parsers[argv[0]], argv[1:])]
+        except UsageError as error:
+            print(error_line(argv[0], error), file=sys.stderr)
+            return 2
     args = parser.parse_args(argv)
+    from ..logs import configure
+
+    configure()  # the library's messages: plain lines on stderr
     if args.command is None:
         parser.print_help()
         return 2
     module = modules[args.command]
     from regularizers import UnknownRegularizerError
 
-    from .data import DataFormatError, DataNotFoundError, DataSourceError
+    from ..data import DataFormatError, DataNotFoundError, DataSourceError
 
+    # Every module's user errors: a subcommand may raise another's (run --from-study: StudyError).
     user_errors = (UsageError, DataNotFoundError, DataFormatError, DataSourceError, UnknownRegularizerError,
-                   *getattr(module, "USER_ERRORS", ()))
+                   *(error for loaded in modules.values() for error in getattr(loaded, "USER_ERRORS", ())))
     try:
         return int(module.run(args) or 0)
     except user_errors as error:
         if os.environ.get("REGBENCH_DEBUG"):
             raise
-        print(f"regbench {args.command}: error: {one_line(error)}", file=sys.stderr)
+        print(error_line(args.command, error), file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `regbench list | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
