@@ -95,7 +95,7 @@ def test_a_study_takes_a_config_file(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "study.yaml").write_text(yaml.safe_dump({
         "task": "digits", "regularizer": "zoneout", "trials": 2, "storage": f"sqlite:///{tmp_path}/s.sqlite",
-        "store": str(tmp_path / "r.sqlite"), "objective": "benchmark.study:tiny_run", "heartbeat": 0}))
+        "store": str(tmp_path / "r.sqlite"), "objective": "tiny_objective:tiny_run", "heartbeat": 0}))
     assert main(["study", "--config", "study.yaml"]) == 0, capsys.readouterr().err
     import optuna
 
