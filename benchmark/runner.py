@@ -283,6 +283,10 @@ def build_model(plan: RunPlan, datamodule):
 
 def quiet_lightning() -> None:
     """Silence Lightning's start-up chatter and the warnings that do not apply to these runs."""
+    # Imported first: on import Lightning sets its loggers to INFO when the root logger has no
+    # handler, which would undo the levels set here.
+    import lightning.pytorch  # noqa: F401
+
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
     # In-memory tensors: worker processes would only add start-up time.
