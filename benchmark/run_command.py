@@ -222,7 +222,7 @@ def _progress_line(done: int, total: int, record: RunRecord) -> str:
 
 def _print_summary(records: list[RunRecord]) -> None:
     """Per setting: each regularizer's test mean ± std over seeds and whether it beat ``none``
-    significantly (Welch's t-test, Holm-corrected over the setting's comparisons; benchmark.significance)."""
+    significantly (Welch's t-test, Holm-corrected over the setting's comparisons; benchmark.boards.significance)."""
     from .leaderboard import BASELINE, build_boards, load_records
     from .store import records_frame
 

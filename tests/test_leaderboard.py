@@ -221,7 +221,7 @@ def test_differences_with_welch_p_and_holm():
 
 
 def test_holm_and_welch_by_hand():
-    from benchmark.significance import holm, interval, welch
+    from benchmark.boards.significance import holm, interval, welch
 
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert holm([0.5, float("nan"), 0.01]) [0] == pytest.approx(0.5) and math.isnan(holm([0.5, float("nan")])[1])
@@ -252,7 +252,7 @@ def test_smoke_boards_say_so_and_single_entrants_are_not_ranked(tmp_path):
 
 
 def test_findings_report_the_claims_either_way():
-    from benchmark.findings import paragraph
+    from benchmark.boards.findings import paragraph
 
     def row(name, values, rank):
         return {"regularizer": name, "test_values": values, "rank": rank}

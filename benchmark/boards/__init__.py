@@ -7,6 +7,8 @@
 * ``plots``: the figures;
 * ``write``: every file of a store's boards (``write_leaderboards``);
 * ``shipped``: a track's board with the committed baselines (``write_track_board``);
+* ``significance``: intervals, Welch's t-test, Holm's correction;
+* ``findings``: which of the paper's claims a board supports;
 * ``command``: ``regbench leaderboard``.
 """
 

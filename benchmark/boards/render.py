@@ -13,9 +13,10 @@ import shlex
 import numpy as np
 import pandas as pd
 
-from .. import findings, reference_numbers
+from .. import reference_numbers
+from . import findings
 from ..data import source_names
-from ..significance import ALPHA, CONFIDENCE
+from .significance import ALPHA, CONFIDENCE
 from .cross_task import ranking_boards
 from .load import first
 from .tables import BASELINE, OK, REFERENCE, Board, slug

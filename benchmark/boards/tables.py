@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .. import reference_numbers
-from ..significance import ALPHA, holm, interval, welch
+from .significance import ALPHA, holm, interval, welch
 from .load import first, text
 
 __all__ = ["BASELINE", "REFERENCE", "OK", "Board", "summarize", "configurations", "best_configuration",

@@ -8,6 +8,7 @@ Where each concern lives:
 * :mod:`.objective` one trial = one run: its ``RunConfig``, the run function, the outcome;
 * :mod:`.study`     ``StudyConfig``, the budget (``MaxTrialsCallback``), enqueued trials, stale
                     trials, workers, ``run_study`` and its summary;
+* :mod:`.storage_timeout` a time limit on every query to a PostgreSQL storage;
 * :mod:`.reruns`    seeded reruns of the best configuration;
 * :mod:`.logs`      the command line's handler of the ``benchmark.study`` logger.
 

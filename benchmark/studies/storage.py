@@ -5,7 +5,7 @@
   machine). A plain path is a journal file too.
 * An SQLAlchemy URL (``sqlite:///file``, ``postgresql://user@host/db``) is an ``RDBStorage``
   with a heartbeat, for workers on several machines; every PostgreSQL query is timed
-  (``benchmark.storage_timeout``); an in-memory SQLite URL is refused.
+  (``benchmark.studies.storage_timeout``); an in-memory SQLite URL is refused.
 * The old default ``regbench_runs/studies.sqlite``: when no storage is given and that file
   exists, it is used (and said once), so that existing studies stay where they are.
 """
@@ -116,7 +116,7 @@ def open_storage(url: str, heartbeat: int | None = 10):
         Path(make_url(url).database).parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": 60}}
     elif url.startswith("postgresql"):
-        from ..storage_timeout import connect_args, query_timeout
+        from .storage_timeout import connect_args, query_timeout
 
         try:
             query_timeout()  # a bad $REGBENCH_STORAGE_TIMEOUT is one line now, not an error mid-query
@@ -178,7 +178,7 @@ def _refuse_in_memory_sqlite(url: str) -> None:
 
 def _postgres_driver(url: str) -> str:
     """``postgresql://`` means psycopg (3) to SQLAlchemy 2.1; use psycopg2 whenever it is installed,
-    since only its queries get the timeout of benchmark.storage_timeout (psycopg 3's only connect)."""
+    since only its queries get the timeout of benchmark.studies.storage_timeout (psycopg 3's only connect)."""
     if not url.startswith("postgresql://"):
         return url
     try:
