@@ -87,7 +87,7 @@ def option_type(option: Option):
 
     classes = [RunConfig]
     try:
-        from ..study import StudyConfig
+        from ..studies.study import StudyConfig
 
         classes.append(StudyConfig)
     except ImportError:  # pragma: no cover

@@ -182,7 +182,7 @@ class Objective:
         without an outcome, before it runs."""
         from optuna.trial import TrialState
 
-        from .study import counted
+        from .summary import counted
 
         ahead = sum(1 for t in trial.study.get_trials(deepcopy=False)
                     if t.number < trial.number and (counted(t) or t.state == TrialState.RUNNING))

@@ -16,7 +16,7 @@ log = logging.getLogger("benchmark.study")
 
 def best_configuration(study_name: str, storage_url: str | None = None) -> dict[str, Any]:
     """The study's identity (task, regularizer, preset, scale, seed, run options) and best params."""
-    from .study import summarize_study
+    from .summary import summarize_study
 
     url = resolve_storage(storage_url)
     study = load_study(open_storage(url, None), study_name)

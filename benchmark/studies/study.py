@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import signal
 import sys
@@ -30,6 +29,7 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
 from .objective import Objective, TrialFailed, process_started, run_config, run_fn_label
+from .summary import StudySummary, counted, outcomes, summarize_study
 from .storage import StudyError, load_study, open_storage, redact, resolve_storage, retry_stale_trial, short
 
 __all__ = ["StudyConfig", "StudySummary", "Budget", "counted", "default_study_name", "run_study",
@@ -76,22 +76,7 @@ class StudyConfig:
                 "scale": "" if self.scale is None else str(self.scale), "seed": int(self.seed)}
 
 
-@dataclass
-class StudySummary:
-    study_name: str
-    storage: str
-    target: int
-    outcomes: dict[str, int]
-    best_value: float | None
-    best_params: dict[str, Any] | None
-    best_trial: int | None
 
-    def line(self) -> str:
-        counts = ", ".join(f"{v} {k}" for k, v in sorted(self.outcomes.items()) if v)
-        done = sum(self.outcomes.values())
-        best = ("no finished trial" if self.best_value is None else
-                f"best {self.best_value:.4f} (trial {self.best_trial}, {json.dumps(self.best_params, sort_keys=True)})")
-        return f"study {self.study_name}: {done}/{self.target} trials ({counts or 'none'}); {best}"
 
 
 def default_study_name(task: str, regularizer: str, preset: str | None = None, scale: Any = None) -> str:
@@ -110,11 +95,7 @@ def _say(config: StudyConfig, text: str, *args: Any) -> None:
 # ----------------------------------------------------------------------------- budget
 
 
-def counted(trial) -> bool:
-    """Whether a trial counts toward the budget: it has an outcome."""
-    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
-        return True
-    return trial.state == TrialState.FAIL and "outcome" in trial.user_attrs
+
 
 
 class Budget(MaxTrialsCallback):
@@ -133,13 +114,7 @@ class Budget(MaxTrialsCallback):
             study.stop()
 
 
-def outcomes(study) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for trial in study.get_trials(deepcopy=False):
-        if counted(trial):
-            outcome = trial.user_attrs.get("outcome") or trial.state.name.lower()
-            counts[outcome] = counts.get(outcome, 0) + 1
-    return counts
+
 
 
 def search_space_is_empty(regularizer: str) -> bool:
@@ -409,13 +384,7 @@ def _run_workers(config: StudyConfig) -> None:
 # ----------------------------------------------------------------------------- run_study
 
 
-def summarize_study(study, budget: int, storage_url: str) -> StudySummary:
-    finite = [t for t in study.get_trials(deepcopy=False)
-              if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)]
-    best = min(finite, key=lambda t: (t.value, t.number)) if finite else None
-    return StudySummary(study.study_name, redact(storage_url), budget, outcomes(study),
-                        None if best is None else float(best.value), None if best is None else dict(best.params),
-                        None if best is None else best.number)
+
 
 
 def _check(config: StudyConfig) -> None:
