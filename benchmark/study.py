@@ -47,7 +47,7 @@ import sys
 from .studies import (DEFAULT_STORAGE, LEGACY_STORAGE, STORAGE_ENV, Budget, StudyConfig, StudyError, StudySummary,
                       best_configuration, counted, default_study_name, load_study, open_storage, redact, rerun_best,
                       resolve_storage, run_study, run_task_suite)
-from .studies.logs import configure_logging
+from .logs import configure as show_messages
 
 __all__ = [
     "DEFAULT_STORAGE", "LEGACY_STORAGE", "STORAGE_ENV", "StudyError", "StudyConfig", "StudySummary", "Budget",
@@ -133,7 +133,7 @@ def _invocation(subcommand: str) -> str:
 def run(args) -> int:
     """``regbench study``: one line per trial, a summary line per study; errors as one line. Exits 1
     when a study has no trial with a finite value (all failed, pruned or diverged) or a rerun failed."""
-    configure_logging()
+    show_messages()
     import logging
 
     log = logging.getLogger(__name__)  # shown on stderr by the command line's handler
@@ -204,7 +204,7 @@ def run_from_study(args) -> int:
         print(error_line("run", f"--from-study takes the task and regularizer from the study; "
                                 f"drop {' and '.join(clashing)}"), file=sys.stderr)
         return 2
-    configure_logging()
+    show_messages()
     seeds = getattr(args, "seeds", None) or 3
     if isinstance(seeds, (list, tuple)):
         seeds = len(seeds)

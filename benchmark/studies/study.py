@@ -312,9 +312,9 @@ def _worker_process(payload: dict[str, Any], worker: int, level: int) -> None:
             raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)  # the parent's way of passing Ctrl-C on
-    from .logs import configure_logging
+    from ..logs import configure
 
-    configure_logging(level)
+    configure(level)
     sys.exit(_worker_entry(payload, worker))
 
 
