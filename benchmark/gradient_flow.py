@@ -27,7 +27,6 @@ registered (it is not one of the benchmark's eight: ``rnndrop`` uses one mask pe
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -324,10 +323,9 @@ def run(args) -> int:
                 "limit_train_batches": args.limit_train_batches, "grad_batches": args.grad_batches}
     results, data = run_gradient_flow(args.task, args.data_dir, args.hidden_size, args.epochs, args.batch_size,
                                       args.lr, args.seed, args.limit_train_batches, args.grad_batches)
-    argv = sys.argv[1:]
-    if argv[:1] == ["gradient-flow"]:
-        argv = argv[1:]
-    command = shlex.join(["regbench", "gradient-flow", *argv])
+    from .commands import this_invocation
+
+    command = this_invocation("gradient-flow")
     for path in write_outputs(results, data, args.out, args.task, command, settings):
         print(path)
     for r in results:

@@ -446,18 +446,11 @@ def reproduce_options(plan: RunPlan) -> dict[str, Any]:
     return options
 
 
-_FLAGS = {"first_seed": "--first-seed", "hidden_size": "--hidden-size", "data_dir": "--data-dir"}
-
-
 def command_line(plan: RunPlan) -> str:
     """The ``regbench run`` command that repeats this run (the leaderboards show it)."""
-    import shlex
+    from .commands import regbench_command
 
-    parts = ["regbench", "run"]
-    for name, value in reproduce_options(plan).items():
-        for item in value if isinstance(value, list) else [value]:
-            parts += [_FLAGS.get(name, f"--{name}"), str(item)]
-    return shlex.join(parts)
+    return regbench_command("run", reproduce_options(plan))
 
 
 def write_run_config(plan: RunPlan, run_dir: Path) -> Path:

@@ -41,12 +41,12 @@ Protocol and behaviour (the library is :mod:`benchmark.studies`, one module per 
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 
 from .studies import (DEFAULT_STORAGE, LEGACY_STORAGE, STORAGE_ENV, Budget, StudyConfig, StudyError, StudySummary,
                       best_configuration, counted, default_study_name, load_study, open_storage, redact, rerun_best,
                       resolve_storage, run_study, run_task_suite)
+from .commands import this_invocation
 from .logs import configure as show_messages
 
 __all__ = [
@@ -119,15 +119,7 @@ def _config_from_args(args, regularizer: str) -> StudyConfig:
                        run_options=options, store=args.store, workers=args.workers, threads=args.threads,
                        prune=not args.no_prune,
                        startup_trials=args.startup_trials, heartbeat=args.heartbeat, run_fn=args.objective,
-                       command=_invocation("study"))
-
-
-def _invocation(subcommand: str) -> str:
-    """This process's command line as the ``regbench`` command that repeats it."""
-    argv = sys.argv[1:]
-    if argv[:1] == [subcommand]:
-        argv = argv[1:]
-    return shlex.join(["regbench", subcommand, *argv])
+                       command=this_invocation("study"))
 
 
 def run(args) -> int:
@@ -213,7 +205,7 @@ def run_from_study(args) -> int:
     try:
         records = rerun_best(args.from_study, getattr(args, "storage", None), seeds=int(seeds),
                              store=getattr(args, "store", None), run_fn=getattr(args, "objective", None),
-                             command=_invocation("run"), run_options=options)
+                             command=this_invocation("run"), run_options=options)
     except StudyError as error:  # called directly too: the one error form, exit 2
         print(error_line("run", error), file=sys.stderr)
         return 2

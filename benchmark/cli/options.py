@@ -31,7 +31,9 @@ class Option:
 
     @property
     def flag(self) -> str:
-        return "--" + self.dest.replace("_", "-")
+        from ..commands import flag
+
+        return flag(self.dest)
 
 
 def _hub_type(value: str) -> str:
