@@ -1,19 +1,24 @@
-"""``regbench perf``: speed and memory of the regularized layers against torch's fused layers.
+"""``regbench perf``: speed and memory of the regularized layers against torch's own layers.
 
-One training step (forward + backward of ``output.sum()``) of every regularizer's layer
-and of ``torch.nn.LSTM`` / ``torch.nn.GRU`` at the same shape, interleaved in one process
-over several repetitions so that drifts of the machine hit all of them alike. Reports the
-median time ratio to torch and the peak memory ratio (CPU: bytes allocated by the step as
-measured in a fresh process per layer; CUDA: ``max_memory_allocated``).
+One training step (forward, and backward of ``output.sum()``) of every regularizer's layer and of
+``torch.nn.LSTM`` / ``GRU`` / ``RNN`` at the same shape, interleaved in one process over several
+repetitions so that drifts of the machine hit all of them alike. It reports the median time ratio
+to torch's layer and the peak memory ratio (CPU: what one step adds to the resident memory, read
+in a separate process per shape and cell; CUDA: ``max_memory_allocated``).
+
+Shapes are named (:data:`SHAPES`): the CPU tracks' models (derived from the track definitions, so
+they cannot drift apart), the paper's tasks, and two sweeps, over sequence length and over hidden
+size, whose table shows how each ratio grows with steps and with width.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
 import subprocess
 import sys
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,21 +27,99 @@ import torch
 
 import regularizers
 
-HELP = "speed and peak memory of every regularizer's layer against torch.nn.LSTM / GRU (one process, interleaved)"
+__all__ = ["HELP", "Shape", "SHAPES", "DEFAULT_SHAPES", "SWEEPS", "PerfRow", "measure", "growth", "format_table",
+           "format_growth", "track_shape"]
+
+HELP = ("speed and peak memory of every regularizer's layer against torch.nn.LSTM / GRU / RNN at named shapes "
+        "(one process, interleaved)")
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    batch: int
+    steps: int
+    input_size: int
+    hidden: int
+    layers: int = 1
+    note: str = ""
+
+    def describe(self) -> str:
+        layers = f"{self.layers} layers, " if self.layers > 1 else ""
+        return f"{layers}batch {self.batch}, {self.steps} steps, input {self.input_size}, hidden {self.hidden}"
+
+
+_IMAGE_SIDE = {"digits": 8, "mnist": 28}  # the data sets' own image sides (tests check them against the data)
+
+
+def track_shape(track: str) -> Shape:
+    """The recurrent layer's shape in a track's model: the batch, the steps a forward pass runs (the
+    BPTT window of a language model, the pixels of an image) and the layer's input size."""
+    from .tasks import get_task
+    from .tracks import get_track
+
+    definition = get_track(track)
+    settings = definition.settings
+    task = get_task(definition.task)
+    if task.kind == "language_model":
+        steps, input_size = settings.bptt, settings.embedding_size or settings.hidden_size
+    else:
+        side = settings.image_side or _IMAGE_SIDE[task.dataset]
+        steps, input_size = side * side, 1
+    return Shape(track, settings.batch_size, steps, input_size, settings.hidden_size, settings.num_layers,
+                 note=f"the {track} track's model")
+
+
+_PAPER = [
+    Shape("pmnist/paper", 100, 784, 1, 100, note="permuted MNIST, one pixel a step"),
+    Shape("char_ptb/paper", 32, 100, 1000, 1000, note="character-level PTB, 1x1000"),
+    Shape("word_ptb/small", 20, 35, 200, 200, 2, note="Zaremba et al.'s small word-level PTB model"),
+    Shape("word_ptb/medium", 20, 35, 650, 650, 2, note="Zaremba et al.'s medium word-level PTB model"),
+    Shape("word_ptb/paper", 20, 35, 1500, 1500, 2, note="the paper's 2x1500 word-level PTB model (slow on a CPU)"),
+    Shape("text8/paper", 128, 180, 2000, 2000, note="text8, 1x2000 (very slow on a CPU)"),
+    Shape("tuned/256", 32, 100, 64, 256, note="the shape the fused loops were first tuned on"),
+    Shape("tuned/1000", 32, 100, 64, 1000, note="the same, hidden 1000"),
+]
+_TRACKS = ["digits/cpu-v1", "pmnist/cpu-v1", "char_ptb/cpu-v1"]
+SWEEPS = {
+    "steps": [Shape(f"steps/{n}", 32, n, 64, 256, note="length sweep at hidden 256") for n in (25, 100, 400, 1600)],
+    "hidden": [Shape(f"hidden/{h}", 32, 100, 64, h, note="width sweep at 100 steps") for h in (64, 128, 256, 512, 1024)],
+}
+
+
+def _all_shapes() -> dict[str, Shape]:
+    shapes = {shape.name: shape for shape in _PAPER}
+    shapes.update({shape.name: shape for sweep in SWEEPS.values() for shape in sweep})
+    for track in _TRACKS:
+        shapes[track] = track_shape(track)
+    return shapes
+
+
+SHAPES: dict[str, Shape] = _all_shapes()
+DEFAULT_SHAPES = ["digits/cpu-v1", "pmnist/cpu-v1", "char_ptb/cpu-v1", "pmnist/paper", "word_ptb/small",
+                  "word_ptb/medium", "tuned/256"]
+
 
 @dataclass
 class PerfRow:
+    shape: str
     cell: str
-    hidden: int
     regularizer: str
     median_ms: float
     ratio: float
-    peak_mb: float
-    memory_ratio: float
+    peak_mb: float | None
+    memory_ratio: float | None
 
 
-def _torch_layer(cell: str, input_size: int, hidden: int) -> torch.nn.Module:
-    return {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell](input_size, hidden)
+_TORCH_LAYERS = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}
+_REGULARIZED_LAYERS = {"lstm": regularizers.RegularizedLSTM, "gru": regularizers.RegularizedGRU,
+                       "rnn": regularizers.RegularizedRNN}
+
+
+def _make_layer(cell: str, name: str, shape: Shape) -> torch.nn.Module:
+    if name == "torch":
+        return _TORCH_LAYERS[cell](shape.input_size, shape.hidden, shape.layers)
+    return _REGULARIZED_LAYERS[cell](shape.input_size, shape.hidden, shape.layers, regularizers=[name])
 
 
 def _synchronize(device: torch.device) -> None:
@@ -47,81 +130,88 @@ def _synchronize(device: torch.device) -> None:
 def _step(layer: torch.nn.Module, x: torch.Tensor) -> None:
     output, _ = layer(x)
     output.sum().backward()
-    regularizers.penalty(layer)  # taken and dropped, as before: a layer keeps untaken terms, and their graphs
+    regularizers.penalty(layer)  # taken and dropped: a layer keeps untaken terms, and their graphs
 
 
 _MEMORY_PROBE = """
-import gc, sys, torch, regularizers
-from benchmark.perf import _make_layer, _step
-cell, name = sys.argv[1], sys.argv[3]
-hidden, batch, steps, input_size = int(sys.argv[2]), *map(int, sys.argv[4:])
-torch.manual_seed(0)
-layer = _make_layer(cell, name, input_size, hidden)
-x = torch.randn(steps, batch, input_size)
-_step(layer, x)  # one-time costs first: library loads, thread pools, the allocator's own growth
-layer.zero_grad(set_to_none=True)
-gc.collect()
+import gc, json, sys, torch
+from benchmark.perf import Shape, _make_layer, _step
+cell, names, shape = sys.argv[1], sys.argv[2].split(","), Shape(**json.loads(sys.argv[3]))
 def status(key):
     for line in open("/proc/self/status"):
         if line.startswith(key):
             return int(line.split()[1]) * 1024
-open("/proc/self/clear_refs", "w").write("5")  # reset the high-water mark (VmHWM) to the current size
-before = status("VmRSS:")
-_step(layer, x)
-print(status("VmHWM:") - before)
+peaks = {}
+for name in names:
+    torch.manual_seed(0)
+    layer = _make_layer(cell, name, shape)
+    x = torch.randn(shape.steps, shape.batch, shape.input_size)
+    _step(layer, x)  # one-time costs first: library loads, thread pools, the allocator's own growth
+    layer.zero_grad(set_to_none=True)
+    gc.collect()
+    open("/proc/self/clear_refs", "w").write("5")  # reset the high-water mark (VmHWM) to the current size
+    before = status("VmRSS:")
+    _step(layer, x)
+    peaks[name] = status("VmHWM:") - before
+    del layer, x
+    gc.collect()
+print(json.dumps(peaks))
 """
 
 
-def _peak_memory(cell: str, hidden: int, name: str, batch: int, steps: int, input_size: int,
-                 device: torch.device) -> int:
-    """Peak bytes that one training step adds to what was allocated before it.
+def _peak_memory(cell: str, names: list[str], shape: Shape, device: torch.device) -> dict[str, int]:
+    """Peak bytes that one training step adds to what was allocated before it, per layer.
 
-    On CUDA, the allocator's own statistics. On the CPU, which keeps none, a fresh process
-    per layer takes one warm-up step, resets the kernel's high-water mark of its resident
-    memory (Linux's ``clear_refs``) and reads how far a second step raises it.
+    On CUDA, the allocator's own statistics. On the CPU, which keeps none, a separate process takes
+    one warm-up step per layer, resets the kernel's high-water mark of its resident memory (Linux's
+    ``clear_refs``) and reads how far a second step raises it.
     """
     if device.type == "cuda":
-        torch.manual_seed(0)
-        layer = _make_layer(cell, name, input_size, hidden).to(device)
-        x = torch.randn(steps, batch, input_size, device=device)
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        _step(layer, x)
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - before
+        peaks = {}
+        for name in names:
+            torch.manual_seed(0)
+            layer = _make_layer(cell, name, shape).to(device)
+            x = torch.randn(shape.steps, shape.batch, shape.input_size, device=device)
+            _step(layer, x)
+            layer.zero_grad(set_to_none=True)
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            before = torch.cuda.memory_allocated(device)
+            _step(layer, x)
+            torch.cuda.synchronize(device)
+            peaks[name] = torch.cuda.max_memory_allocated(device) - before
+        return peaks
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+           "OMP_NUM_THREADS": str(torch.get_num_threads()),
            # glibc: every block over 64 KiB gets its own mapping, returned to the system when freed,
            # so that resident memory follows the live tensors instead of the allocator's cache.
            "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
-    result = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, cell, str(hidden), name, str(batch), str(steps),
-                             str(input_size)], capture_output=True, text=True, env=env, check=True)
-    return int(result.stdout.strip().splitlines()[-1])
+    shape_json = json.dumps(shape.__dict__)
+    result = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, cell, ",".join(names), shape_json],
+                            capture_output=True, text=True, env=env, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def _make_layer(cell: str, name: str, input_size: int, hidden: int) -> torch.nn.Module:
-    if name == "torch":
-        return _torch_layer(cell, input_size, hidden)
-    layer_class = {"lstm": regularizers.RegularizedLSTM, "gru": regularizers.RegularizedGRU,
-                   "rnn": regularizers.RegularizedRNN}[cell]
-    return layer_class(input_size, hidden, regularizers=[name])
+def _supported(cell: str, names: list[str] | None) -> list[str]:
+    return [n for n in (names or regularizers.available()) if cell in regularizers.get(n).cell_types]
 
 
-def measure(cells=("lstm", "gru"), hidden_sizes=(256, 1000), names=None, batch: int = 32, steps: int = 100,
-            input_size: int = 64, repeats: int = 7, device: str = "cpu", progress=print) -> list[PerfRow]:
+def measure(shapes: list[Shape], cells=("lstm",), names=None, repeats: int = 7, device: str = "cpu",
+            memory: bool = True, progress=None) -> list[PerfRow]:
+    """Every regularizer's layer and torch's at each shape and cell: median step time, its ratio to
+    torch's, and (``memory``) the peak memory of a step and its ratio to torch's."""
     device = torch.device(device)
     rows = []
-    for cell in cells:
-        supported = [n for n in (names or regularizers.available()) if cell in regularizers.get(n).cell_types]
-        for hidden in hidden_sizes:
+    for shape in shapes:
+        for cell in cells:
             torch.manual_seed(0)
-            x = torch.randn(steps, batch, input_size, device=device)
-            layers = {name: _make_layer(cell, name, input_size, hidden).to(device) for name in ["torch", *supported]}
-            for layer in layers.values():  # warm-up: allocator, thread pools, lazy init
+            x = torch.randn(shape.steps, shape.batch, shape.input_size, device=device)
+            layers = {name: _make_layer(cell, name, shape).to(device) for name in ["torch", *_supported(cell, names)]}
+            for layer in layers.values():  # warm-up: allocator, thread pools, lazy init, the native build
                 _step(layer, x)
             times: dict[str, list[float]] = {name: [] for name in layers}
-            for repeat in range(repeats):
+            for _ in range(repeats):
                 for name, layer in layers.items():
                     layer.zero_grad(set_to_none=True)
                     _synchronize(device)
@@ -129,47 +219,119 @@ def measure(cells=("lstm", "gru"), hidden_sizes=(256, 1000), names=None, batch: 
                     _step(layer, x)
                     _synchronize(device)
                     times[name].append(time.perf_counter() - start)
-                progress(f"  {cell} hidden={hidden}: repetition {repeat + 1}/{repeats}")
-            memory = {name: _peak_memory(cell, hidden, name, batch, steps, input_size, device) for name in layers}
+                if progress is not None:
+                    progress.update(1)
+            peaks = _peak_memory(cell, list(layers), shape, device) if memory else {}
             base_time = statistics.median(times["torch"])
             for name in layers:
                 median = statistics.median(times[name])
-                rows.append(PerfRow(cell, hidden, name, median * 1e3, median / base_time,
-                                    memory[name] / 2**20, memory[name] / max(memory["torch"], 1)))
+                peak = peaks.get(name)
+                rows.append(PerfRow(shape.name, cell, name, median * 1e3, median / base_time,
+                                    None if peak is None else peak / 2**20,
+                                    # a step too small to raise the resident memory by a page has no ratio
+                                    peak / peaks["torch"] if peak is not None and peaks["torch"] > 0 else None))
     return rows
 
 
+def growth(rows: list[PerfRow], sweep: str) -> list[dict]:
+    """How each layer's time ratio moves along a sweep: its ratio at every point, and the change per
+    doubling of the swept size (a least-squares slope of the ratio against log2 of the size)."""
+    import numpy as np
+
+    points = [shape.name for shape in SWEEPS[sweep]]
+    size = {shape.name: shape.steps if sweep == "steps" else shape.hidden for shape in SWEEPS[sweep]}
+    table = []
+    for cell in sorted({r.cell for r in rows if r.shape in size}):
+        for name in dict.fromkeys(r.regularizer for r in rows if r.shape in size and r.cell == cell):
+            ratios = {r.shape: r.ratio for r in rows if r.cell == cell and r.regularizer == name and r.shape in size}
+            measured = [p for p in points if p in ratios]
+            slope = (float(np.polyfit(np.log2([size[p] for p in measured]), [ratios[p] for p in measured], 1)[0])
+                     if len(measured) >= 2 else float("nan"))
+            table.append({"cell": cell, "regularizer": name, "ratios": [ratios[p] for p in measured],
+                          "sizes": [size[p] for p in measured], "per_doubling": slope})
+    return table
+
+
+def _number(value: float | None, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
 def format_table(rows: list[PerfRow]) -> str:
-    lines = ["| cell | hidden | regularizer | step (ms) | × torch | peak MB | memory × torch |",
-             "|---|---:|---|---:|---:|---:|---:|"]
+    lines = ["| shape | cell | regularizer | step (ms) | × torch | peak MB | memory × torch |",
+             "|---|---|---|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r.cell} | {r.hidden} | {r.regularizer} | {r.median_ms:.1f} | {r.ratio:.2f} | "
-                     f"{r.peak_mb:.1f} | {r.memory_ratio:.2f} |")
+        lines.append(f"| {r.shape} | {r.cell} | {r.regularizer} | {r.median_ms:.1f} | {r.ratio:.2f} | "
+                     f"{_number(r.peak_mb, 1)} | {_number(r.memory_ratio, 2)} |")
     return "\n".join(lines)
 
 
+def format_growth(table: list[dict], sweep: str) -> str:
+    if not table:
+        return ""
+    sizes = table[0]["sizes"]
+    label = "steps" if sweep == "steps" else "hidden"
+    lines = [f"| cell | regularizer | " + " | ".join(f"× torch at {label} {s}" for s in sizes) + " | per doubling |",
+             "|---|---|" + "---:|" * (len(sizes) + 1)]
+    for row in table:
+        lines.append(f"| {row['cell']} | {row['regularizer']} | " + " | ".join(f"{r:.2f}" for r in row["ratios"])
+                     + f" | {row['per_doubling']:+.3f} |")
+    return "\n".join(lines)
+
+
+def _shape_list() -> str:
+    return "; ".join(f"{s.name} ({s.describe()})" for s in SHAPES.values())
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cells", nargs="+", default=["lstm", "gru"], choices=regularizers.CELL_TYPES)
-    parser.add_argument("--hidden", nargs="+", type=int, default=[256, 1000], metavar="H")
+    parser.add_argument("--shapes", nargs="+", default=None, metavar="NAME",
+                        help=f"named shapes to measure (default: {' '.join(DEFAULT_SHAPES)}); known: {_shape_list()}")
+    parser.add_argument("--sweep", nargs="+", default=[], choices=sorted(SWEEPS),
+                        help="also measure a sweep (steps: 25-1600 steps at hidden 256; hidden: 64-1024 at 100 "
+                             "steps) and report how the ratio changes per doubling")
+    parser.add_argument("--cells", nargs="+", default=["lstm"], choices=regularizers.CELL_TYPES)
     parser.add_argument("--regularizers", nargs="+", default=None, metavar="NAME",
                         help="default: every registered regularizer that supports the cell type")
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--input-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--no-memory", action="store_true", help="time only (the memory probe starts a process "
+                                                                 "per shape and cell)")
+    parser.add_argument("--json", default=None, metavar="FILE", help="also write the rows to this JSON file")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchmark.errors import UsageError
+    from tqdm import tqdm
+
+    from .errors import UsageError
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
     for name in args.regularizers or []:
         regularizers.get(name)  # unknown names fail here, with the list of valid ones
-    print(f"regbench perf: batch {args.batch}, {args.steps} steps, input {args.input_size}, device {args.device}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
-    rows = measure(args.cells, args.hidden, args.regularizers, args.batch, args.steps, args.input_size,
-                   args.repeats, args.device)
+    unknown = [n for n in args.shapes or [] if n not in SHAPES]
+    if unknown:
+        raise UsageError(f"unknown shape(s) {', '.join(unknown)}; known: {', '.join(SHAPES)}")
+    if args.repeats < 1 or (args.threads is not None and args.threads < 1):
+        raise UsageError("--repeats and --threads must be at least 1")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    from regularizers import native
+
+    native.loops()  # build (or load) the native loops before any clock starts
+    shapes = [SHAPES[n] for n in (args.shapes if args.shapes is not None else DEFAULT_SHAPES)]
+    shapes += [s for sweep in args.sweep for s in SWEEPS[sweep] if s not in shapes]
+    print(f"regbench perf: device {args.device}, {torch.get_num_threads()} thread(s), torch {torch.__version__}, "
+          f"median of {args.repeats} interleaved repetitions")
+    for shape in shapes:
+        print(f"  {shape.name}: {shape.describe()}")
+    with tqdm(total=len(shapes) * len(args.cells) * args.repeats, desc="repetitions", file=sys.stderr,
+              disable=None) as bar:
+        rows = measure(shapes, args.cells, args.regularizers, args.repeats, args.device,
+                       memory=not args.no_memory, progress=bar)
     print(format_table(rows))
+    for sweep in args.sweep:
+        print(f"\nHow the time ratio changes along the {sweep} sweep:\n")
+        print(format_growth(growth(rows, sweep), sweep))
+    if args.json:
+        Path(args.json).write_text(json.dumps([r.__dict__ for r in rows], indent=1) + "\n")
     return 0

@@ -1,0 +1,72 @@
+"""``regbench perf``: its named shapes, what it measures and reports (no timing is asserted)."""
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+from benchmark import perf
+from benchmark.data.pixels import load_pixels
+from benchmark.errors import UsageError
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def test_a_track_shape_is_what_the_tracks_model_runs():
+    digits = perf.track_shape("digits/cpu-v1")
+    data = load_pixels("digits", permuted=True)
+    assert (digits.steps, digits.input_size) == tuple(data.train_x.shape[1:])
+    assert (digits.batch, digits.hidden, digits.layers) == (32, 100, 1)
+    char = perf.track_shape("char_ptb/cpu-v1")
+    assert (char.batch, char.steps, char.input_size, char.hidden) == (32, 100, 256, 256)
+
+
+@pytest.mark.skipif(not (SHARED / "mnist").exists(), reason="needs shared/data/mnist")
+def test_the_pmnist_track_shape_matches_its_shrunk_images():
+    shape = perf.track_shape("pmnist/cpu-v1")
+    data = load_pixels("mnist", SHARED, permuted=True, image_side=7)
+    assert (shape.steps, shape.input_size, shape.batch) == (*data.train_x.shape[1:], 100)
+
+
+def test_every_default_and_sweep_shape_is_named():
+    assert set(perf.DEFAULT_SHAPES) <= set(perf.SHAPES)
+    for sweep in perf.SWEEPS.values():
+        assert all(perf.SHAPES[s.name] == s for s in sweep)
+
+
+def test_measure_reports_ratios_to_torch_and_memory():
+    shape = perf.Shape("test/tiny", batch=3, steps=5, input_size=4, hidden=6, layers=2)
+    rows = perf.measure([shape], cells=("lstm", "rnn"), names=["zoneout", "recurrent_batchnorm"], repeats=2)
+    by = {(r.cell, r.regularizer): r for r in rows}
+    assert set(by) == {("lstm", "torch"), ("lstm", "zoneout"), ("lstm", "recurrent_batchnorm"),
+                       ("rnn", "torch"), ("rnn", "zoneout")}  # batch norm has no tanh-RNN layer
+    assert by["lstm", "torch"].ratio == 1.0 and by["rnn", "torch"].memory_ratio in (1.0, None)  # None: under a page
+    assert all(r.median_ms > 0 and r.peak_mb is not None and r.peak_mb >= 0 for r in rows)
+    for cell in ("lstm", "rnn"):
+        z = by[cell, "zoneout"]
+        assert z.ratio == pytest.approx(z.median_ms / by[cell, "torch"].median_ms)
+
+
+def test_growth_is_the_slope_of_the_ratio_per_doubling():
+    rows = [perf.PerfRow(s.name, "lstm", "zoneout", 1.0, ratio, None, None)
+            for s, ratio in zip(perf.SWEEPS["steps"], [1.0, 1.2, 1.4, 1.6])]  # 25, 100, 400, 1600: x4 each
+    (row,) = perf.growth(rows, "steps")
+    assert row["sizes"] == [25, 100, 400, 1600] and row["per_doubling"] == pytest.approx(0.1)
+    assert "per doubling" in perf.format_growth([row], "steps") and "+0.100" in perf.format_growth([row], "steps")
+
+
+def test_perf_command_writes_its_rows_and_rejects_unknown_shapes(tmp_path, monkeypatch, capsys):
+    from benchmark.cli.main import main
+
+    monkeypatch.setitem(perf.SHAPES, "test/tiny", perf.Shape("test/tiny", 2, 3, 4, 5))
+    out = tmp_path / "perf.json"
+    assert main(["perf", "--shapes", "test/tiny", "--regularizers", "zoneout", "--repeats", "1", "--no-memory",
+                 "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [r["regularizer"] for r in rows] == ["torch", "zoneout"] and rows[1]["peak_mb"] is None
+    assert "| test/tiny | lstm | zoneout |" in capsys.readouterr().out
+    assert main(["perf", "--shapes", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown shape(s) nope" in err and "pmnist/cpu-v1" in err
