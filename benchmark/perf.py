@@ -295,6 +295,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     parser.add_argument("--no-memory", action="store_true", help="time only (the memory probe starts a process "
                                                                  "per shape and cell)")
+    parser.add_argument("--training", action="store_true",
+                        help="instead: a training step of the benchmark's own models (Lightning's Trainer, "
+                             "metrics, logging) on the CPU tracks against a plain loop with torch.nn.LSTM")
     parser.add_argument("--json", default=None, metavar="FILE", help="also write the rows to this JSON file")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
 
@@ -318,6 +321,8 @@ def run(args: argparse.Namespace) -> int:
     from regularizers import native
 
     native.loops()  # build (or load) the native loops before any clock starts
+    if args.training:
+        return _run_training(args)
     shapes = [SHAPES[n] for n in (args.shapes if args.shapes is not None else DEFAULT_SHAPES)]
     shapes += [s for sweep in args.sweep for s in SWEEPS[sweep] if s not in shapes]
     print(f"regbench perf: device {args.device}, {torch.get_num_threads()} thread(s), torch {torch.__version__}, "
@@ -332,6 +337,23 @@ def run(args: argparse.Namespace) -> int:
     for sweep in args.sweep:
         print(f"\nHow the time ratio changes along the {sweep} sweep:\n")
         print(format_growth(growth(rows, sweep), sweep))
+    if args.json:
+        Path(args.json).write_text(json.dumps([r.__dict__ for r in rows], indent=1) + "\n")
+    return 0
+
+
+def _run_training(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .perf_training import TRAINING_TRACKS, format_training, measure_training
+
+    names = args.regularizers or ["none", "zoneout"]
+    print(f"regbench perf --training: {torch.get_num_threads()} thread(s), torch {torch.__version__}, median of "
+          f"{args.repeats} alternating measurements of 20 steps")
+    with tqdm(total=len(TRAINING_TRACKS) * len(names) * args.repeats, desc="measurements", file=sys.stderr,
+              disable=None) as bar:
+        rows = measure_training(TRAINING_TRACKS, names, repeats=args.repeats, progress=bar)
+    print(format_training(rows))
     if args.json:
         Path(args.json).write_text(json.dumps([r.__dict__ for r in rows], indent=1) + "\n")
     return 0

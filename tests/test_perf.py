@@ -70,3 +70,11 @@ def test_perf_command_writes_its_rows_and_rejects_unknown_shapes(tmp_path, monke
     assert main(["perf", "--shapes", "nope"]) == 2
     err = capsys.readouterr().err
     assert "unknown shape(s) nope" in err and "pmnist/cpu-v1" in err
+
+
+def test_training_steps_are_timed_under_the_trainer_and_in_a_plain_loop():
+    from benchmark.perf_training import format_training, measure_training
+
+    (row,) = measure_training(["pmnist/cpu-v1"], names=["zoneout"], batches=3, repeats=1)
+    assert row.batch_ms > 0 and row.plain_ms > 0 and row.ratio == pytest.approx(row.batch_ms / row.plain_ms)
+    assert "| pmnist/cpu-v1 | zoneout |" in format_training([row])
