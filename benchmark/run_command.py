@@ -223,6 +223,7 @@ def _progress_line(done: int, total: int, record: RunRecord) -> str:
 def _print_summary(records: list[RunRecord]) -> None:
     """Per setting: each regularizer's test mean ± std over seeds and whether it beat ``none``
     significantly (Welch's t-test, Holm-corrected over the setting's comparisons; benchmark.boards.significance)."""
+    from .boards.tables import missing
     from .leaderboard import BASELINE, build_boards, load_records
     from .store import records_frame
 
@@ -233,24 +234,25 @@ def _print_summary(records: list[RunRecord]) -> None:
         metric = board.metric
         print(f"  {board.track or board.task} ({metric}, ranked on {board.rank_by})"
               + ("  [smoke scale: not a result]" if board.smoke else ""))
-        for row in board.rows:
-            if row.get("status") != "ok":
-                print(f"    {row['regularizer']:<22} no finished run")
+        split = board.rank_by
+        for row in board.table.itertuples(index=False):
+            if row.status != "ok":
+                print(f"    {row.regularizer:<22} no finished run")
                 continue
-            split = board.rank_by
-            std = row[f"{split}_std"]
+            std = getattr(row, f"{split}_std")
             spread = f" ± {std:.4f}" if std == std else ""
-            versus = row.get(f"vs_{BASELINE}")
-            if versus is None:
-                verdict = "(baseline)" if row["regularizer"] == BASELINE else "(no baseline to compare)"
+            significant = getattr(row, f"vs_{BASELINE}_significant")
+            if missing(significant):  # no comparison on this row
+                verdict = "(baseline)" if row.regularizer == BASELINE else "(no baseline to compare)"
             else:
-                p = versus.get("p_holm")
+                p = getattr(row, f"vs_{BASELINE}_p_holm")
+                difference = getattr(row, f"vs_{BASELINE}_difference")
                 p_text = "p –" if p != p else f"p {p:.3f}"
-                outcome = ("beats none" if versus["significant"] and versus["difference"] < 0 else
-                           "worse than none" if versus["significant"] else "not significantly different from none")
-                verdict = f"{versus['difference']:+.4f} ({p_text}): {outcome}"
-            print(f"    {row['regularizer']:<22} {split} {row[f'{split}_mean']:.4f}{spread}  ({row['seeds']} seeds)  "
-                  f"{verdict}")
+                outcome = ("beats none" if significant and difference < 0 else
+                           "worse than none" if significant else "not significantly different from none")
+                verdict = f"{difference:+.4f} ({p_text}): {outcome}"
+            print(f"    {row.regularizer:<22} {split} {getattr(row, f'{split}_mean'):.4f}{spread}  "
+                  f"({row.seeds} seeds)  {verdict}")
 
 
 def _write_leaderboards(args) -> None:

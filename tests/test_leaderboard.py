@@ -101,8 +101,8 @@ def test_rows_best_config_ranks_and_baseline(store_json):
     boards = L.build_boards(L.load_records(store_json))
     assert [b.key for b in boards] == ["char_ptb", "digits"]
     digits = _board(boards, "digits")
-    rows = {r["regularizer"]: r for r in digits.rows}
-    zo = rows["zoneout"]
+    rows = digits.table.set_index("regularizer")
+    zo = rows.loc["zoneout"]
     # final runs only; z_cells=0.5 (mean 0.25) beats z_cells=0.1 (mean 0.30, lucky seed 0.20)
     assert zo["spec"] == "zoneout:z_cells=0.5,z_states=0.05"
     assert zo["seeds"] == 3 and zo["tuning_trials"] == 4 and zo["source"] == "final"
@@ -113,22 +113,22 @@ def test_rows_best_config_ranks_and_baseline(store_json):
     assert zo["test_ci_high"] == pytest.approx(np.mean([0.26, 0.27, 0.25]) + half, abs=1e-8)
     none_test = np.mean([0.31, 0.34, 0.30])
     assert zo["test_vs_none"] == pytest.approx(zo["test_mean"] - none_test)
-    rd = rows["recurrent_dropout"]
+    rd = rows.loc["recurrent_dropout"]
     assert rd["seeds"] == 2 and rd["seeds_failed"] == 1 and rd["reasons"] == ["NaN loss at epoch 2"]
-    assert rows["weight_noise"]["status"] == "no finished run" and "rank" not in rows["weight_noise"]
+    assert rows.loc["weight_noise", "status"] == "no finished run" and pd.isna(rows.loc["weight_noise", "rank"])
     assert digits.rank_by == "test"
-    assert [(r["regularizer"], r["rank"]) for r in digits.rows if "rank" in r] == [
+    assert list(digits.ranked[["regularizer", "rank"]].itertuples(index=False, name=None)) == [
         ("zoneout", 1), ("recurrent_dropout", 2), ("none", 3)]
     ptb = _board(boards, "char_ptb")
-    prow = {r["regularizer"]: r for r in ptb.rows}
-    assert prow["zoneout"]["paper_test"] == 1.252 and prow["none"]["paper_valid"] == 1.466
+    prow = ptb.table.set_index("regularizer")
+    assert prow.loc["zoneout", "paper_test"] == 1.252 and prow.loc["none", "paper_valid"] == 1.466
 
 
 def test_tuning_only_fallback(tmp_path):
     recs = [_record("zoneout", {"z_cells": zc, "z_states": 0.05}, 0, v, v, study="s", trial=i)
             for i, (zc, v) in enumerate([(0.1, 0.3), (0.5, 0.2)])]
     boards = L.build_boards(L.load_records(pd.DataFrame(recs)))
-    row = boards[0].rows[0]
+    row = boards[0].table.iloc[0]
     assert row["source"] == "tuning only" and row["spec"] == "zoneout:z_cells=0.5,z_states=0.05"
 
 
@@ -188,7 +188,7 @@ def test_track_boards_and_cross_task_ranking(tmp_path):
 
 def test_differences_with_welch_p_and_holm():
     boards = L.build_boards(L.load_records(pd.DataFrame(synthetic_records())))
-    rows = {r["regularizer"]: r for r in _board(boards, "digits").rows}
+    rows = _board(boards, "digits").table.set_index("regularizer")
     none_test, zo_test, rd_test = [0.31, 0.34, 0.30], [0.26, 0.27, 0.25], [0.28, 0.30]
     # Welch's t and the Welch-Satterthwaite degrees of freedom, written out
     def welch_p(a, b):
@@ -199,13 +199,15 @@ def test_differences_with_welch_p_and_holm():
         return 2 * stats.t.sf(abs(t), dof)
     raw = {"zo-none": welch_p(zo_test, none_test), "rd-none": welch_p(rd_test, none_test),
            "rd-zo": welch_p(rd_test, zo_test)}
-    zo_none, rd_none, rd_zo = rows["zoneout"]["vs_none"], rows["recurrent_dropout"]["vs_none"], \
-        rows["recurrent_dropout"]["vs_zoneout"]
+    def comparison(regularizer, other):
+        return {part: rows.loc[regularizer, f"vs_{other}_{part}"] for part in ("difference", "p", "p_holm", "significant")}
+    zo_none, rd_none, rd_zo = comparison("zoneout", "none"), comparison("recurrent_dropout", "none"), \
+        comparison("recurrent_dropout", "zoneout")
     assert zo_none["difference"] == pytest.approx(np.mean(zo_test) - np.mean(none_test))
     assert zo_none["p"] == pytest.approx(raw["zo-none"]) and rd_zo["p"] == pytest.approx(raw["rd-zo"])
     # Holm over the three distinct comparisons of the board: none vs zoneout is shown on both rows
     # (with opposite signs) but is one test
-    none_zo = rows["none"]["vs_zoneout"]
+    none_zo = comparison("none", "zoneout")
     assert none_zo["p"] == pytest.approx(raw["zo-none"]) and none_zo["difference"] == pytest.approx(-zo_none["difference"])
     family = {"zo-none": raw["zo-none"], "rd-none": raw["rd-none"], "rd-zo": raw["rd-zo"]}
     order = sorted(family, key=family.get)
@@ -216,7 +218,7 @@ def test_differences_with_welch_p_and_holm():
     assert none_zo["p_holm"] == zo_none["p_holm"]
     assert zo_none["p_holm"] == pytest.approx(expected["zo-none"])
     assert rd_none["p_holm"] == pytest.approx(expected["rd-none"]) and rd_zo["p_holm"] == pytest.approx(expected["rd-zo"])
-    assert rows["none"]["vs_none"] is None and rows["zoneout"]["vs_zoneout"] is None
+    assert all(pd.isna(value) for value in [*comparison("none", "none").values(), *comparison("zoneout", "zoneout").values()])
     assert all(c["significant"] == (c["p_holm"] < 0.05) for c in (zo_none, rd_none, rd_zo))
 
 
@@ -252,10 +254,13 @@ def test_smoke_boards_say_so_and_single_entrants_are_not_ranked(tmp_path):
 
 
 def test_findings_report_the_claims_either_way():
-    from benchmark.boards.findings import paragraph
+    from benchmark.boards.findings import paragraph as findings
 
     def row(name, values, rank):
         return {"regularizer": name, "test_values": values, "rank": rank}
+
+    def paragraph(task, rows, split, metric):  # the findings read the finished rows of a board's table
+        return findings(task, pd.DataFrame(rows), split, metric)
     rows = [row("zoneout", [1.30, 1.31, 1.29, 1.30, 1.30], 1), row("recurrent_dropout", [1.40, 1.41, 1.39, 1.40, 1.41], 2),
             row("none", [1.40, 1.42, 1.38, 1.41, 1.40], 3), row("weight_noise", [1.60, 1.61, 1.62, 1.60, 1.61], 4)]
     text = paragraph("char_ptb", rows, "test", "bpc")
@@ -288,7 +293,7 @@ def test_export_results_stable(store_json, tmp_path):
     assert a.read_bytes() == b.read_bytes()
     again = L.build_boards(L.load_records(a))
     first = L.build_boards(L.load_records(store_json))
-    assert [r.get("test_mean") for r in again[1].rows] == [r.get("test_mean") for r in first[1].rows]
+    assert again[1].table["test_mean"].equals(first[1].table["test_mean"])
 
 
 def test_reads_the_real_results_store(tmp_path):
@@ -304,10 +309,9 @@ def test_reads_the_real_results_store(tmp_path):
     from_store = {b.key: b for b in L.build_boards(L.load_records(store.path))}
     from_json = {b.key: b for b in L.build_boards(L.load_records(pd.DataFrame(synthetic_records())))}
     for key in from_json:
-        a = [(r["regularizer"], r.get("test_mean"), r.get("rank")) for r in from_store[key].rows]
-        b = [(r["regularizer"], r.get("test_mean"), r.get("rank")) for r in from_json[key].rows]
-        assert a == b
-    zo = next(r for r in from_store["digits"].rows if r["regularizer"] == "zoneout")
+        columns = ["regularizer", "test_mean", "rank"]
+        assert from_store[key].table[columns].equals(from_json[key].table[columns])
+    zo = from_store["digits"].table.set_index("regularizer").loc["zoneout"]
     assert zo["tuning_trials"] == 4 and zo["tuning_trials_ok"] == 3  # the pruned trial is not 'ok'
     assert zo["hidden_size"] == 48
     files = L.write_leaderboards(store.path, tmp_path / "out", store_label="s.sqlite", out_label="lb")
@@ -416,16 +420,19 @@ def test_selection_on_validation_is_a_table(store_json):
     assert best_configuration(final[final["status"] != "ok"]) is None
 
 
-def test_board_table_is_the_rows_as_a_dataframe(store_json):
+def test_board_table_is_a_flat_dataframe_and_the_json_nests_it(store_json, tmp_path):
     boards = L.build_boards(L.load_records(store_json))
     digits = _board(boards, "digits")
-    table = L.table(digits)
+    table = digits.table
     assert list(table["regularizer"]) == ["zoneout", "recurrent_dropout", "none", "weight_noise"]
     assert table["rank"].tolist()[:3] == [1, 2, 3] and table["rank"].isna().tolist()[3]
-    rows = {r["regularizer"]: r for r in digits.rows}
+    L.write_leaderboards(store_json, tmp_path, plots=False)
+    data = json.loads((tmp_path / "leaderboard.json").read_text())
+    rows = {r["regularizer"]: r for b in data["boards"] if b["board"] == "digits" for r in b["rows"]}
+    assert "rank" not in rows["weight_noise"] and rows["none"]["vs_none"] is None
     zo = table.set_index("regularizer").loc["zoneout"]
-    assert zo["test_mean"] == rows["zoneout"]["test_mean"] and zo["seeds"] == 3
-    assert zo["vs_none_p_holm"] == rows["zoneout"]["vs_none"]["p_holm"]
+    assert zo["test_mean"] == pytest.approx(rows["zoneout"]["test_mean"], abs=1e-10) and zo["seeds"] == 3
+    assert zo["vs_none_p_holm"] == pytest.approx(rows["zoneout"]["vs_none"]["p_holm"], abs=1e-10)
     assert zo["vs_none_difference"] == pytest.approx(np.mean([0.26, 0.27, 0.25]) - np.mean([0.31, 0.34, 0.30]))
     none = table.set_index("regularizer").loc["none"]
     assert math.isnan(none["vs_none_p"]) and none["vs_zoneout_p_holm"] == zo["vs_none_p_holm"]

@@ -14,10 +14,10 @@ def ranking_boards(boards: list[Board]) -> list[Board]:
     least two ranked rows. Where a task has several such tracks, the one with the most ranked rows."""
     chosen: dict[str, Board] = {}
     for board in boards:
-        if not board.track or board.smoke or len(board.ranked_rows) < 2:
+        if not board.track or board.smoke or len(board.ranked) < 2:
             continue
         current = chosen.get(board.task)
-        if current is None or (len(board.ranked_rows), board.key) > (len(current.ranked_rows), current.key):
+        if current is None or (len(board.ranked), board.key) > (len(current.ranked), current.key):
             chosen[board.task] = board
     return [chosen[task] for task in sorted(chosen)]
 
@@ -28,12 +28,12 @@ def cross_task(boards: list[Board]) -> list[dict]:
     (finished rows + 1)."""
     ranks: dict[str, list[tuple[str, int, bool]]] = {}
     for board in ranking_boards(boards):
-        finished = sum(1 for row in board.rows if row.get("status") == OK)
-        for row in board.rows:
-            if row.get("status") == OK:
-                ranks.setdefault(row["regularizer"], []).append((board.key, row["rank"], True))
-            else:
-                ranks.setdefault(row["regularizer"], []).append((board.key, finished + 1, False))
+        finished = board.finished
+        last = len(finished) + 1
+        for regularizer, rank in zip(finished["regularizer"], finished["rank"]):
+            ranks.setdefault(regularizer, []).append((board.key, int(rank), True))
+        for regularizer in board.table.loc[board.table["status"] != OK, "regularizer"]:
+            ranks.setdefault(regularizer, []).append((board.key, last, False))
     out = []
     for regularizer, items in ranks.items():
         values = [rank for _, rank, _ in items]

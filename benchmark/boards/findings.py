@@ -12,6 +12,8 @@ claims of a board are Holm-corrected together. The paragraph reports what the ru
 
 from __future__ import annotations
 
+import pandas as pd
+
 from .significance import ALPHA, holm, welch
 
 __all__ = ["CLAIMS", "paragraph"]
@@ -34,21 +36,22 @@ def _p(p: float) -> str:
     return "–" if p != p else f"{p:.3f}" if p >= 0.001 else "< 0.001"
 
 
-def paragraph(task: str, rows: list[dict], split: str, metric: str) -> str:
-    """The findings of one board from its finished rows (``benchmark.boards.tables``)."""
+def paragraph(task: str, finished: pd.DataFrame, split: str, metric: str) -> str:
+    """The findings of one board from its finished rows (columns of a board's table,
+    ``benchmark.boards.tables``: ``regularizer``, ``rank``, ``<split>_values``)."""
     claims = CLAIMS.get(task)
     if not claims:
         return "The paper makes no claim about this task."
-    by_name = {row["regularizer"]: row for row in rows}
-    ranked = sorted((r for r in rows if r.get("rank") is not None), key=lambda r: r["rank"])
+    by_name = finished.set_index("regularizer")
+    ranked = list(finished.loc[finished["rank"].notna()].sort_values("rank", kind="stable")["regularizer"])
     tests, missing = [], []
     for kind, a, b in claims:
         if kind == "best":
-            b = next((r["regularizer"] for r in ranked if r["regularizer"] != a), "")
-        if a not in by_name or b not in by_name:
+            b = next((name for name in ranked if name != a), "")
+        if a not in by_name.index or b not in by_name.index:
             missing.append((kind, a, b))
             continue
-        difference, p = welch(by_name[a][f"{split}_values"], by_name[b][f"{split}_values"])
+        difference, p = welch(by_name.at[a, f"{split}_values"], by_name.at[b, f"{split}_values"])
         tests.append({"kind": kind, "a": a, "b": b, "difference": difference, "p": p})
     claims_of_a_difference = [t for t in tests if t["kind"] != "near"]
     for test, adjusted in zip(claims_of_a_difference, holm([t["p"] for t in claims_of_a_difference])):
@@ -67,10 +70,10 @@ def paragraph(task: str, rows: list[dict], split: str, metric: str) -> str:
             sentences.append(f"*{t['a']} near {t['b']}*: {verdict} ({stats}).")
             continue
         if t["kind"] == "best":
-            first = ranked[0]["regularizer"] if ranked else ""
+            first = ranked[0] if ranked else ""
             claim = f"*{t['a']} best*"
             if first != t["a"]:
-                place = f"{first} ranks first and {t['a']} ranks {by_name[t['a']]['rank']}"
+                place = f"{first} ranks first and {t['a']} ranks {by_name.at[t['a'], 'rank']}"
                 verdict = (f"does not hold: {place}, significantly behind" if significant else
                            f"not supported: {place}, the difference not significant")
                 stats = f"against {t['b']}: {stats}"
@@ -86,7 +89,7 @@ def paragraph(task: str, rows: list[dict], split: str, metric: str) -> str:
     for kind, a, b in missing:
         name = f"{a} best" if kind == "best" else f"{a} {'near' if kind == 'near' else 'ahead of'} {b}"
         sentences.append(f"*{name}*: cannot be checked, the board lacks a finished row for "
-                         f"{a if a not in by_name else b or 'a runner-up'}.")
+                         f"{a if a not in by_name.index else b or 'a runner-up'}.")
     if any(kind == "best" for kind, _, _ in claims):
         sentences.append("*recurrent_batchnorm with zoneout best* (the paper's best pMNIST model): cannot be "
                          "checked, composed regularizers are not entrants of a board yet.")

@@ -34,15 +34,16 @@ def _save(fig, path: Path) -> None:
 
 
 def plot_curves(board: Board, path: Path) -> bool:
-    rows = [r for r in board.rows if r.get("status") == OK and any(r["val_curves"])]
-    if not rows:
+    finished = board.finished
+    rows = finished[finished["val_curves"].map(any).astype(bool)].sort_values("regularizer")
+    if rows.empty:
         return False
     plt = _matplotlib()
     with plt.rc_context({"svg.hashsalt": "regbench", "path.simplify": True}):
         fig, ax = plt.subplots(figsize=(7, 4.5))
         colors = plt.get_cmap("tab10")
-        for index, row in enumerate(sorted(rows, key=lambda r: r["regularizer"])):
-            curves = [c for c in row["val_curves"] if c]
+        for index, row in enumerate(rows.itertuples(index=False)):
+            curves = [c for c in row.val_curves if c]
             length = max(len(c) for c in curves)
             matrix = np.full((len(curves), length), np.nan)
             for i, curve in enumerate(curves):
@@ -52,7 +53,7 @@ def plot_curves(board: Board, path: Path) -> bool:
                 mean = np.nanmean(matrix, axis=0)
                 low, high = np.nanmin(matrix, axis=0), np.nanmax(matrix, axis=0)
             color = colors(index % 10)
-            ax.plot(epochs, mean, label=f"{row['regularizer']} (n={len(curves)})", color=color, linewidth=1.5)
+            ax.plot(epochs, mean, label=f"{row.regularizer} (n={len(curves)})", color=color, linewidth=1.5)
             if len(curves) > 1:
                 ax.fill_between(epochs, low, high, color=color, alpha=0.2, linewidth=0)
         metric = first(board.records["metric"]) or "metric"

@@ -1,13 +1,12 @@
 """Boards as text: the markdown of each board and of the index, prose sections included.
 
-Every file is a fixed template filled from the board's rows (``tables``); the same rows always
-give the same bytes.
+Every file is a fixed template filled from the board's table (``tables``: a DataFrame, read row by
+row with ``itertuples``); the same table always gives the same bytes.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import shlex
 
 import numpy as np
@@ -19,7 +18,7 @@ from ..data import source_names
 from .significance import ALPHA, CONFIDENCE
 from .cross_task import ranking_boards
 from .load import first
-from .tables import BASELINE, OK, REFERENCE, Board, slug
+from .tables import BASELINE, OK, REFERENCE, Board, missing, slug
 
 __all__ = ["board_markdown", "index_markdown", "reproduce_commands", "fmt"]
 
@@ -33,48 +32,47 @@ def _fmt_param(value) -> str:
 
 
 def fmt(value, metric: str = "", signed: bool = False) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if missing(value):
         return "–"
     digits = 2 if metric == "perplexity" else 4
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
-def _fmt_cost(value: float, unit: str = "") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+def _fmt_cost(value: float, unit: str | None = None) -> str:
+    if missing(value):
         return "–"
     text = f"{value:.1f}" if value < 1000 else f"{value:,.0f}"
-    return f"{text} {unit}".strip()
+    return f"{text} {'' if missing(unit) else unit}".strip()
 
 
-def _mean_std(row: dict, split: str, metric: str) -> str:
-    mean, std = row.get(f"{split}_mean"), row.get(f"{split}_std")
-    if mean is None or math.isnan(mean):
+def _mean_std(row, split: str, metric: str) -> str:
+    mean, std = getattr(row, f"{split}_mean"), getattr(row, f"{split}_std")
+    if missing(mean):
         return "–"
-    if std is None or math.isnan(std):
+    if missing(std):
         return fmt(mean, metric)
     return f"{fmt(mean, metric)} ± {fmt(std, metric)}"
 
 
-def _ci(row: dict, split: str, metric: str) -> str:
-    low, high = row.get(f"{split}_ci_low"), row.get(f"{split}_ci_high")
-    if low is None or math.isnan(low):
+def _ci(row, split: str, metric: str) -> str:
+    low, high = getattr(row, f"{split}_ci_low"), getattr(row, f"{split}_ci_high")
+    if missing(low):
         return "–"
     return f"[{fmt(low, metric)}, {fmt(high, metric)}]"
 
 
-def _paper(row: dict, metric: str) -> str:
-    valid, test = row.get("paper_valid"), row.get("paper_test")
-    if valid is None and test is None:
+def _paper(row, metric: str) -> str:
+    if missing(row.paper_valid) and missing(row.paper_test):
         return "–"
-    return f"{fmt(valid, metric)} / {fmt(test, metric)}"
+    return f"{fmt(row.paper_valid, metric)} / {fmt(row.paper_test, metric)}"
 
 
-def _short_spec(row: dict) -> str:
+def _short_spec(row) -> str:
     """The configuration for a table cell: numbers to 4 significant digits (JSON keeps the exact spec)."""
-    values = row.get("hyperparameters") or {}
+    values = row.hyperparameters or {}
     if not values:
-        return row["spec"]
-    return row["regularizer"] + ":" + ",".join(
+        return row.spec
+    return row.regularizer + ":" + ",".join(
         f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={_fmt_param(v)}" for k, v in values.items())
 
 
@@ -112,14 +110,15 @@ def reproduce_commands(board: Board, store_label: str, out_label: str) -> list[s
     return commands
 
 
-def _comparison(row: dict, other: str, metric: str) -> str:
+def _comparison(row, other: str, metric: str) -> str:
     """A table cell: the difference of means, Welch's Holm-adjusted p, ``*`` when significant at 5 %."""
-    comparison = row.get(f"vs_{other}")
-    if not comparison:
+    significant = getattr(row, f"vs_{other}_significant")
+    if missing(significant):  # nothing to compare with
         return "–"
-    p = comparison.get("p_holm")
-    p_text = "p –" if p is None or p != p else f"p {p:.3f}" if p >= 0.001 else "p < 0.001"
-    return f"{fmt(comparison['difference'], metric, signed=True)} ({p_text}){'*' if comparison['significant'] else ''}"
+    p = getattr(row, f"vs_{other}_p_holm")
+    p_text = "p –" if missing(p) else f"p {p:.3f}" if p >= 0.001 else "p < 0.001"
+    difference = getattr(row, f"vs_{other}_difference")
+    return f"{fmt(difference, metric, signed=True)} ({p_text}){'*' if significant else ''}"
 
 
 def _banner(board: Board) -> list[str]:
@@ -155,18 +154,18 @@ def _track_lines(board: Board) -> list[str]:
 
 def _overfitting_lines(board: Board, metric: str) -> list[str]:
     """Whether the baseline overfits: where its validation NLL bottoms out, and the train/valid gap."""
-    baseline = next((r for r in board.rows if r["regularizer"] == BASELINE and r.get("status") == OK), None)
+    baseline = next(board.finished[board.finished["regularizer"] == BASELINE].itertuples(index=False), None)
     if baseline is None:
         return []
-    pairs = [(t, v) for t, v in zip(baseline.get("train_loss_curves", []), baseline.get("val_nll_curves", []))
+    pairs = [(t, v) for t, v in zip(baseline.train_loss_curves, baseline.val_nll_curves)
              if t and v and len(t) == len(v)]
-    best_epochs = [e for e in baseline.get("best_epochs", []) if e is not None]
+    best_epochs = [e for e in baseline.best_epochs if e is not None]
     if not pairs and not best_epochs:
         return []
     parts = []
     if best_epochs:
         parts.append(f"its validation {metric} is best at epoch {np.mean(best_epochs) + 1:.1f} on average "
-                     f"(of {baseline.get('epochs')} trained)")
+                     f"(of {None if missing(baseline.epochs) else baseline.epochs} trained)")
     if pairs:
         minimum = [int(np.nanargmin(v)) for _, v in pairs]
         final_gap = [v[-1] - t[-1] for t, v in pairs]
@@ -181,7 +180,7 @@ def _overfitting_lines(board: Board, metric: str) -> list[str]:
 def board_markdown(board: Board, store_label: str, out_label: str, plots: list[str]) -> str:
     recs = board.records
     metric = first(recs["metric"]) or ""
-    finished = [r for r in board.rows if r.get("status") == OK]
+    finished = board.finished
     if board.track:
         title = f"# {board.track}" + (f" (data {board.data_checksum[:8]})" if board.key.endswith(board.data_checksum[:8])
                                       else "")
@@ -200,9 +199,9 @@ def board_markdown(board: Board, store_label: str, out_label: str, plots: list[s
     sources = sorted(set(source_names(d) for d in recs["data_source"] if d)) or ["?"]
     lines.append(f"- Data: {', '.join(datasets)}; source: {', '.join(sources)}; "
                  f"sha256: `{board.data_checksum or '?'}`")
-    hidden = sorted(set(str(h) for h in (r.get("hidden_size") for r in finished) if h is not None))
-    cells = sorted(set(str(c) for c in (r.get("cell") for r in finished) if c))
-    epochs = sorted(set(str(e) for e in (r.get("epochs") for r in finished) if e is not None))
+    hidden = sorted(set(finished["hidden_size"].dropna().astype(str)))
+    cells = sorted(set(finished["cell"].dropna()) - {""})
+    epochs = sorted(set(finished["epochs"].dropna().astype(str)))
     if board.track:
         lines.extend(_track_lines(board))
     lines.append((f"- Scale (ours): track `{board.track}`" if board.track else
@@ -221,7 +220,7 @@ def board_markdown(board: Board, store_label: str, out_label: str, plots: list[s
     else:
         lines.append("- The paper has no figures for this task.")
     lines.extend(_overfitting_lines(board, metric))
-    seed_counts = sorted(set(r["seeds"] for r in finished))
+    seed_counts = sorted(set(finished["seeds"]))
     lines.append(f"- Seeds per row: {', '.join(map(str, seed_counts)) or '0'}; confidence intervals: "
                  f"{int(CONFIDENCE * 100)} % Student t over seeds (needs at least 2 seeds), cut to the metric's "
                  "range.")
@@ -241,23 +240,23 @@ def board_markdown(board: Board, store_label: str, out_label: str, plots: list[s
               "wall time (s)", "throughput", "commit"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join(["---"] * len(header)) + "|")
-    for row in board.rows:
-        if row.get("status") != OK:
+    for row in board.table.itertuples(index=False):
+        if row.status != OK:
             lines.append("| – | " + " | ".join([
-                row["regularizer"], "–", f"0 ({row['seeds_failed']} failed)",
-                f"{row['tuning_trials_ok']}/{row['tuning_trials']}"] + ["–"] * 10) + " |")
+                row.regularizer, "–", f"0 ({row.seeds_failed} failed)",
+                f"{row.tuning_trials_ok}/{row.tuning_trials}"] + ["–"] * 10) + " |")
             continue
-        seeds = str(row["seeds"]) + (f" ({row['seeds_failed']} failed)" if row["seeds_failed"] else "")
-        spec = (f"`{_md_escape(_short_spec(row))}`" + (" (tuning only)" if row["source"] != "final" else "")
-                + (" (shipped)" if row.get("shipped") else ""))
+        seeds = str(row.seeds) + (f" ({row.seeds_failed} failed)" if row.seeds_failed else "")
+        spec = (f"`{_md_escape(_short_spec(row))}`" + (" (tuning only)" if row.source != "final" else "")
+                + (" (shipped)" if row.shipped else ""))
         lines.append("| " + " | ".join([
-            "–" if row["rank"] is None else str(row["rank"]), row["regularizer"], spec, seeds,
-            f"{row['tuning_trials_ok']}/{row['tuning_trials']}",
+            "–" if missing(row.rank) else str(row.rank), row.regularizer, spec, seeds,
+            f"{row.tuning_trials_ok}/{row.tuning_trials}",
             _mean_std(row, "valid", metric), _ci(row, "valid", metric),
             _mean_std(row, "test", metric), _ci(row, "test", metric),
             _comparison(row, BASELINE, metric), _comparison(row, REFERENCE, metric), _paper(row, metric),
-            _fmt_cost(row["wall_time_s"]), _fmt_cost(row["throughput"], row.get("throughput_unit") or ""),
-            ", ".join(f"`{c}`" for c in row.get("commits", [])) or "–",
+            _fmt_cost(row.wall_time_s), _fmt_cost(row.throughput, row.throughput_unit),
+            ", ".join(f"`{c}`" for c in row.commits) or "–",
         ]) + " |")
     lines.append("")
     if board.rank_by == "valid":
@@ -275,15 +274,15 @@ def board_markdown(board: Board, store_label: str, out_label: str, plots: list[s
         lines.append("")
         lines.append(findings.paragraph(board.task, finished, board.rank_by, metric))
         lines.append("")
-    failed = [r for r in board.rows if r.get("failures")]
-    if failed:
+    failed = board.table[board.table["failures"].map(len) > 0].sort_values("regularizer")
+    if len(failed):
         lines.append("## Failed or diverged runs")
         lines.append("")
         lines.append("Every failed or diverged run of the board (pruned tuning trials are not listed).")
         lines.append("")
-        for row in sorted(failed, key=lambda r: r["regularizer"]):
-            for reason in row["failures"]:
-                lines.append(f"- {row['regularizer']}: {_md_escape(reason)}")
+        for row in failed.itertuples(index=False):
+            for reason in row.failures:
+                lines.append(f"- {row.regularizer}: {_md_escape(reason)}")
         lines.append("")
     if plots:
         lines.append("## Plots")
@@ -335,12 +334,12 @@ def index_markdown(boards: list[Board], summary: list[dict], store_label: str, o
                  "in the ranking |")
     lines.append("|---|---|---|---|---|---|---|---|---|")
     for board in boards:
-        finished = [r for r in board.rows if r.get("status") == OK]
-        seeds = ", ".join(map(str, sorted(set(r["seeds"] for r in finished)))) or "0"
+        finished = board.finished
+        seeds = ", ".join(map(str, sorted(set(finished["seeds"])))) or "0"
         setting = f"track `{board.track}`" if board.track else f"preset {board.preset or '?'}, scale {board.scale or '?'}"
         why_not = ("yes" if board in ranking else "no: smoke scale" if board.smoke
                    else "no: not a track" if not board.track else "no: fewer than 2 ranked rows"
-                   if len(board.ranked_rows) < 2 else "no: another track of this task is ranked")
+                   if len(board.ranked) < 2 else "no: another track of this task is ranked")
         lines.append(f"| [{board.key}]({board.key}.md) | {board.task} | {board.metric} | {setting} | "
                      f"`{(board.data_checksum or '?')[:16]}` | {len(finished)} | {seeds} | {len(board.records)} | "
                      f"{why_not} |")

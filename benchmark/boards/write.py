@@ -1,6 +1,9 @@
 """Writing a store's boards: one markdown file per board, the index, ``leaderboard.json`` and the plots.
 
 The same store always gives byte-identical files: everything is sorted and no timestamps are written.
+In ``leaderboard.json`` a board's table is a list of rows, each comparison one nested object
+(``vs_none``: difference, p, p_holm, significant; null where there is none), an unfinished row
+with only the entry columns, and no validation curves (the plots show them).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from .cross_task import cross_task
 from .load import load_records
 from .plots import plot_curves, plot_zoneout_grid
 from .render import board_markdown, index_markdown, reproduce_commands
-from .tables import build_boards
+from .tables import BASELINE, COMPARISON_PARTS, ENTRY_COLUMNS, OK, REFERENCE, Board, build_boards, missing
 
 __all__ = ["DEFAULT_OUT", "write_leaderboards", "export_results"]
 
@@ -39,6 +42,21 @@ def _jsonable(value):
     if isinstance(value, (np.bool_,)):
         return bool(value)
     return value
+
+
+def _json_rows(board: Board) -> list[dict]:
+    """The board's table as the rows of ``leaderboard.json`` (see the module docstring)."""
+    rows = []
+    for row in board.table.to_dict("records"):
+        if row["status"] != OK:
+            rows.append({name: row[name] for name in ENTRY_COLUMNS})
+            continue
+        for other in (BASELINE, REFERENCE):
+            comparison = {part: row.pop(f"vs_{other}_{part}") for part in COMPARISON_PARTS}
+            row[f"vs_{other}"] = None if missing(comparison["significant"]) else comparison
+        del row["val_curves"]
+        rows.append(row)
+    return rows
 
 
 def _write(path: Path, text: str) -> None:
@@ -91,7 +109,7 @@ def write_leaderboards(store, out_dir: str | os.PathLike = "leaderboards", *, st
             "datasets": sorted(set(d for d in board.records["dataset"] if d)),
             "data_sources": sorted(set(d for d in board.records["data_source"] if d)),
             "records": int(len(board.records)),
-            "rows": [{k: v for k, v in row.items() if k != "val_curves"} for row in board.rows],
+            "rows": _json_rows(board),
             "reproduce": reproduce_commands(board, store_label, out_label),
         })
     summary = cross_task(boards)
