@@ -249,6 +249,48 @@ def test_fast_path_transposes_gate_gradients_of_every_shape(compiled, steps, bat
             torch.testing.assert_close(fast, generic, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("onednn", [True, False])
+@pytest.mark.parametrize("batch", [13, 32, 5])
+def test_rows_split_over_threads_give_the_same_loops(compiled, batch, onednn):
+    """With several threads each one runs the whole time loop on its own block of batch rows (a row's
+    recurrence needs no other row); a ragged split, and one too small to split, give the same
+    outputs and gradients as the generic path."""
+    if onednn and not fused._ONEDNN_LINEAR:
+        pytest.skip("torch was built without oneDNN")
+    generator = torch.Generator().manual_seed(11)
+    make = lambda *shape: torch.randn(*shape, generator=generator)  # noqa: E731
+    steps, hidden = 6, 16
+    mask = (torch.rand(steps, batch, hidden, generator=generator) > 0.2).float() * 1.25
+    update = (torch.rand(steps, batch, hidden, generator=generator) > 0.5).float()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for gates in (4, 3):
+            xp, w, b, h0, c0 = make(steps, batch, gates * hidden), make(gates * hidden, hidden) * 0.3, \
+                make(gates * hidden), make(batch, hidden), make(batch, hidden)
+            grad = make(steps, batch, hidden)
+            if gates == 4:
+                masks = [mask, mask, None, update, update]
+                fast = compiled.lstm_forward(xp, w, b, h0, c0, *masks, onednn)
+                generic = compiled.lstm_forward_generic(xp, w, b, h0, c0, *masks, onednn)
+                hidden_seq, cells, gate_values, tanh_cells = generic
+                args = (grad, None, w, h0, c0, gate_values, cells, tanh_cells, hidden_seq, *masks, True, onednn)
+                backward = "lstm_backward"
+            else:
+                masks = [mask, mask, update]
+                fast = compiled.gru_forward(xp, w, b, h0, *masks, onednn)
+                generic = compiled.gru_forward_generic(xp, w, b, h0, *masks, onednn)
+                hidden_seq, activations, hidden_n = generic
+                args = (grad, w, h0, activations, hidden_n, hidden_seq, *masks, True, onednn)
+                backward = "gru_backward"
+            for a, e in zip(fast, generic):
+                torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-5)
+            for a, e in zip(getattr(compiled, backward)(*args), getattr(compiled, backward + "_generic")(*args)):
+                torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-5)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _philox4x32_10(counter, key):
     """Philox4x32-10 (Salmon et al., SC 2011) written from its definition, as the reference."""
     mask = 0xFFFFFFFF

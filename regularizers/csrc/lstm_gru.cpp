@@ -161,20 +161,22 @@ std::vector<Tensor> lstm_forward(const Tensor& xp_in, const Tensor& w_hh, const 
   const T* bias_data = bias.defined() ? bias.data_ptr<T>() : zeros.data();
   const Tensor h0c = h0.contiguous(), c0c = c0.contiguous();
   Tensor next_input = mh.present() ? masked(h0c, at_step(m_hidden_input, 0)).contiguous() : Tensor();
-  RecurrentProduct recurrent_product(w_hh, batch, std::nullopt, onednn);
-  const int64_t task_rows = grain(batch, gate_width);
-  for (int64_t t = 0; t < steps; ++t) {
-    const Tensor recurrent =
-        recurrent_product(mh.present() ? next_input : (t == 0 ? h0c : hidden.select(0, t - 1))).contiguous();
-    const T* rec = recurrent.data_ptr<T>();
-    const T* x = xp.data_ptr<T>() + t * xp_step_stride;
-    const T* h_prev = t == 0 ? h0c.data_ptr<T>() : hidden.data_ptr<T>() + (t - 1) * batch * H;
-    const T* c_prev = t == 0 ? c0c.data_ptr<T>() : cells.data_ptr<T>() + (t - 1) * batch * H;
-    const bool write_next = mh.present() && t + 1 < steps;
-    T* next = write_next ? next_input.data_ptr<T>() : nullptr;
-    at::parallel_for(0, batch, task_rows, [&](int64_t begin, int64_t end) {
-      std::vector<T> scratch(5 * H);
-      for (int64_t b = begin; b < end; ++b) {
+  const int64_t block = row_block(batch, H, sizeof(T));
+  RecurrentProduct recurrent_product(w_hh, block, std::nullopt, onednn);
+  at::parallel_for(0, batch, block, [&](int64_t begin, int64_t end) {
+    const int64_t rows = end - begin;
+    for (int64_t t = 0; t < steps; ++t) {
+      const Tensor h_in = mh.present() ? next_input : (t == 0 ? h0c : hidden.select(0, t - 1));
+      const Tensor recurrent = recurrent_product(h_in.narrow(0, begin, rows)).contiguous();
+      const T* rec = recurrent.data_ptr<T>() - begin * gate_width;  // indexed by the batch row b
+      const T* x = xp.data_ptr<T>() + t * xp_step_stride;
+      const T* h_prev = t == 0 ? h0c.data_ptr<T>() : hidden.data_ptr<T>() + (t - 1) * batch * H;
+      const T* c_prev = t == 0 ? c0c.data_ptr<T>() : cells.data_ptr<T>() + (t - 1) * batch * H;
+      const bool write_next = mh.present() && t + 1 < steps;
+      T* next = write_next ? next_input.data_ptr<T>() : nullptr;
+      for_rows(begin, end, block < batch, gate_width, [&](int64_t first, int64_t last) {
+       std::vector<T> scratch(5 * H);
+       for (int64_t b = first; b < last; ++b) {
         LSTMForwardRow<T> row{rec + b * gate_width,
                               x + b * xp_row_stride,
                               bias_data,
@@ -191,9 +193,10 @@ std::vector<Tensor> lstm_forward(const Tensor& xp_in, const Tensor& w_hh, const 
                               hidden.data_ptr<T>() + (t * batch + b) * H,
                               write_next ? next + b * H : nullptr};
         run_row(H, row);
-      }
-    });
-  }
+       }
+      });
+    }
+  });
   return {hidden, cells, gates, tanh_cells};
 }
 
@@ -217,15 +220,19 @@ std::vector<std::optional<Tensor>> lstm_backward(const std::optional<Tensor>& gr
   Tensor d_gates_t = at::empty({gate_width, steps * batch}, options);
   Tensor d_gates_step = at::empty({batch, gate_width}, options);
   Tensor d_c = at::zeros({batch, H}, options), carry = at::zeros({batch, H}, options);
-  Tensor d_product;  // ∂L/∂(masked h_t) from step t+1's recurrent product
-  RecurrentProduct backward_product(w_hh.t(), batch, std::nullopt, onednn);
-  const int64_t task_rows = grain(batch, gate_width);
-  for (int64_t t = steps - 1; t >= 0; --t) {
-    const T* product = d_product.defined() ? d_product.data_ptr<T>() : nullptr;
-    const T* c_prev = t == 0 ? c0c.data_ptr<T>() : cells.data_ptr<T>() + (t - 1) * batch * H;
-    at::parallel_for(0, batch, task_rows, [&](int64_t begin, int64_t end) {
-      std::vector<T> scratch(7 * H);
-      for (int64_t b = begin; b < end; ++b) {
+  // ∂L/∂(masked h_t) from step t+1's recurrent product; after the loop, that of step 0 (for h0).
+  Tensor d_product = at::zeros({batch, H}, options);
+  const int64_t block = row_block(batch, H, sizeof(T));
+  RecurrentProduct backward_product(w_hh.t(), block, std::nullopt, onednn);
+  at::parallel_for(0, batch, block, [&](int64_t begin, int64_t end) {
+    const int64_t rows = end - begin;
+    Tensor product_rows;  // this block's rows of d_product, from the previous (later) step
+    for (int64_t t = steps - 1; t >= 0; --t) {
+      const T* product = product_rows.defined() ? product_rows.data_ptr<T>() - begin * H : nullptr;
+      const T* c_prev = t == 0 ? c0c.data_ptr<T>() : cells.data_ptr<T>() + (t - 1) * batch * H;
+      for_rows(begin, end, block < batch, gate_width, [&](int64_t first, int64_t last) {
+       std::vector<T> scratch(7 * H);
+       for (int64_t b = first; b < last; ++b) {
         const int64_t row_h = (t * batch + b) * H, row_g = (t * batch + b) * gate_width;
         LSTMBackwardRow<T> row{product ? product + b * H : zeros.data(),
                                product ? mh.row(t + 1, b, H, ones.data(), scratch.data()) : ones.data(),
@@ -242,12 +249,14 @@ std::vector<std::optional<Tensor>> lstm_backward(const std::optional<Tensor>& gr
                                d_c.data_ptr<T>() + b * H,
                                carry.data_ptr<T>() + b * H};
         run_row(H, row);
-      }
-      transpose_rows(d_gates_step.data_ptr<T>() + begin * gate_width, gate_width, end - begin, gate_width,
-                     d_gates_t.data_ptr<T>() + t * batch + begin, steps * batch);
-    });
-    d_product = backward_product(d_gates_step).contiguous();
-  }
+       }
+       transpose_rows(d_gates_step.data_ptr<T>() + first * gate_width, gate_width, last - first, gate_width,
+                      d_gates_t.data_ptr<T>() + t * batch + first, steps * batch);
+      });
+      product_rows = backward_product(d_gates_step.narrow(0, begin, rows)).contiguous();
+    }
+    d_product.narrow(0, begin, rows).copy_(product_rows);
+  });
   Tensor d_h0 = masked(d_product, at_step(m_hidden_input, 0)) + carry;
   Tensor inputs_t = recurrent_inputs_transposed(h0, hidden, mh);
   Tensor grad_w = weight_gradient(d_gates_t, inputs_t, onednn);
@@ -276,19 +285,21 @@ std::vector<Tensor> gru_forward(const Tensor& xp_in, const Tensor& w_hh, const s
   std::vector<T> ones(H, T(1));
   const Tensor h0c = h0.contiguous();
   Tensor next_input = mh.present() ? masked(h0c, at_step(m_hidden_input, 0)).contiguous() : Tensor();
-  RecurrentProduct recurrent_product(w_hh, batch, b_hh, onednn);
-  const int64_t task_rows = grain(batch, gate_width);
-  for (int64_t t = 0; t < steps; ++t) {
-    const Tensor recurrent =
-        recurrent_product(mh.present() ? next_input : (t == 0 ? h0c : hidden.select(0, t - 1))).contiguous();
-    const T* rec = recurrent.data_ptr<T>();
-    const T* x = xp.data_ptr<T>() + t * xp_step_stride;
-    const T* h_prev = t == 0 ? h0c.data_ptr<T>() : hidden.data_ptr<T>() + (t - 1) * batch * H;
-    const bool write_next = mh.present() && t + 1 < steps;
-    T* next = write_next ? next_input.data_ptr<T>() : nullptr;
-    at::parallel_for(0, batch, task_rows, [&](int64_t begin, int64_t end) {
-      std::vector<T> scratch(3 * H);
-      for (int64_t b = begin; b < end; ++b) {
+  const int64_t block = row_block(batch, H, sizeof(T));
+  RecurrentProduct recurrent_product(w_hh, block, b_hh, onednn);
+  at::parallel_for(0, batch, block, [&](int64_t begin, int64_t end) {
+    const int64_t rows = end - begin;
+    for (int64_t t = 0; t < steps; ++t) {
+      const Tensor h_in = mh.present() ? next_input : (t == 0 ? h0c : hidden.select(0, t - 1));
+      const Tensor recurrent = recurrent_product(h_in.narrow(0, begin, rows)).contiguous();
+      const T* rec = recurrent.data_ptr<T>() - begin * gate_width;  // indexed by the batch row b
+      const T* x = xp.data_ptr<T>() + t * xp_step_stride;
+      const T* h_prev = t == 0 ? h0c.data_ptr<T>() : hidden.data_ptr<T>() + (t - 1) * batch * H;
+      const bool write_next = mh.present() && t + 1 < steps;
+      T* next = write_next ? next_input.data_ptr<T>() : nullptr;
+      for_rows(begin, end, block < batch, gate_width, [&](int64_t first, int64_t last) {
+       std::vector<T> scratch(3 * H);
+       for (int64_t b = first; b < last; ++b) {
         GRUForwardRow<T> row{rec + b * gate_width,
                              x + b * xp_row_stride,
                              h_prev + b * H,
@@ -300,9 +311,10 @@ std::vector<Tensor> gru_forward(const Tensor& xp_in, const Tensor& w_hh, const s
                              hidden.data_ptr<T>() + (t * batch + b) * H,
                              write_next ? next + b * H : nullptr};
         run_row(H, row);
-      }
-    });
-  }
+       }
+      });
+    }
+  });
   return {hidden, activations, hidden_n};
 }
 
@@ -324,15 +336,18 @@ std::vector<std::optional<Tensor>> gru_backward(const Tensor& grad_hidden, const
   Tensor d_input_t = at::empty({gate_width, steps * batch}, options);
   Tensor d_input_step = at::empty({batch, gate_width}, options), d_recurrent = at::empty({batch, gate_width}, options);
   Tensor carry = at::zeros({batch, H}, options);
-  Tensor d_product;
-  RecurrentProduct backward_product(w_hh.t(), batch, std::nullopt, onednn);
-  const int64_t task_rows = grain(batch, gate_width);
-  for (int64_t t = steps - 1; t >= 0; --t) {
-    const T* product = d_product.defined() ? d_product.data_ptr<T>() : nullptr;
-    const T* h_prev = t == 0 ? h0c.data_ptr<T>() : hidden.data_ptr<T>() + (t - 1) * batch * H;
-    at::parallel_for(0, batch, task_rows, [&](int64_t begin, int64_t end) {
-      std::vector<T> scratch(4 * H);
-      for (int64_t b = begin; b < end; ++b) {
+  Tensor d_product = at::zeros({batch, H}, options);  // after the loop: ∂L/∂(masked h0) from step 0's product
+  const int64_t block = row_block(batch, H, sizeof(T));
+  RecurrentProduct backward_product(w_hh.t(), block, std::nullopt, onednn);
+  at::parallel_for(0, batch, block, [&](int64_t begin, int64_t end) {
+    const int64_t rows = end - begin;
+    Tensor product_rows;  // this block's rows of the product from the previous (later) step
+    for (int64_t t = steps - 1; t >= 0; --t) {
+      const T* product = product_rows.defined() ? product_rows.data_ptr<T>() - begin * H : nullptr;
+      const T* h_prev = t == 0 ? h0c.data_ptr<T>() : hidden.data_ptr<T>() + (t - 1) * batch * H;
+      for_rows(begin, end, block < batch, gate_width, [&](int64_t first, int64_t last) {
+       std::vector<T> scratch(4 * H);
+       for (int64_t b = first; b < last; ++b) {
         const int64_t row_h = (t * batch + b) * H, row_g = (t * batch + b) * gate_width;
         GRUBackwardRow<T> row{product ? product + b * H : zeros.data(),
                               product ? mh.row(t + 1, b, H, ones.data(), scratch.data()) : ones.data(),
@@ -346,12 +361,14 @@ std::vector<std::optional<Tensor>> gru_backward(const Tensor& grad_hidden, const
                               d_recurrent.data_ptr<T>() + b * gate_width,
                               carry.data_ptr<T>() + b * H};
         run_row(H, row);
-      }
-      transpose_rows(d_input_step.data_ptr<T>() + begin * gate_width, gate_width, end - begin, gate_width,
-                     d_input_t.data_ptr<T>() + t * batch + begin, steps * batch);
-    });
-    d_product = backward_product(d_recurrent).contiguous();
-  }
+       }
+       transpose_rows(d_input_step.data_ptr<T>() + first * gate_width, gate_width, last - first, gate_width,
+                      d_input_t.data_ptr<T>() + t * batch + first, steps * batch);
+      });
+      product_rows = backward_product(d_recurrent.narrow(0, begin, rows)).contiguous();
+    }
+    d_product.narrow(0, begin, rows).copy_(product_rows);
+  });
   Tensor d_h0 = masked(d_product, at_step(m_hidden_input, 0)) + carry;
   Tensor inputs_t = recurrent_inputs_transposed(h0, hidden, mh);
   Tensor d_rz_t = d_input_t.narrow(0, 0, 2 * H);

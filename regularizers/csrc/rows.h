@@ -101,10 +101,28 @@ inline bool fits(const Tensor& reference, std::initializer_list<const Tensor*> t
   return true;
 }
 
-// Rows per task: a step's rows split over the threads only when there is enough work to share.
-inline int64_t grain(int64_t batch, int64_t row_width) {
+// Rows per thread of the fast loops. A batch row's recurrence depends on no other row, so each
+// thread runs the whole time loop on its own block of rows: no synchronisation between threads at
+// any step, and the products inside a block run single-threaded. Split only while the recurrent
+// weight fits a core's cache (each thread reads all of it every step; a larger one is better
+// shared out by the product's own threads over its columns) and each block keeps a few rows.
+inline int64_t row_block(int64_t batch, int64_t H, size_t element_size) {
+  constexpr int64_t kMinRows = 4;
+  constexpr size_t kCacheBytes = size_t(2) << 20;
+  const int64_t threads = at::get_num_threads();
+  if (threads <= 1 || size_t(4 * H) * size_t(H) * element_size > kCacheBytes) return std::max<int64_t>(batch, 1);
+  const int64_t block = (batch + threads - 1) / threads;
+  return block < kMinRows ? std::max<int64_t>(batch, 1) : block;
+}
+
+// The row pass of one step over rows [begin, end): in this thread when the rows are a thread's
+// block already, else shared out over the threads when there is enough work to share.
+template <typename F>
+inline void for_rows(int64_t begin, int64_t end, bool in_block, int64_t row_width, const F& pass) {
   constexpr int64_t kElementsPerTask = 16384;
-  return std::max<int64_t>(1, std::min<int64_t>(batch, kElementsPerTask / std::max<int64_t>(row_width, 1)));
+  if (in_block) return pass(begin, end);
+  const int64_t rows_per_task = std::max<int64_t>(1, kElementsPerTask / std::max<int64_t>(row_width, 1));
+  at::parallel_for(begin, end, rows_per_task, pass);
 }
 
 // Rows written as columns of a transposed buffer (transpose.cpp): dst[j * dst_stride + b] =
