@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .. import reference_numbers
+from ..commands import regbench_command
 from . import findings
 from ..data import source_names
 from .significance import ALPHA, CONFIDENCE
@@ -98,15 +99,16 @@ def reproduce_commands(board: Board, store_label: str, out_label: str) -> list[s
             tuning = board.records[(board.records["study"] == study) & board.records["tuning"]]
             if len(tuning):
                 regularizer = first(tuning["regularizer"])
-                commands.append(f"regbench study --task {board.task} --regularizer {regularizer} "
-                                f"--trials {len(tuning)} --study-name {study}"
-                                + (f" --preset {board.preset}" if board.preset else ""))
+                commands.append(regbench_command("study", {"task": board.task, "regularizer": regularizer,
+                                                           "trials": len(tuning), "study_name": study,
+                                                           "preset": board.preset or None}))
             reruns = board.records[(board.records["study"] == study) & ~board.records["tuning"]]
             if len(reruns):
                 seeds = len(set(reruns["seed"]))
-                commands.append(f"regbench run --from-study {study} --seeds {seeds}")
-    track = f" --track {board.track}" if "shipped" in board.records and board.records["shipped"].any() else ""
-    commands.append(f"regbench leaderboard --store {shlex.quote(store_label)} --out {shlex.quote(out_label)}{track}")
+                commands.append(regbench_command("run", {"from_study": study, "seeds": seeds}))
+    shipped = "shipped" in board.records and board.records["shipped"].any()
+    commands.append(regbench_command("leaderboard", {"store": store_label, "out": out_label,
+                                                     "track": board.track if shipped else None}))
     return commands
 
 
@@ -382,7 +384,7 @@ def index_markdown(boards: list[Board], summary: list[dict], store_label: str, o
             if command not in commands:
                 commands.append(command)
     lines.extend(commands)
-    lines.append(f"regbench leaderboard --store {shlex.quote(store_label)} --out {shlex.quote(out_label)}")
+    lines.append(regbench_command("leaderboard", {"store": store_label, "out": out_label}))
     lines.append("```")
     lines.append("")
     lines.extend(_commits_note(pd.concat([board.records for board in boards]) if boards else pd.DataFrame()))
