@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import shlex
 import sys
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 __all__ = ["flag", "regbench_command", "this_invocation"]
 
@@ -17,18 +17,22 @@ def flag(dest: str) -> str:
     return "--" + dest.replace("_", "-")
 
 
-def regbench_command(subcommand: str, options: Mapping[str, Any]) -> str:
-    """``regbench <subcommand>`` with ``options`` in order: a list repeats its flag, ``True`` is a bare
-    flag, ``None`` and ``False`` are left out; values are shell-quoted."""
+def regbench_command(subcommand: str, options: Mapping[str, Any], *, one_flag: Collection[str] = ()) -> str:
+    """``regbench <subcommand>`` with ``options`` in order: a list repeats its flag (``--regularizer a
+    --regularizer b``), or follows one flag for the options named in ``one_flag`` (``--cells lstm
+    gru``, argparse's ``nargs="+"``); ``True`` is a bare flag; ``None``, ``False`` and empty lists are
+    left out; values are shell-quoted."""
     parts = ["regbench", subcommand]
     for dest, value in options.items():
-        if value is None or value is False:
+        if value is None or value is False or (isinstance(value, (list, tuple)) and not value):
             continue
         if value is True:
             parts.append(flag(dest))
-            continue
-        for item in value if isinstance(value, (list, tuple)) else [value]:
-            parts += [flag(dest), str(item)]
+        elif isinstance(value, (list, tuple)) and dest in one_flag:
+            parts += [flag(dest), *map(str, value)]
+        else:
+            for item in value if isinstance(value, (list, tuple)) else [value]:
+                parts += [flag(dest), str(item)]
     return shlex.join(parts)
 
 

@@ -96,6 +96,8 @@ def _all_shapes() -> dict[str, Shape]:
 
 
 SHAPES: dict[str, Shape] = _all_shapes()
+# The regularizers that act inside the recurrence through masks (the fused loops' reason to exist).
+MASK_BASED = ("zoneout", "recurrent_dropout", "variational_dropout", "rnndrop", "stochastic_depth")
 DEFAULT_SHAPES = ["digits/cpu-v1", "pmnist/cpu-v1", "char_ptb/cpu-v1", "pmnist/paper", "word_ptb/small",
                   "word_ptb/medium", "tuned/256"]
 
@@ -105,6 +107,7 @@ class PerfRow:
     shape: str
     cell: str
     regularizer: str
+    threads: int
     median_ms: float
     ratio: float
     peak_mb: float | None
@@ -226,7 +229,7 @@ def measure(shapes: list[Shape], cells=("lstm",), names=None, repeats: int = 7, 
             for name in layers:
                 median = statistics.median(times[name])
                 peak = peaks.get(name)
-                rows.append(PerfRow(shape.name, cell, name, median * 1e3, median / base_time,
+                rows.append(PerfRow(shape.name, cell, name, torch.get_num_threads(), median * 1e3, median / base_time,
                                     None if peak is None else peak / 2**20,
                                     # a step too small to raise the resident memory by a page has no ratio
                                     peak / peaks["torch"] if peak is not None and peaks["torch"] > 0 else None))
@@ -240,15 +243,15 @@ def growth(rows: list[PerfRow], sweep: str) -> list[dict]:
 
     points = [shape.name for shape in SWEEPS[sweep]]
     size = {shape.name: shape.steps if sweep == "steps" else shape.hidden for shape in SWEEPS[sweep]}
+    swept = [r for r in rows if r.shape in size]
     table = []
-    for cell in sorted({r.cell for r in rows if r.shape in size}):
-        for name in dict.fromkeys(r.regularizer for r in rows if r.shape in size and r.cell == cell):
-            ratios = {r.shape: r.ratio for r in rows if r.cell == cell and r.regularizer == name and r.shape in size}
-            measured = [p for p in points if p in ratios]
-            slope = (float(np.polyfit(np.log2([size[p] for p in measured]), [ratios[p] for p in measured], 1)[0])
-                     if len(measured) >= 2 else float("nan"))
-            table.append({"cell": cell, "regularizer": name, "ratios": [ratios[p] for p in measured],
-                          "sizes": [size[p] for p in measured], "per_doubling": slope})
+    for threads, cell, name in dict.fromkeys((r.threads, r.cell, r.regularizer) for r in swept):
+        ratios = {r.shape: r.ratio for r in swept if (r.threads, r.cell, r.regularizer) == (threads, cell, name)}
+        measured = [p for p in points if p in ratios]
+        slope = (float(np.polyfit(np.log2([size[p] for p in measured]), [ratios[p] for p in measured], 1)[0])
+                 if len(measured) >= 2 else float("nan"))
+        table.append({"threads": threads, "cell": cell, "regularizer": name, "ratios": [ratios[p] for p in measured],
+                      "sizes": [size[p] for p in measured], "per_doubling": slope})
     return table
 
 
@@ -257,10 +260,10 @@ def _number(value: float | None, digits: int) -> str:
 
 
 def format_table(rows: list[PerfRow]) -> str:
-    lines = ["| shape | cell | regularizer | step (ms) | × torch | peak MB | memory × torch |",
-             "|---|---|---|---:|---:|---:|---:|"]
+    lines = ["| shape | threads | cell | regularizer | step (ms) | × torch | peak MB | memory × torch |",
+             "|---|---:|---|---|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r.shape} | {r.cell} | {r.regularizer} | {r.median_ms:.1f} | {r.ratio:.2f} | "
+        lines.append(f"| {r.shape} | {r.threads} | {r.cell} | {r.regularizer} | {r.median_ms:.1f} | {r.ratio:.2f} | "
                      f"{_number(r.peak_mb, 1)} | {_number(r.memory_ratio, 2)} |")
     return "\n".join(lines)
 
@@ -270,11 +273,32 @@ def format_growth(table: list[dict], sweep: str) -> str:
         return ""
     sizes = table[0]["sizes"]
     label = "steps" if sweep == "steps" else "hidden"
-    lines = [f"| cell | regularizer | " + " | ".join(f"× torch at {label} {s}" for s in sizes) + " | per doubling |",
-             "|---|---|" + "---:|" * (len(sizes) + 1)]
+    lines = ["| threads | cell | regularizer | " + " | ".join(f"{label} {s}" for s in sizes) + " | per doubling |",
+             "|---:|---|---|" + "---:|" * (len(sizes) + 1)]
     for row in table:
-        lines.append(f"| {row['cell']} | {row['regularizer']} | " + " | ".join(f"{r:.2f}" for r in row["ratios"])
-                     + f" | {row['per_doubling']:+.3f} |")
+        lines.append(f"| {row['threads']} | {row['cell']} | {row['regularizer']} | "
+                     + " | ".join(f"{r:.2f}" for r in row["ratios"]) + f" | {row['per_doubling']:+.3f} |")
+    return "\n".join(lines)
+
+
+def worst_ratios(rows: list[PerfRow]) -> str:
+    """Per shape, cell and thread count: the slowest mask-based regularizer's ratio, batch norm's and
+    weight noise's (the issue's bounds: 1.1, 1.3 and 1.05)."""
+    groups = {"mask-based": lambda n: n in MASK_BASED, "recurrent_batchnorm": lambda n: n == "recurrent_batchnorm",
+              "weight_noise": lambda n: n == "weight_noise"}
+    lines = ["| shape | cell | threads | worst mask-based | recurrent BN | weight noise | worst memory × torch |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for shape, cell, threads in dict.fromkeys((r.shape, r.cell, r.threads) for r in rows):
+        here = [r for r in rows if (r.shape, r.cell, r.threads) == (shape, cell, threads) and r.regularizer != "torch"]
+        cells = []
+        for member in groups.values():
+            chosen = [r for r in here if member(r.regularizer)]
+            worst = max(chosen, key=lambda r: r.ratio, default=None)
+            cells.append("–" if worst is None else f"{worst.ratio:.2f}"
+                         + (f" ({worst.regularizer})" if len(chosen) > 1 else ""))
+        memory = [r.memory_ratio for r in here if r.memory_ratio is not None and r.regularizer in MASK_BASED]
+        cells.append(f"{max(memory):.2f}" if memory else "–")
+        lines.append(f"| {shape} | {cell} | {threads} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -292,13 +316,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--regularizers", nargs="+", default=None, metavar="NAME",
                         help="default: every registered regularizer that supports the cell type")
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--threads", type=int, nargs="+", default=None, metavar="N",
+                        help="torch thread counts to measure, each in turn (default: torch's own choice)")
     parser.add_argument("--no-memory", action="store_true", help="time only (the memory probe starts a process "
                                                                  "per shape and cell)")
     parser.add_argument("--training", action="store_true",
                         help="instead: a training step of the benchmark's own models (Lightning's Trainer, "
                              "metrics, logging) on the CPU tracks against a plain loop with torch.nn.LSTM")
     parser.add_argument("--json", default=None, metavar="FILE", help="also write the rows to this JSON file")
+    parser.add_argument("--markdown", default=None, metavar="FILE",
+                        help="also write a report (machine, date, command, the tables) to this markdown file")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
 
 
@@ -314,10 +341,8 @@ def run(args: argparse.Namespace) -> int:
     unknown = [n for n in args.shapes or [] if n not in SHAPES]
     if unknown:
         raise UsageError(f"unknown shape(s) {', '.join(unknown)}; known: {', '.join(SHAPES)}")
-    if args.repeats < 1 or (args.threads is not None and args.threads < 1):
+    if args.repeats < 1 or any(n < 1 for n in args.threads or []):
         raise UsageError("--repeats and --threads must be at least 1")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
     from regularizers import native
 
     native.loops()  # build (or load) the native loops before any clock starts
@@ -325,21 +350,61 @@ def run(args: argparse.Namespace) -> int:
         return _run_training(args)
     shapes = [SHAPES[n] for n in (args.shapes if args.shapes is not None else DEFAULT_SHAPES)]
     shapes += [s for sweep in args.sweep for s in SWEEPS[sweep] if s not in shapes]
-    print(f"regbench perf: device {args.device}, {torch.get_num_threads()} thread(s), torch {torch.__version__}, "
-          f"median of {args.repeats} interleaved repetitions")
+    thread_counts = args.threads or [torch.get_num_threads()]
+    print(f"regbench perf: device {args.device}, {'/'.join(map(str, thread_counts))} thread(s), "
+          f"torch {torch.__version__}, median of {args.repeats} interleaved repetitions")
     for shape in shapes:
         print(f"  {shape.name}: {shape.describe()}")
-    with tqdm(total=len(shapes) * len(args.cells) * args.repeats, desc="repetitions", file=sys.stderr,
-              disable=None) as bar:
-        rows = measure(shapes, args.cells, args.regularizers, args.repeats, args.device,
-                       memory=not args.no_memory, progress=bar)
-    print(format_table(rows))
+    rows = []
+    with tqdm(total=len(thread_counts) * len(shapes) * len(args.cells) * args.repeats, desc="repetitions",
+              file=sys.stderr, disable=None) as bar:
+        for threads in thread_counts:
+            torch.set_num_threads(threads)
+            rows += measure(shapes, args.cells, args.regularizers, args.repeats, args.device,
+                            memory=not args.no_memory, progress=bar)
+    report = [worst_ratios(rows), "", format_table(rows)]
     for sweep in args.sweep:
-        print(f"\nHow the time ratio changes along the {sweep} sweep:\n")
-        print(format_growth(growth(rows, sweep), sweep))
+        report += ["", f"How the time ratio changes along the {sweep} sweep:", "", format_growth(growth(rows, sweep), sweep)]
+    print("\n".join(report))
     if args.json:
         Path(args.json).write_text(json.dumps([r.__dict__ for r in rows], indent=1) + "\n")
+    if args.markdown:
+        _write_report(Path(args.markdown), report, thread_counts, args)
     return 0
+
+
+def _machine() -> str:
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def _write_report(path: Path, report: list[str], thread_counts: list[int], args: argparse.Namespace) -> None:
+    from datetime import date
+
+    from .commands import regbench_command
+
+    command = regbench_command("perf", {"training": args.training, "shapes": args.shapes, "sweep": args.sweep,
+                                        "cells": args.cells, "regularizers": args.regularizers,
+                                        "repeats": args.repeats, "threads": thread_counts,
+                                        "no_memory": args.no_memory, "device": args.device},
+                               one_flag={"shapes", "sweep", "cells", "regularizers", "threads"})
+    header = ["# Speed of the regularized layers against torch's own", "",
+              f"Measured on {date.today().isoformat()} on {_machine()}, with {'/'.join(map(str, thread_counts))} "
+              f"thread(s), the median of {args.repeats} interleaved repetitions of one training step (forward and "
+              "backward) per layer, in one process. Ratios are to torch's layer of the same cell and shape "
+              "(`torch.nn.LSTM`, `GRU`, `RNN`); `none`, `weight_noise` (mostly) and `norm_stabilizer` run torch's "
+              "own kernel, so their spread around 1.00 is the noise of the measurement. Reproduce with:", "",
+              "```bash", command, "```", ""]
+    path.write_text("\n".join(header + report) + "\n")
 
 
 def _run_training(args: argparse.Namespace) -> int:
@@ -348,12 +413,19 @@ def _run_training(args: argparse.Namespace) -> int:
     from .perf_training import TRAINING_TRACKS, format_training, measure_training
 
     names = args.regularizers or ["none", "zoneout"]
-    print(f"regbench perf --training: {torch.get_num_threads()} thread(s), torch {torch.__version__}, median of "
-          f"{args.repeats} alternating measurements of 20 steps")
-    with tqdm(total=len(TRAINING_TRACKS) * len(names) * args.repeats, desc="measurements", file=sys.stderr,
-              disable=None) as bar:
-        rows = measure_training(TRAINING_TRACKS, names, repeats=args.repeats, progress=bar)
-    print(format_training(rows))
+    thread_counts = args.threads or [torch.get_num_threads()]
+    print(f"regbench perf --training: {'/'.join(map(str, thread_counts))} thread(s), torch {torch.__version__}, "
+          f"per-step medians of {args.repeats} alternating epochs of 20 steps")
+    rows = []
+    with tqdm(total=len(thread_counts) * len(TRAINING_TRACKS) * len(names) * args.repeats, desc="epochs",
+              file=sys.stderr, disable=None) as bar:
+        for threads in thread_counts:
+            torch.set_num_threads(threads)
+            rows += measure_training(TRAINING_TRACKS, names, repeats=args.repeats, progress=bar)
+    report = [format_training(rows)]
+    print(report[0])
     if args.json:
         Path(args.json).write_text(json.dumps([r.__dict__ for r in rows], indent=1) + "\n")
+    if args.markdown:
+        _write_report(Path(args.markdown), report, thread_counts, args)
     return 0

@@ -32,6 +32,7 @@ _CLASSES = 10
 class TrainingRow:
     track: str
     regularizer: str
+    threads: int
     batch_ms: float  # one training step of the benchmark's module under Lightning's Trainer
     plain_ms: float  # one step of the plain PyTorch loop with torch.nn.LSTM
     ratio: float
@@ -158,13 +159,14 @@ def measure_training(tracks=TRAINING_TRACKS, names=("none", "zoneout"), batches:
                 if progress is not None:
                     progress.update(1)
             trainer, plain = statistics.median(trainer_steps), statistics.median(plain_steps)
-            rows.append(TrainingRow(track, name, trainer * 1e3, plain * 1e3, trainer / plain))
+            rows.append(TrainingRow(track, name, torch.get_num_threads(), trainer * 1e3, plain * 1e3, trainer / plain))
     return rows
 
 
 def format_training(rows: list[TrainingRow]) -> str:
-    lines = ["| track | regularizer | Trainer step (ms) | plain nn.LSTM loop step (ms) | × plain |",
-             "|---|---|---:|---:|---:|"]
+    lines = ["| track | threads | regularizer | Trainer step (ms) | plain nn.LSTM loop step (ms) | × plain |",
+             "|---|---:|---|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r.track} | {r.regularizer} | {r.batch_ms:.1f} | {r.plain_ms:.1f} | {r.ratio:.2f} |")
+        lines.append(f"| {r.track} | {r.threads} | {r.regularizer} | {r.batch_ms:.1f} | {r.plain_ms:.1f} | "
+                     f"{r.ratio:.2f} |")
     return "\n".join(lines)

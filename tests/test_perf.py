@@ -50,7 +50,7 @@ def test_measure_reports_ratios_to_torch_and_memory():
 
 
 def test_growth_is_the_slope_of_the_ratio_per_doubling():
-    rows = [perf.PerfRow(s.name, "lstm", "zoneout", 1.0, ratio, None, None)
+    rows = [perf.PerfRow(s.name, "lstm", "zoneout", 1, 1.0, ratio, None, None)
             for s, ratio in zip(perf.SWEEPS["steps"], [1.0, 1.2, 1.4, 1.6])]  # 25, 100, 400, 1600: x4 each
     (row,) = perf.growth(rows, "steps")
     assert row["sizes"] == [25, 100, 400, 1600] and row["per_doubling"] == pytest.approx(0.1)
@@ -62,11 +62,16 @@ def test_perf_command_writes_its_rows_and_rejects_unknown_shapes(tmp_path, monke
 
     monkeypatch.setitem(perf.SHAPES, "test/tiny", perf.Shape("test/tiny", 2, 3, 4, 5))
     out = tmp_path / "perf.json"
-    assert main(["perf", "--shapes", "test/tiny", "--regularizers", "zoneout", "--repeats", "1", "--no-memory",
-                 "--json", str(out)]) == 0
+    report = tmp_path / "speed.md"
+    assert main(["perf", "--shapes", "test/tiny", "--regularizers", "zoneout", "weight_noise", "--repeats", "1",
+                 "--no-memory", "--threads", "1", "2", "--json", str(out), "--markdown", str(report)]) == 0
     rows = json.loads(out.read_text())
-    assert [r["regularizer"] for r in rows] == ["torch", "zoneout"] and rows[1]["peak_mb"] is None
-    assert "| test/tiny | lstm | zoneout |" in capsys.readouterr().out
+    assert [(r["regularizer"], r["threads"]) for r in rows] == [("torch", 1), ("zoneout", 1), ("weight_noise", 1),
+                                                              ("torch", 2), ("zoneout", 2), ("weight_noise", 2)]
+    assert rows[1]["peak_mb"] is None
+    assert "| test/tiny | 2 | lstm | zoneout |" in capsys.readouterr().out
+    text = report.read_text()
+    assert "regbench perf --shapes test/tiny --cells lstm --regularizers zoneout weight_noise" in text and "| test/tiny | lstm | 1 |" in text
     assert main(["perf", "--shapes", "nope"]) == 2
     err = capsys.readouterr().err
     assert "unknown shape(s) nope" in err and "pmnist/cpu-v1" in err
@@ -77,4 +82,4 @@ def test_training_steps_are_timed_under_the_trainer_and_in_a_plain_loop():
 
     (row,) = measure_training(["pmnist/cpu-v1"], names=["zoneout"], batches=3, repeats=1)
     assert row.batch_ms > 0 and row.plain_ms > 0 and row.ratio == pytest.approx(row.batch_ms / row.plain_ms)
-    assert "| pmnist/cpu-v1 | zoneout |" in format_training([row])
+    assert f"| pmnist/cpu-v1 | {row.threads} | zoneout |" in format_training([row])
