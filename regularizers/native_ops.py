@@ -27,7 +27,7 @@ NAMESPACE = "regbench"
 # The operators, in the order of csrc/ops.cpp.
 LOOPS = ("lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "batchnorm_lstm_forward",
          "batchnorm_lstm_backward")
-NAMES = ("bernoulli_mask", "philox_draws", *LOOPS, *(f"{name}_generic" for name in LOOPS))
+NAMES = ("bernoulli_mask", "philox_draws", "add_gaussian_noise", *LOOPS, *(f"{name}_generic" for name in LOOPS))
 
 _registered = False
 
@@ -188,12 +188,17 @@ def _bernoulli_mask_fake(sizes, keep_probability, kept_value, dtype):
     return torch.empty(sizes, dtype=dtype, device="cpu")
 
 
+def _add_gaussian_noise_fake(weight, sigma):
+    return torch.empty_like(weight, memory_format=torch.contiguous_format)
+
+
 def _philox_draws_fake(key, block, count):
     return torch.empty((count,), dtype=torch.int64, device="cpu")
 
 
 def _fakes():
-    fakes = {"bernoulli_mask": _bernoulli_mask_fake, "philox_draws": _philox_draws_fake}
+    fakes = {"bernoulli_mask": _bernoulli_mask_fake, "philox_draws": _philox_draws_fake,
+             "add_gaussian_noise": _add_gaussian_noise_fake}
     for generic, suffix in ((False, ""), (True, "_generic")):
         fakes[f"lstm_forward{suffix}"] = _lstm_forward_fake
         fakes[f"lstm_backward{suffix}"] = _lstm_backward(generic)

@@ -11,6 +11,7 @@ not on the model's embedding or decoder, which the layer does not own.
 
 import torch
 
+from . import native
 from .base import Regularizer, SequenceContext
 from .hyperparameters import Hyperparameter
 from .registry import register
@@ -31,5 +32,27 @@ class WeightNoise(Regularizer):
         noisy = dict(weights)
         for kind, weight in weights.items():
             if weight is not None and (kind.startswith("weight") or self.include_bias):
-                noisy[kind] = weight + self.sigma * torch.randn_like(weight)
+                noisy[kind] = add_noise(weight, self.sigma)
         return noisy
+
+
+class _NoisyWeight(torch.autograd.Function):
+    """``W + σε`` drawn by the native sampler in one pass; the gradient reaches W unchanged."""
+
+    @staticmethod
+    def forward(ctx, weight, sigma):
+        return torch.ops.regbench.add_gaussian_noise(weight.detach(), sigma)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+def add_noise(weight: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``weight + sigma · N(0, 1)``: on CPU float32/float64 by the native module's parallel Philox
+    sampler (the draw is most of weight noise's cost, and torch.randn runs serially), seeded by
+    torch's generator like the masks; elsewhere with ``torch.randn_like``."""
+    native_cpu = weight.device.type == "cpu" and weight.dtype in (torch.float32, torch.float64)
+    if not native_cpu or native.loops() is None:  # loops() loads the library, which registers the operator
+        return weight + sigma * torch.randn_like(weight)
+    return _NoisyWeight.apply(weight, float(sigma))

@@ -291,6 +291,34 @@ def test_rows_split_over_threads_give_the_same_loops(compiled, batch, onednn):
         torch.set_num_threads(threads)
 
 
+def test_gaussian_noise_is_standard_normal_seeded_and_independent_of_threads(compiled):
+    """add_gaussian_noise(W, σ) = W + σε with ε ~ N(0, 1) from Box-Muller on Philox draws: its moments,
+    a Kolmogorov-Smirnov test against the normal CDF, pairs uncorrelated, seeded by torch's generator,
+    the same with 1 and 2 threads (blocks of independent subsequences), the weight added exactly."""
+    from scipy import stats
+
+    weight = torch.linspace(-1, 1, 300_001)
+    torch.manual_seed(3)
+    noisy = compiled.add_gaussian_noise(weight, 0.5)
+    z = ((noisy - weight) / 0.5).double()
+    assert abs(z.mean().item()) < 0.01 and abs(z.std().item() - 1) < 0.01
+    assert abs(stats.skew(z.numpy())) < 0.02 and abs(stats.kurtosis(z.numpy())) < 0.05
+    assert stats.kstest(z.numpy(), "norm").pvalue > 1e-3
+    assert abs(torch.corrcoef(torch.stack([z[0:-1:2], z[1::2]]))[0, 1].item()) < 0.01  # the two of a pair
+    assert z.abs().max().item() < 5.8  # 24-bit uniforms: |z| ≤ sqrt(48 ln 2)
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            torch.manual_seed(3)
+            assert torch.equal(compiled.add_gaussian_noise(weight, 0.5), noisy)
+    finally:
+        torch.set_num_threads(threads)
+    assert not torch.equal(compiled.add_gaussian_noise(weight, 0.5), noisy)  # a new key every call
+    exact = compiled.add_gaussian_noise(weight.double(), 0.0)
+    assert torch.equal(exact, weight.double())
+
+
 def _philox4x32_10(counter, key):
     """Philox4x32-10 (Salmon et al., SC 2011) written from its definition, as the reference."""
     mask = 0xFFFFFFFF

@@ -83,6 +83,8 @@ def test_every_operator_is_registered(ops):
         # The loops have CPU (and CUDA) kernels; the mask sampler and its draws, which take no tensor,
         # one kernel for every device.
         key = "CompositeExplicitAutograd" if name in ("bernoulli_mask", "philox_draws") else "CPU"
+        if name == "add_gaussian_noise":  # a CPU kernel only: weight noise draws with torch elsewhere
+            assert not torch._C._dispatch_has_kernel_for_dispatch_key(f"regbench::{name}", "CUDA")
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"regbench::{name}", key), name
         assert getattr(ops, name) is not None
     assert torch._C._dispatch_has_kernel_for_dispatch_key("regbench::lstm_forward", "CUDA")
@@ -184,6 +186,15 @@ def test_bernoulli_mask_operator(ops, dtype):
         _check(_op("bernoulli_mask"), ([2, 3, 5], keep, kept, dtype))
     mask = ops.bernoulli_mask([4, 5], 0.5, 2.0, dtype)
     assert mask.shape == (4, 5) and mask.dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_add_gaussian_noise_operator(ops, dtype):
+    # sigma 0 adds nothing, the same every time, which the AOTAutograd test compares.
+    _check(_op("add_gaussian_noise"), (torch.randn(3, 7, dtype=dtype), 0.0))
+    weight = torch.randn(4, 5, dtype=dtype).t()  # not contiguous: read as a contiguous copy
+    noisy = ops.add_gaussian_noise(weight, 0.1)
+    assert noisy.shape == (5, 4) and noisy.dtype == dtype and not torch.equal(noisy, weight)
 
 
 def test_philox_draws_operator(ops):

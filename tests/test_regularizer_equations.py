@@ -477,15 +477,19 @@ def test_stochastic_depth_eval_is_the_expectation(fused, cell):
 
 @pytest.fixture
 def noise_draws(monkeypatch):
+    """The standard-normal draws ε of every noisy weight W + σε, in the order drawn (by the native
+    sampler or torch.randn_like, whichever add_noise uses)."""
+    from regularizers import weight_noise
+
     calls = []
-    original = torch.randn_like
+    original = weight_noise.add_noise
 
-    def spy(tensor, *args, **kwargs):
-        noise = original(tensor, *args, **kwargs)
-        calls.append(noise.clone())
-        return noise
+    def spy(weight, sigma):
+        noisy = original(weight, sigma)
+        calls.append(((noisy - weight) / sigma).detach().clone())
+        return noisy
 
-    monkeypatch.setattr(torch, "randn_like", spy)
+    monkeypatch.setattr(weight_noise, "add_noise", spy)
     return calls
 
 

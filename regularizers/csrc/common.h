@@ -191,4 +191,6 @@ std::vector<std::optional<Tensor>> batchnorm_lstm_backward(
 
 Tensor bernoulli_mask(std::vector<int64_t> sizes, double keep_probability, double kept_value, at::ScalarType dtype);
 
+Tensor add_gaussian_noise(const Tensor& weight, double sigma);
+
 Tensor philox_draws(uint64_t key, uint64_t block, int64_t count);

@@ -17,7 +17,8 @@
 //
 // The loops run on CPU tensors; the `_generic` loops, and the fast ones where their arguments do
 // not fit the CPU rows, are ATen calls that run on any device, so they are registered for CUDA too.
-// bernoulli_mask and philox_draws take no tensor: they are CompositeExplicitAutograd, whatever the device.
+// bernoulli_mask and philox_draws take no tensor: they are CompositeExplicitAutograd, whatever the device;
+// add_gaussian_noise has a CPU kernel only (weight_noise.py draws with torch.randn elsewhere).
 #include "common.h"
 
 #include <torch/extension.h>
@@ -149,6 +150,7 @@ TORCH_LIBRARY(regbench, m) {
   m.def("bernoulli_mask(int[] sizes, float keep_probability, float kept_value, ScalarType dtype) -> Tensor",
         {at::Tag::nondeterministic_seeded});
   m.def("philox_draws(int key, int block, int count) -> Tensor");
+  m.def("add_gaussian_noise(Tensor weight, float sigma) -> Tensor", {at::Tag::nondeterministic_seeded});
   // std::string schemas: Library::def parses its text at once.
   struct Schemas {
     torch::Library& m;
@@ -195,7 +197,10 @@ TORCH_LIBRARY(regbench, m) {
   m.impl("batchnorm_lstm_forward_generic", &batchnorm_lstm_forward_op<true>);            \
   m.impl("batchnorm_lstm_backward_generic", &batchnorm_lstm_backward_op<true>)
 
-TORCH_LIBRARY_IMPL(regbench, CPU, m) { REGBENCH_LOOP_KERNELS(m); }
+TORCH_LIBRARY_IMPL(regbench, CPU, m) {
+  REGBENCH_LOOP_KERNELS(m);
+  m.impl("add_gaussian_noise", &add_gaussian_noise);
+}
 
 TORCH_LIBRARY_IMPL(regbench, CUDA, m) { REGBENCH_LOOP_KERNELS(m); }
 
