@@ -95,9 +95,9 @@ def _weight_grads(d_recurrent: torch.Tensor, h0: torch.Tensor, hidden: torch.Ten
 
 
 # -- the loops, in Python ---------------------------------------------------------------------
-# ``csrc/`` (lstm_gru.cpp, generic_loops.cpp) implements the same functions with the same signatures and the same
-# tensor operations, without Python's per-operation overhead (see ``native.py``). Each returns
-# a list: the outputs, then what the backward pass needs.
+# ``csrc/`` (lstm_gru.cpp, rnn.cpp, generic_loops.cpp) implements the same functions with the same
+# signatures and the same tensor operations, without Python's per-operation overhead (see
+# ``native.py``). Each returns a list: the outputs, then what the backward pass needs.
 
 def lstm_forward(xp, w_hh, b_hh, h0, c0, m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, onednn,
                  w_hr=None):
@@ -254,6 +254,47 @@ def gru_backward(grad_hidden, w_hh, h0, activations, hidden_n, hidden, m_hidden_
     return [d_input, grad_w, grad_b, d_h]
 
 
+def rnn_forward(xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn):
+    """a_t = tanh(xp_t + b + (h_{t-1}⊙m_hidden_input_t) W^T), h_t = u_t⊙(a_t⊙m_candidate_t) + (1-u_t)⊙h_{t-1}."""
+    steps, batch, H = xp.shape
+    if b_hh is not None:
+        xp = xp + b_hh
+    activations = xp.new_empty(steps, batch, H)  # tanh(pre-activation), before the candidate mask
+    hidden = xp.new_empty(steps, batch, H)
+    recurrent_product = RecurrentProduct(w_hh, batch, onednn=onednn)
+    h = h0
+    for t in range(steps):
+        recurrent = recurrent_product(masked(h, at_step(m_hidden_input, t)))
+        a_t = torch.add(xp[t], recurrent, out=activations[t]).tanh_()
+        u_h = at_step(u_hidden, t)
+        m = at_step(m_candidate, t)
+        if u_h is None:
+            torch.mul(a_t, m, out=hidden[t]) if m is not None else hidden[t].copy_(a_t)
+        else:
+            torch.lerp(h, masked(a_t, m), u_h.expand_as(h), out=hidden[t])
+        h = hidden[t]
+    return [hidden, activations]
+
+
+def rnn_backward(grad_hidden, w_hh, h0, activations, hidden, m_hidden_input, m_candidate, u_hidden, has_bias, onednn):
+    coefficient = masked(1 - activations * activations, m_candidate)  # ∂ĥ/∂(pre-activation), all steps at once
+    d_pre = activations.new_empty(activations.shape)
+    backward_product = RecurrentProduct(w_hh.t(), activations.size(1), onednn=onednn)
+    d_h = torch.zeros_like(h0)
+    for t in range(activations.size(0) - 1, -1, -1):
+        d_h = d_h + grad_hidden[t]
+        u_h = at_step(u_hidden, t)
+        torch.mul(d_h if u_h is None else d_h * u_h, coefficient[t], out=d_pre[t])
+        d_h_previous = backward_product(d_pre[t])
+        if m_hidden_input is not None:
+            d_h_previous.mul_(at_step(m_hidden_input, t))
+        if u_h is not None:
+            d_h_previous.addcmul_(d_h, 1 - u_h)
+        d_h = d_h_previous
+    grad_w, grad_b = _weight_grads(d_pre, h0, hidden, m_hidden_input, has_bias)
+    return [d_pre, grad_w, grad_b, d_h]
+
+
 class _PythonLoops:
     """The Python loops, under the names the compiled module gives them."""
 
@@ -313,46 +354,16 @@ class _GRURecurrence(torch.autograd.Function):
 class _RNNRecurrence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden):
-        steps, batch, H = xp.shape
-        if b_hh is not None:
-            xp = xp + b_hh
-        activations = xp.new_empty(steps, batch, H)  # tanh(pre-activation), before the candidate mask
-        hidden = xp.new_empty(steps, batch, H)
-        recurrent_product = RecurrentProduct(w_hh, batch)
-        h = h0
-        for t in range(steps):
-            recurrent = recurrent_product(masked(h, at_step(m_hidden_input, t)))
-            a_t = torch.add(xp[t], recurrent, out=activations[t]).tanh_()
-            u_h = at_step(u_hidden, t)
-            m = at_step(m_candidate, t)
-            if u_h is None:
-                torch.mul(a_t, m, out=hidden[t]) if m is not None else hidden[t].copy_(a_t)
-            else:
-                torch.lerp(h, masked(a_t, m), u_h.expand_as(h), out=hidden[t])
-            h = hidden[t]
-        ctx.save_for_backward(w_hh, h0, activations, hidden, m_hidden_input, m_candidate, u_hidden)
-        ctx.has_bias = b_hh is not None
+        masks = (m_hidden_input, m_candidate, u_hidden)
+        ctx.loops, ctx.onednn, ctx.has_bias = _loops(), use_onednn(xp), b_hh is not None
+        hidden, activations = ctx.loops.rnn_forward(xp, w_hh, b_hh, h0, *masks, ctx.onednn)
+        ctx.save_for_backward(w_hh, h0, activations, hidden, *masks)
         return hidden
 
     @staticmethod
     def backward(ctx, grad_hidden):
-        w_hh, h0, activations, hidden, m_hidden_input, m_candidate, u_hidden = ctx.saved_tensors
-        coefficient = masked(1 - activations * activations, m_candidate)
-        d_pre = activations.new_empty(activations.shape)
-        backward_product = RecurrentProduct(w_hh.t(), activations.size(1))
-        d_h = torch.zeros_like(h0)
-        for t in range(activations.size(0) - 1, -1, -1):
-            d_h = d_h + grad_hidden[t]
-            u_h = at_step(u_hidden, t)
-            torch.mul(d_h if u_h is None else d_h * u_h, coefficient[t], out=d_pre[t])
-            d_h_previous = backward_product(d_pre[t])
-            if m_hidden_input is not None:
-                d_h_previous.mul_(at_step(m_hidden_input, t))
-            if u_h is not None:
-                d_h_previous.addcmul_(d_h, 1 - u_h)
-            d_h = d_h_previous
-        grad_w, grad_b = _weight_grads(d_pre, h0, hidden, m_hidden_input, ctx.has_bias)
-        return d_pre, grad_w, grad_b, d_h, None, None, None
+        grads = ctx.loops.rnn_backward(grad_hidden, *ctx.saved_tensors, ctx.has_bias, ctx.onednn)
+        return (*grads, None, None, None)
 
 
 def fused_recurrence(cell_type: str, xp: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor | None,

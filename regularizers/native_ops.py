@@ -25,15 +25,15 @@ import torch
 NAMESPACE = "regbench"
 
 # The operators, in the order of csrc/ops.cpp.
-LOOPS = ("lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "batchnorm_lstm_forward",
-         "batchnorm_lstm_backward")
+LOOPS = ("lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "rnn_forward", "rnn_backward",
+         "batchnorm_lstm_forward", "batchnorm_lstm_backward")
 NAMES = ("bernoulli_mask", "philox_draws", "add_gaussian_noise", *LOOPS, *(f"{name}_generic" for name in LOOPS))
 
 _registered = False
 
 
 # Where each backward operator takes has_bias (its bias gradient is the third output).
-_HAS_BIAS_ARGUMENT = {"lstm_backward": 14, "gru_backward": 9, "batchnorm_lstm_backward": 20}
+_HAS_BIAS_ARGUMENT = {"lstm_backward": 14, "gru_backward": 9, "rnn_backward": 8, "batchnorm_lstm_backward": 20}
 
 
 class Operators:
@@ -102,8 +102,8 @@ def _fits(reference, tensors, masks, steps, batch, H) -> bool:
 
 def _gate_gradients(reference, steps, batch, width, fast: bool, batch_major: bool = False):
     """The gradient of the gates, (steps, batch, width), as the kernel lays it out: contiguous from
-    the generic loops; from the fast ones a view of (width, steps, batch) (LSTM, GRU) or of
-    (batch, steps, width) (the batch-normalized LSTM)."""
+    the generic loops; from the fast ones a view of (width, steps, batch) (LSTM, GRU, tanh-RNN) or
+    of (batch, steps, width) (the batch-normalized LSTM)."""
     if not fast:
         return reference.new_empty((steps, batch, width))
     if batch_major:
@@ -157,6 +157,21 @@ def _gru_backward(generic: bool):
     return fake
 
 
+def _rnn_forward_fake(xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn):
+    return xp.new_empty(xp.shape), xp.new_empty(xp.shape)  # hidden, activations: (steps, batch, H)
+
+
+def _rnn_backward(generic: bool):
+    def fake(grad_hidden, w_hh, h0, activations, hidden, m_hidden_input, m_candidate, u_hidden, has_bias, onednn):
+        steps, batch, H = activations.shape
+        fast = (not generic and _fits(activations, (grad_hidden, w_hh, h0, hidden),
+                                      (m_hidden_input, m_candidate, u_hidden), steps, batch, H)
+                and activations.is_contiguous() and hidden.is_contiguous())
+        return (_gate_gradients(activations, steps, batch, H, fast), activations.new_empty((H, H)),
+                _bias_gradient(activations, H, has_bias), activations.new_empty((batch, H)))
+    return fake
+
+
 def _batchnorm_lstm_forward_fake(xp, w_hh, b_hh, h0, c0, gamma_hidden, gamma_cell, beta_cell, running, eps,
                                  m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, onednn):
     steps, batch, width = xp.shape
@@ -204,6 +219,8 @@ def _fakes():
         fakes[f"lstm_backward{suffix}"] = _lstm_backward(generic)
         fakes[f"gru_forward{suffix}"] = _gru_forward_fake
         fakes[f"gru_backward{suffix}"] = _gru_backward(generic)
+        fakes[f"rnn_forward{suffix}"] = _rnn_forward_fake
+        fakes[f"rnn_backward{suffix}"] = _rnn_backward(generic)
         fakes[f"batchnorm_lstm_forward{suffix}"] = _batchnorm_lstm_forward_fake
         fakes[f"batchnorm_lstm_backward{suffix}"] = _batchnorm_lstm_backward(generic)
     return fakes

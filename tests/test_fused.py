@@ -448,3 +448,24 @@ def test_projected_lstm_gradcheck_and_equals_reference(shape, bias):
     for a, b in zip(torch.autograd.grad(fused_out, differentiable, upstream),
                     torch.autograd.grad(reference_out, differentiable, upstream)):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+# -- a whole layer, in float64 ------------------------------------------------------------------
+
+def test_regularized_rnn_with_zoneout_gradcheck(loops, fused_calls):
+    """The tanh-RNN layer end to end with zoneout (the update mask, the site the fused loop mixes
+    old and new states at): gradcheck of the outputs and final states against the input, the
+    initial state and every parameter of both layers."""
+    torch.manual_seed(0)
+    layer = R.RegularizedRNN(3, 4, num_layers=2, regularizers=["zoneout:z_states=0.3"]).double().train()
+    names = [name for name, _ in layer.named_parameters()]
+    parameters = [p.detach().clone().requires_grad_(True) for p in layer.parameters()]
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(2, 2, 4, dtype=torch.float64, requires_grad=True)
+
+    def f(x, h0, *parameters):
+        torch.manual_seed(1)  # the same zoneout masks at every evaluation
+        return torch.func.functional_call(layer, dict(zip(names, parameters)), (x, h0))
+
+    assert torch.autograd.gradcheck(f, (x, h0, *parameters), eps=1e-6, atol=1e-7, rtol=1e-5)
+    assert fused_calls and set(fused_calls) == {"rnn"}

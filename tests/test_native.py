@@ -97,6 +97,24 @@ def test_gru_loops_agree(compiled, mask_set, bias, onednn):
     _close(fused.gru_backward(grad_h, *saved, bias, onednn), compiled.gru_backward(grad_h, *saved, bias, onednn))
 
 
+@pytest.mark.parametrize("onednn", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("mask_set", list(MASK_SETS))
+def test_rnn_loops_agree(compiled, mask_set, bias, onednn):
+    if onednn and not fused._ONEDNN_LINEAR:
+        pytest.skip("torch was built without oneDNN")
+    masks = {k: v for k, v in MASK_SETS[mask_set].items() if k not in LSTM_ONLY}
+    xp, w, b, h0, _ = _inputs(1)
+    order = [masks.get(k) for k in ("hidden_input", "candidate", "hidden_update")]
+    python_out = fused.rnn_forward(xp, w, b if bias else None, h0, *order, onednn)
+    native_out = compiled.rnn_forward(xp, w, b if bias else None, h0, *order, onednn)
+    _close(python_out, native_out)
+    hidden, activations = python_out
+    grad_h = torch.randn_like(hidden)
+    saved = (w, h0, activations, hidden, *order)
+    _close(fused.rnn_backward(grad_h, *saved, bias, onednn), compiled.rnn_backward(grad_h, *saved, bias, onednn))
+
+
 @pytest.mark.parametrize("training", [True, False], ids=["batch-statistics", "running-statistics"])
 @pytest.mark.parametrize("mask_set", list(MASK_SETS))
 def test_batchnorm_loops_agree(compiled, mask_set, training):
@@ -222,6 +240,18 @@ def test_fast_path_equals_generic_path_with_strided_gradients(compiled, mask_set
                     compiled.gru_backward_generic(expanded, *saved, True, False)):
         torch.testing.assert_close(a, e, **tolerance)
 
+    xp1, w1, b1, h01, _ = (t.to(dtype) for t in _inputs(1))
+    fast_out = compiled.rnn_forward(xp1, w1, b1, h01, *gru_masks, False)
+    generic_out = compiled.rnn_forward_generic(xp1, w1, b1, h01, *gru_masks, False)
+    for a, e in zip(fast_out, generic_out):
+        torch.testing.assert_close(a, e, **tolerance)
+    hidden, activations = generic_out
+    saved = (w1, h01, activations, hidden, *gru_masks)
+    for grad_h in (expanded, transposed):
+        for a, e in zip(compiled.rnn_backward(grad_h, *saved, True, False),
+                        compiled.rnn_backward_generic(grad_h, *saved, True, False)):
+            torch.testing.assert_close(a, e, **tolerance)
+
 
 @pytest.mark.parametrize("steps, batch, hidden", [(3, 8, 2), (3, 12, 5), (2, 19, 8), (2, 14, 600)],
                          ids=["whole-blocks", "ragged-rows-and-gates", "ragged-rows", "rows-split-over-tasks"])
@@ -231,7 +261,8 @@ def test_fast_path_transposes_gate_gradients_of_every_shape(compiled, steps, bat
     generator = torch.Generator().manual_seed(3)
     make = lambda *shape: torch.randn(*shape, generator=generator)  # noqa: E731
     mask = (torch.rand(steps, batch, hidden, generator=generator) > 0.2).float()
-    for gates, forward, backward in ((4, "lstm_forward", "lstm_backward"), (3, "gru_forward", "gru_backward")):
+    for gates, forward, backward in ((4, "lstm_forward", "lstm_backward"), (3, "gru_forward", "gru_backward"),
+                                     (1, "rnn_forward", "rnn_backward")):
         xp, w, b, h0 = make(steps, batch, gates * hidden), make(gates * hidden, hidden) * 0.3, make(gates * hidden), \
             make(batch, hidden)
         grad = make(steps, batch, hidden)
@@ -241,6 +272,10 @@ def test_fast_path_transposes_gate_gradients_of_every_shape(compiled, steps, bat
             hidden_seq, cells, gate_values, tanh_cells = getattr(compiled, forward + "_generic")(xp, w, b, h0, c0, *masks, False)
             saved = (w, h0, c0, gate_values, cells, tanh_cells, hidden_seq, *masks)
             args = (grad, None, *saved, True, False)
+        elif gates == 1:
+            masks = [mask, None, None]
+            hidden_seq, activations = getattr(compiled, forward + "_generic")(xp, w, b, h0, *masks, False)
+            args = (grad, w, h0, activations, hidden_seq, *masks, True, False)
         else:
             masks = [mask, None, None]
             hidden_seq, activations, hidden_n = getattr(compiled, forward + "_generic")(xp, w, b, h0, *masks, False)
@@ -265,11 +300,18 @@ def test_rows_split_over_threads_give_the_same_loops(compiled, batch, onednn):
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        for gates in (4, 3):
+        for gates in (4, 3, 1):
             xp, w, b, h0, c0 = make(steps, batch, gates * hidden), make(gates * hidden, hidden) * 0.3, \
                 make(gates * hidden), make(batch, hidden), make(batch, hidden)
             grad = make(steps, batch, hidden)
-            if gates == 4:
+            if gates == 1:  # the tanh-RNN
+                masks = [mask, mask, update]
+                fast = compiled.rnn_forward(xp, w, b, h0, *masks, onednn)
+                generic = compiled.rnn_forward_generic(xp, w, b, h0, *masks, onednn)
+                hidden_seq, activations = generic
+                args = (grad, w, h0, activations, hidden_seq, *masks, True, onednn)
+                backward = "rnn_backward"
+            elif gates == 4:
                 masks = [mask, mask, None, update, update]
                 fast = compiled.lstm_forward(xp, w, b, h0, c0, *masks, onednn)
                 generic = compiled.lstm_forward_generic(xp, w, b, h0, c0, *masks, onednn)
@@ -394,4 +436,9 @@ def test_fast_path_reads_a_batch_major_input_projection_in_place(compiled):
     for strided, plain in zip(compiled.gru_forward(xp3.transpose(0, 1).contiguous().transpose(0, 1), w3, b3, h03,
                                                    *gru_masks, False),
                               compiled.gru_forward(xp3, w3, b3, h03, *gru_masks, False)):
+        assert torch.equal(strided, plain)
+    xp1, w1, b1, h01, _ = _inputs(1, seed=6)
+    for strided, plain in zip(compiled.rnn_forward(xp1.transpose(0, 1).contiguous().transpose(0, 1), w1, b1, h01,
+                                                   *gru_masks, False),
+                              compiled.rnn_forward(xp1, w1, b1, h01, *gru_masks, False)):
         assert torch.equal(strided, plain)

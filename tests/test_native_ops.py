@@ -20,6 +20,7 @@ T, B, H = 3, 2, 3
 WITHOUT_AUTOGRAD = ("test_schema", "test_faketensor", "test_aot_dispatch_dynamic")
 LSTM_MASKS = ("hidden_input", "candidate", "cell", "cell_update", "hidden_update")
 GRU_MASKS = ("hidden_input", "candidate", "hidden_update")
+RNN_MASKS = GRU_MASKS  # the tanh-RNN has the GRU's mask sites
 DTYPES = [torch.float32, torch.float64]
 
 
@@ -129,6 +130,23 @@ def test_gru_operators(ops, mask_kind, bias, dtype, generic):
     expanded = torch.ones((), dtype=dtype).expand(T, B, H)  # as from output.sum()
     _check(_op("gru_backward" + suffix), (expanded, w, h0, _strided(activations), hidden_n, hidden, *masks, bias,
                                           False))
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["fast", "generic"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("mask_kind, bias", CASES, ids=CASE_IDS)
+def test_rnn_operators(ops, mask_kind, bias, dtype, generic):
+    suffix = "_generic" if generic else ""
+    xp, w, b, h0, _ = _sequence_inputs(1, dtype)
+    masks = _masks(mask_kind, dtype, RNN_MASKS)
+    forward_args = (xp, w, b if bias else None, h0, *masks, False)
+    _check(_op("rnn_forward" + suffix), forward_args, _requiring_grad(forward_args))
+    hidden, activations = _op("rnn_forward" + suffix)(*forward_args)
+    grad_h = torch.randn(T, B, H, generator=_generator(1), dtype=dtype)
+    args = (grad_h, w, h0, activations, hidden, *masks, bias, False)
+    _check(_op("rnn_backward" + suffix), args, _requiring_grad(args))
+    expanded = torch.ones((), dtype=dtype).expand(T, B, H)  # as from output.sum()
+    _check(_op("rnn_backward" + suffix), (expanded, w, h0, _strided(activations), hidden, *masks, bias, False))
 
 
 @pytest.mark.parametrize("generic", [False, True], ids=["fast", "generic"])

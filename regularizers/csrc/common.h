@@ -114,7 +114,7 @@ inline std::pair<Tensor, std::optional<Tensor>> weight_grads(const Tensor& d_rec
   return {grad_weight, grad_bias};
 }
 
-// -- the functions bound by ops.cpp (defined in generic_loops.cpp, lstm_gru.cpp,
+// -- the functions bound by ops.cpp (defined in generic_loops.cpp, lstm_gru.cpp, rnn.cpp,
 // batchnorm_lstm.cpp and philox.cpp) -------------------------------------------------------------
 
 std::vector<Tensor> lstm_forward_generic(Tensor xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
@@ -158,6 +158,26 @@ std::vector<std::optional<Tensor>> gru_backward(const Tensor& grad_hidden, const
                                                 const Tensor& hidden, const Mask& m_hidden_input,
                                                 const Mask& m_candidate, const Mask& u_hidden, bool has_bias,
                                                 bool onednn);
+
+// The tanh-RNN (rnn.cpp): the generic loops and the entry points that pick the fast rows or them.
+std::vector<Tensor> rnn_forward_generic(const Tensor& xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
+                                        const Tensor& h0, const Mask& m_hidden_input, const Mask& m_candidate,
+                                        const Mask& u_hidden, bool onednn);
+
+std::vector<std::optional<Tensor>> rnn_backward_generic(const Tensor& grad_hidden, const Tensor& w_hh,
+                                                        const Tensor& h0, const Tensor& activations,
+                                                        const Tensor& hidden, const Mask& m_hidden_input,
+                                                        const Mask& m_candidate, const Mask& u_hidden, bool has_bias,
+                                                        bool onednn);
+
+std::vector<Tensor> rnn_forward(const Tensor& xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
+                                const Tensor& h0, const Mask& m_hidden_input, const Mask& m_candidate,
+                                const Mask& u_hidden, bool onednn);
+
+std::vector<std::optional<Tensor>> rnn_backward(const Tensor& grad_hidden, const Tensor& w_hh, const Tensor& h0,
+                                                const Tensor& activations, const Tensor& hidden,
+                                                const Mask& m_hidden_input, const Mask& m_candidate,
+                                                const Mask& u_hidden, bool has_bias, bool onednn);
 
 std::vector<Tensor> batchnorm_lstm_forward_generic(Tensor xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
                                            const Tensor& h0, const Tensor& c0, const Tensor& gamma_hidden,

@@ -1,6 +1,7 @@
 // The generic LSTM and GRU loops: fused.py's Python loops operation for operation, as ATen calls.
 // They run wherever the fast path (lstm_gru.cpp) does not: any device and dtype (CUDA, half
 // precision) and any mask shape; tests/test_native.py checks both against the Python loops.
+// The tanh-RNN's generic loops live with its fast ones, in rnn.cpp.
 #include "common.h"
 
 std::vector<Tensor> lstm_forward_generic(Tensor xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh,

@@ -63,6 +63,7 @@ std::optional<std::vector<Tensor>> as_vector(const std::optional<at::TensorList>
 #define REGBENCH_PICK(name, ...) (Generic ? name##_generic(__VA_ARGS__) : name(__VA_ARGS__))
 
 using Forward4 = std::tuple<Tensor, Tensor, Tensor, Tensor>;
+using Tuple2 = std::tuple<Tensor, Tensor>;
 using Tuple3 = std::tuple<Tensor, Tensor, Tensor>;
 using Tuple5 = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
 using Tuple8 = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
@@ -102,6 +103,22 @@ Grads4 gru_backward_op(const Tensor& grad_hidden, const Tensor& w_hh, const Tens
                        const Mask& m_candidate, const Mask& u_hidden, bool has_bias, bool onednn) {
   return gradients<4>(REGBENCH_PICK(gru_backward, grad_hidden, w_hh, h0, activations, hidden_n, hidden, m_hidden_input, m_candidate, u_hidden,
                           has_bias, onednn));
+}
+
+// -- tanh-RNN --------------------------------------------------------------------------------------
+
+template <bool Generic>
+Tuple2 rnn_forward_op(const Tensor& xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh, const Tensor& h0,
+                      const Mask& m_hidden_input, const Mask& m_candidate, const Mask& u_hidden, bool onednn) {
+  return outputs<2>(REGBENCH_PICK(rnn_forward, xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn));
+}
+
+template <bool Generic>
+Grads4 rnn_backward_op(const Tensor& grad_hidden, const Tensor& w_hh, const Tensor& h0, const Tensor& activations,
+                       const Tensor& hidden, const Mask& m_hidden_input, const Mask& m_candidate,
+                       const Mask& u_hidden, bool has_bias, bool onednn) {
+  return gradients<4>(REGBENCH_PICK(rnn_backward, grad_hidden, w_hh, h0, activations, hidden, m_hidden_input,
+                                    m_candidate, u_hidden, has_bias, onednn));
 }
 
 // -- the batch-normalized LSTM ---------------------------------------------------------------------
@@ -145,6 +162,7 @@ Tensor philox_draws_op(int64_t key, int64_t block, int64_t count) {
 
 #define REGBENCH_MASKS_LSTM "Tensor? m_hidden_input, Tensor? m_candidate, Tensor? m_cell, Tensor? u_cell, Tensor? u_hidden"
 #define REGBENCH_MASKS_GRU "Tensor? m_hidden_input, Tensor? m_candidate, Tensor? u_hidden"
+#define REGBENCH_MASKS_RNN REGBENCH_MASKS_GRU  // the tanh-RNN has the GRU's mask sites
 
 TORCH_LIBRARY(regbench, m) {
   m.def("bernoulli_mask(int[] sizes, float keep_probability, float kept_value, ScalarType dtype) -> Tensor",
@@ -169,6 +187,11 @@ TORCH_LIBRARY(regbench, m) {
     schemas.def("gru_backward" + s + "(Tensor grad_hidden, Tensor w_hh, Tensor h0, Tensor activations, Tensor hidden_n, "
           "Tensor hidden, " REGBENCH_MASKS_GRU ", bool has_bias, bool onednn) -> (Tensor grad_xp, Tensor grad_w_hh, "
           "Tensor grad_b_hh, Tensor grad_h0)");
+    schemas.def("rnn_forward" + s + "(Tensor xp, Tensor w_hh, Tensor? b_hh, Tensor h0, " REGBENCH_MASKS_RNN
+          ", bool onednn) -> (Tensor hidden, Tensor activations)");
+    schemas.def("rnn_backward" + s + "(Tensor grad_hidden, Tensor w_hh, Tensor h0, Tensor activations, Tensor hidden, "
+          REGBENCH_MASKS_RNN ", bool has_bias, bool onednn) -> (Tensor grad_xp, Tensor grad_w_hh, Tensor grad_b_hh, "
+          "Tensor grad_h0)");
     schemas.def("batchnorm_lstm_forward" + s + "(Tensor xp, Tensor w_hh, Tensor? b_hh, Tensor h0, Tensor c0, "
           "Tensor gamma_hidden, Tensor gamma_cell, Tensor beta_cell, Tensor[]? running, float eps, " REGBENCH_MASKS_LSTM
           ", bool onednn) -> (Tensor hidden, Tensor cells, Tensor mean_hidden, Tensor var_hidden, Tensor mean_cells, "
@@ -188,12 +211,16 @@ TORCH_LIBRARY(regbench, m) {
   m.impl("lstm_backward", &lstm_backward_op<false>);                                     \
   m.impl("gru_forward", &gru_forward_op<false>);                                         \
   m.impl("gru_backward", &gru_backward_op<false>);                                       \
+  m.impl("rnn_forward", &rnn_forward_op<false>);                                         \
+  m.impl("rnn_backward", &rnn_backward_op<false>);                                       \
   m.impl("batchnorm_lstm_forward", &batchnorm_lstm_forward_op<false>);                   \
   m.impl("batchnorm_lstm_backward", &batchnorm_lstm_backward_op<false>);                 \
   m.impl("lstm_forward_generic", &lstm_forward_op<true>);                                \
   m.impl("lstm_backward_generic", &lstm_backward_op<true>);                              \
   m.impl("gru_forward_generic", &gru_forward_op<true>);                                  \
   m.impl("gru_backward_generic", &gru_backward_op<true>);                                \
+  m.impl("rnn_forward_generic", &rnn_forward_op<true>);                                  \
+  m.impl("rnn_backward_generic", &rnn_backward_op<true>);                                \
   m.impl("batchnorm_lstm_forward_generic", &batchnorm_lstm_forward_op<true>);            \
   m.impl("batchnorm_lstm_backward_generic", &batchnorm_lstm_backward_op<true>)
 

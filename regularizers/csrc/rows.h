@@ -1,7 +1,7 @@
-// The fast path's shared machinery (lstm_gru.cpp and batchnorm_lstm.cpp): the build's per-CPU
-// clones, the vectorizable exp, sigmoid and tanh, reading masks row by row in place, the checks of
-// what the fast path takes, and the transposed recurrent inputs of the weight gradient. A header,
-// because the row loops must inline these into each instruction-set clone.
+// The fast path's shared machinery (lstm_gru.cpp, rnn.cpp and batchnorm_lstm.cpp): the build's
+// per-CPU clones, the vectorizable exp, sigmoid and tanh, reading masks row by row in place, the
+// checks of what the fast path takes, and the transposed recurrent inputs of the weight gradient.
+// A header, because the row loops must inline these into each instruction-set clone.
 #pragma once
 
 #include "common.h"
@@ -106,11 +106,14 @@ inline bool fits(const Tensor& reference, std::initializer_list<const Tensor*> t
 // any step, and the products inside a block run single-threaded. Split only while the recurrent
 // weight fits a core's cache (each thread reads all of it every step; a larger one is better
 // shared out by the product's own threads over its columns) and each block keeps a few rows.
-inline int64_t row_block(int64_t batch, int64_t H, size_t element_size) {
+// `weight_rows_per_unit`: the recurrent weight's rows per hidden unit (the LSTM's 4 bounds the
+// GRU's 3 too; the tanh-RNN's weight is H × H).
+inline int64_t row_block(int64_t batch, int64_t H, size_t element_size, int64_t weight_rows_per_unit = 4) {
   constexpr int64_t kMinRows = 4;
   constexpr size_t kCacheBytes = size_t(2) << 20;
   const int64_t threads = at::get_num_threads();
-  if (threads <= 1 || size_t(4 * H) * size_t(H) * element_size > kCacheBytes) return std::max<int64_t>(batch, 1);
+  if (threads <= 1 || size_t(weight_rows_per_unit * H) * size_t(H) * element_size > kCacheBytes)
+    return std::max<int64_t>(batch, 1);
   const int64_t block = (batch + threads - 1) / threads;
   return block < kMinRows ? std::max<int64_t>(batch, 1) : block;
 }
