@@ -333,6 +333,36 @@ def test_rows_split_over_threads_give_the_same_loops(compiled, batch, onednn):
         torch.set_num_threads(threads)
 
 
+@pytest.mark.parametrize("batch, hidden", [(1, 3), (7, 9), (13, 33), (6, 40)])
+def test_the_panel_product_equals_a_plain_matrix_product(compiled, batch, hidden):
+    """float32 CPU products of the loops (onednn=True) run the packed panel kernel: 6-row blocks with
+    ragged rows left over, 32-column panels with ragged columns, the GRU's bias folded in; against
+    the same loops on at::mm (onednn=False)."""
+    if not fused._ONEDNN_LINEAR:
+        pytest.skip("torch was built without oneDNN")
+    generator = torch.Generator().manual_seed(5)
+    make = lambda *shape: torch.randn(*shape, generator=generator)  # noqa: E731
+    steps = 4
+    for gates, forward, backward in ((4, "lstm_forward", "lstm_backward"), (3, "gru_forward", "gru_backward")):
+        xp, w, b, h0 = make(steps, batch, gates * hidden), make(gates * hidden, hidden) * 0.3, \
+            make(gates * hidden), make(batch, hidden)
+        state = (h0, make(batch, hidden)) if gates == 4 else (h0,)
+        masks = [None] * (5 if gates == 4 else 3)
+        panel = getattr(compiled, forward)(xp, w, b, *state, *masks, True)
+        plain = getattr(compiled, forward)(xp, w, b, *state, *masks, False)
+        for a, e in zip(panel, plain):
+            torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5)
+        grad = make(steps, batch, hidden)
+        if gates == 4:
+            hidden_seq, cells, gate_values, tanh_cells = plain
+            args = (grad, None, w, h0, state[1], gate_values, cells, tanh_cells, hidden_seq, *masks, True)
+        else:
+            hidden_seq, activations, hidden_n = plain
+            args = (grad, w, h0, activations, hidden_n, hidden_seq, *masks, True)
+        for a, e in zip(getattr(compiled, backward)(*args, True), getattr(compiled, backward)(*args, False)):
+            torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-5)
+
+
 def test_gaussian_noise_is_standard_normal_seeded_and_independent_of_threads(compiled):
     """add_gaussian_noise(W, σ) = W + σε with ε ~ N(0, 1) from Box-Muller on Philox draws: its moments,
     a Kolmogorov-Smirnov test against the normal CDF, pairs uncorrelated, seeded by torch's generator,

@@ -54,15 +54,35 @@ inline Tensor onednn_linear(const Tensor& x, const Tensor& weight, const std::op
   return linear.call(x.contiguous(), weight, bias, "none", c10::List<std::optional<at::Scalar>>(), std::nullopt);
 }
 
-// x @ weight.T (+ bias), with the weight packed once for oneDNN (see RecurrentProduct in fused.py).
+namespace fast {
+// x @ weightᵀ (+ bias) for float32 CPU weights of up to 8 MiB, packed once into panels for a
+// register-blocked kernel (panel_product.cpp).
+struct PanelWeight {
+  Tensor panels, bias;
+  int64_t N = 0, K = 0;
+  PanelWeight() = default;
+  PanelWeight(const Tensor& weight, const std::optional<Tensor>& bias);
+  static bool suits(const Tensor& weight);
+  Tensor operator()(const Tensor& x) const;
+};
+}  // namespace fast
+
+// x @ weight.T (+ bias) for the recurrent step, the weight packed once per call. With `onednn` (the
+// float32 CPU path): the panel kernel where the weight suits it, else oneDNN's packed inner product
+// (see RecurrentProduct in fused.py); otherwise at::mm.
 struct RecurrentProduct {
   Tensor weight, packed;
   std::optional<Tensor> bias;
   bool onednn;
+  fast::PanelWeight panel;
+  bool use_panel = false;
 
   RecurrentProduct(const Tensor& w, int64_t batch, std::optional<Tensor> b, bool use_onednn)
       : weight(w), bias(std::move(b)), onednn(use_onednn) {
-    if (onednn) {
+    if (onednn && fast::PanelWeight::suits(w)) {
+      panel = fast::PanelWeight(w, bias);
+      use_panel = true;
+    } else if (onednn) {
       static auto reorder = c10::Dispatcher::singleton()
                                 .findSchemaOrThrow("mkldnn::_reorder_linear_weight", "")
                                 .typed<Tensor(const Tensor&, std::optional<int64_t>)>();
@@ -71,7 +91,9 @@ struct RecurrentProduct {
   }
 
   Tensor operator()(const Tensor& x) const {
-    if (onednn) return onednn_linear(x, packed, bias);
+    if (use_panel && x.device().is_cpu() && x.scalar_type() == at::kFloat) return panel(x);
+    if (onednn && packed.defined()) return onednn_linear(x, packed, bias);
+    if (onednn) return onednn_linear(x, weight.contiguous(), bias);
     if (bias.has_value() && bias->defined()) return at::addmm(*bias, x, weight.t());
     return at::mm(x, weight.t());
   }
