@@ -122,7 +122,10 @@ _REGULARIZED_LAYERS = {"lstm": regularizers.RegularizedLSTM, "gru": regularizers
 def _make_layer(cell: str, name: str, shape: Shape) -> torch.nn.Module:
     if name == "torch":
         return _TORCH_LAYERS[cell](shape.input_size, shape.hidden, shape.layers)
-    return _REGULARIZED_LAYERS[cell](shape.input_size, shape.hidden, shape.layers, regularizers=[name])
+    spec = name
+    if name == "recurrent_batchnorm" and shape.steps > 1000:  # its per-step statistics stop at max_steps
+        spec = f"recurrent_batchnorm:max_steps={shape.steps}"
+    return _REGULARIZED_LAYERS[cell](shape.input_size, shape.hidden, shape.layers, regularizers=[spec])
 
 
 def _synchronize(device: torch.device) -> None:
