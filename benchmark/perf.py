@@ -363,8 +363,11 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr, disable=None) as bar:
         for threads in thread_counts:
             torch.set_num_threads(threads)
-            rows += measure(shapes, args.cells, args.regularizers, args.repeats, args.device,
-                            memory=not args.no_memory, progress=bar)
+            for shape in shapes:  # shape by shape, so that an interrupted run keeps what it measured
+                rows += measure([shape], args.cells, args.regularizers, args.repeats, args.device,
+                                memory=not args.no_memory, progress=bar)
+                if args.json:
+                    Path(args.json).write_text(json.dumps([r.__dict__ for r in rows], indent=1) + "\n")
     report = [worst_ratios(rows), "", format_table(rows)]
     for sweep in args.sweep:
         report += ["", f"How the time ratio changes along the {sweep} sweep:", "", format_growth(growth(rows, sweep), sweep)]
