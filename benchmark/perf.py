@@ -319,8 +319,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--regularizers", nargs="+", default=None, metavar="NAME",
                         help="default: every registered regularizer that supports the cell type")
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, nargs="+", default=None, metavar="N",
-                        help="torch thread counts to measure, each in turn (default: torch's own choice)")
+    from .cli.options import add_option
+
+    add_option(parser, "threads", nargs="+", default=None,
+               note="here a list of thread counts, each measured in turn (default: torch's own choice)")
     parser.add_argument("--no-memory", action="store_true", help="time only (the memory probe starts a process "
                                                                  "per shape and cell)")
     parser.add_argument("--training", action="store_true",

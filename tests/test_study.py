@@ -229,7 +229,9 @@ def test_pruning_callback_stops_lightning_training(tmp_path):
 def slow_run(config, callbacks):
     """tiny_run that takes a few seconds, so that a worker can be killed in the middle of a trial."""
     record = tiny_run(config, callbacks)
-    time.sleep(3)
+    # Long enough that a test polling the storage (each poll opens it anew, a second or so on a
+    # loaded machine) sees both workers of a two-worker study in the middle of a trial.
+    time.sleep(6)
     return record
 
 
