@@ -76,9 +76,6 @@ class StudyConfig:
                 "scale": "" if self.scale is None else str(self.scale), "seed": int(self.seed)}
 
 
-
-
-
 def default_study_name(task: str, regularizer: str, preset: str | None = None, scale: Any = None) -> str:
     parts = [task, regularizer]
     if preset:
@@ -95,9 +92,6 @@ def _say(config: StudyConfig, text: str, *args: Any) -> None:
 # ----------------------------------------------------------------------------- budget
 
 
-
-
-
 class Budget(MaxTrialsCallback):
     """Optuna's ``MaxTrialsCallback`` over the trials with an outcome: a FAIL counts only with a
     recorded reason (not a stale, interrupted or surplus trial, which is run again)."""
@@ -112,9 +106,6 @@ class Budget(MaxTrialsCallback):
     def __call__(self, study, trial) -> None:
         if self.done(study) >= self._n_trials:
             study.stop()
-
-
-
 
 
 def search_space_is_empty(regularizer: str) -> bool:
@@ -304,14 +295,30 @@ def _interruptible(objective):
     return run
 
 
+def _interrupt(signum=None, frame=None) -> None:
+    if _in_objective:
+        raise KeyboardInterrupt
+
+
+def _redeliver_swallowed_interrupt(unraisable) -> None:
+    """A stop that lands inside a finalizer (``__del__``, a weakref callback, the garbage collector)
+    is swallowed there, and Python would print it as "Exception ignored" and carry on with the
+    trial. Instead: say nothing and interrupt again a moment later, outside the finalizer."""
+    if _stopping and isinstance(unraisable.exc_value, KeyboardInterrupt):
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def _worker_process(payload: dict[str, Any], worker: int, level: int) -> None:
     def stop(signum, frame):
         global _stopping
         _stopping = True
-        if _in_objective:
-            raise KeyboardInterrupt
+        _interrupt()
 
     signal.signal(signal.SIGTERM, stop)  # the parent's way of passing Ctrl-C on
+    signal.signal(signal.SIGALRM, _interrupt)
+    sys.unraisablehook = _redeliver_swallowed_interrupt
     from ..logs import configure
 
     configure(level)
@@ -379,12 +386,6 @@ def _run_workers(config: StudyConfig) -> None:
     bad = [p.exitcode for p in processes if p.exitcode]
     if bad:
         raise StudyError(f"{len(bad)} of {config.workers} workers failed (exit codes {bad}); rerun to resume")
-
-
-# ----------------------------------------------------------------------------- run_study
-
-
-
 
 
 def _check(config: StudyConfig) -> None:
