@@ -24,7 +24,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 import regularizers
 
-__all__ = ["RecurrentLanguageModel", "SequenceClassifier", "RECURRENT_LAYERS", "VAL_METRIC", "TEST_METRIC"]
+__all__ = ["RecurrentLanguageModel", "SequenceClassifier", "module_for", "RECURRENT_LAYERS", "VAL_METRIC", "TEST_METRIC"]
 
 VAL_METRIC = "val_metric"
 TEST_METRIC = "test_metric"
@@ -229,3 +229,19 @@ class SequenceClassifier(_RegularizedRecurrentModule):
         accuracy = self.test_accuracy.compute()
         self.test_accuracy.reset()
         self._log_eval_metric(TEST_METRIC, 1 - accuracy)
+
+
+def module_for(settings, regularizer: str, *, vocab_size: int | None = None, num_classes: int | None = None,
+               metric: str = "bpc") -> _RegularizedRecurrentModule:
+    """The benchmark's module for a task's settings (``tasks.TrainingSettings``) and one regularizer spec: a
+    language model over ``vocab_size`` tokens (reporting ``metric``), or else a classifier of pixel
+    sequences into ``num_classes``. The runner and ``regbench perf --training`` both build theirs here."""
+    s = settings
+    common = dict(cell=s.cell, hidden_size=s.hidden_size, num_layers=s.num_layers, regularizers=[regularizer],
+                  dropout=s.dropout, init=s.init, init_range=s.init_range, optimizer=s.optimizer, lr=s.lr,
+                  optimizer_kwargs=dict(s.optimizer_kwargs), lr_decay=s.lr_decay, lr_decay_start=s.lr_decay_start)
+    if vocab_size is not None:
+        return RecurrentLanguageModel(vocab_size, embedding_size=s.embedding_size, metric=metric, **common)
+    if num_classes is None:
+        raise ValueError("module_for needs vocab_size (a language model) or num_classes (a classifier)")
+    return SequenceClassifier(num_classes, input_size=1, **common)

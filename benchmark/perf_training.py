@@ -52,16 +52,15 @@ def _batches(track: str, count: int):
 
 
 def _module(track: str, regularizer: str):
-    from .models import RecurrentLanguageModel, SequenceClassifier
+    from .models import module_for
+    from .tasks import TASKS
     from .tracks import get_track
 
-    s = get_track(track).settings
-    common = dict(cell=s.cell, hidden_size=s.hidden_size, num_layers=s.num_layers, regularizers=[regularizer],
-                  dropout=s.dropout, init=s.init, init_range=s.init_range, optimizer=s.optimizer, lr=s.lr,
-                  optimizer_kwargs=dict(s.optimizer_kwargs), lr_decay=s.lr_decay, lr_decay_start=s.lr_decay_start)
-    if track.startswith(("char_ptb", "word_ptb")):
-        return RecurrentLanguageModel(_VOCAB, embedding_size=s.embedding_size, **common), s
-    return SequenceClassifier(_CLASSES, input_size=1, **common), s
+    chosen = get_track(track)
+    settings = chosen.settings
+    if TASKS[chosen.task].kind == "language_model":
+        return module_for(settings, regularizer, vocab_size=_VOCAB, metric=TASKS[chosen.task].metric.name), settings
+    return module_for(settings, regularizer, num_classes=_CLASSES), settings
 
 
 def _trainer_steps(track: str, regularizer: str, batches: list) -> list[float]:

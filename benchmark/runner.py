@@ -265,17 +265,12 @@ def prepare(plan: RunPlan):
 
 
 def build_model(plan: RunPlan, datamodule):
-    from .models import RecurrentLanguageModel, SequenceClassifier
+    from .models import module_for
 
-    s = plan.settings
-    common = dict(cell=s.cell, hidden_size=s.hidden_size, num_layers=s.num_layers,
-                  regularizers=[plan.regularizer.spec], dropout=s.dropout, init=s.init, init_range=s.init_range,
-                  optimizer=s.optimizer, lr=s.lr, optimizer_kwargs=dict(s.optimizer_kwargs), lr_decay=s.lr_decay,
-                  lr_decay_start=s.lr_decay_start)
     if plan.task.kind == "language_model":
-        return RecurrentLanguageModel(datamodule.vocab_size, embedding_size=s.embedding_size,
-                                      metric=plan.task.metric.name, **common)
-    return SequenceClassifier(datamodule.num_classes, input_size=1, **common)
+        return module_for(plan.settings, plan.regularizer.spec, vocab_size=datamodule.vocab_size,
+                          metric=plan.task.metric.name)
+    return module_for(plan.settings, plan.regularizer.spec, num_classes=datamodule.num_classes)
 
 
 # ---------------------------------------------------------------------------- running
