@@ -27,7 +27,7 @@ import torch
 
 import regularizers
 
-__all__ = ["HELP", "Shape", "SHAPES", "DEFAULT_SHAPES", "SWEEPS", "PerfRow", "measure", "growth", "format_table",
+__all__ = ["HELP", "Shape", "SHAPES", "DEFAULT_SHAPES", "SWEEPS", "PerfRow", "measure", "growth", "format_table", "summary_table",
            "format_growth", "track_shape"]
 
 HELP = ("speed and peak memory of every regularizer's layer against torch.nn.LSTM / GRU / RNN at named shapes "
@@ -305,6 +305,29 @@ def worst_ratios(rows: list[PerfRow]) -> str:
     return "\n".join(lines)
 
 
+def summary_table(rows: list[PerfRow]) -> str:
+    """The README's speed table: per shape, the worst ratio of each group that the issue bounds, with
+    every measured thread count side by side in one cell (``1 thread / 2 threads``)."""
+    columns = [("LSTM: worst mask-based", "lstm", MASK_BASED), ("LSTM: recurrent BN", "lstm", ("recurrent_batchnorm",)),
+               ("LSTM: weight noise", "lstm", ("weight_noise",)), ("GRU: worst mask-based", "gru", MASK_BASED),
+               ("tanh-RNN: worst mask-based", "rnn", MASK_BASED)]
+    thread_counts = list(dict.fromkeys(r.threads for r in rows))
+    label = " / ".join(f"{n} thread{'s' if n > 1 else ''}" for n in thread_counts)
+    lines = [f"| shape (each cell: {label}) | " + " | ".join(c[0] for c in columns) + " |",
+             "|---|" + "---:|" * len(columns)]
+    for shape in dict.fromkeys(r.shape for r in rows):
+        cells = []
+        for _, cell, members in columns:
+            worst = []
+            for threads in thread_counts:
+                ratios = [r.ratio for r in rows
+                          if (r.shape, r.cell, r.threads) == (shape, cell, threads) and r.regularizer in members]
+                worst.append(f"{max(ratios):.2f}" if ratios else "–")
+            cells.append(" / ".join(worst))
+        lines.append(f"| {shape} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _shape_list() -> str:
     return "; ".join(f"{s.name} ({s.describe()})" for s in SHAPES.values())
 
@@ -370,7 +393,7 @@ def run(args: argparse.Namespace) -> int:
                                 memory=not args.no_memory, progress=bar)
                 if args.json:
                     Path(args.json).write_text(json.dumps([r.__dict__ for r in rows], indent=1) + "\n")
-    report = [worst_ratios(rows), "", format_table(rows)]
+    report = [summary_table(rows), "", worst_ratios(rows), "", format_table(rows)]
     for sweep in args.sweep:
         report += ["", f"How the time ratio changes along the {sweep} sweep:", "", format_growth(growth(rows, sweep), sweep)]
     print("\n".join(report))

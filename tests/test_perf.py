@@ -83,3 +83,26 @@ def test_training_steps_are_timed_under_the_trainer_and_in_a_plain_loop():
     (row,) = measure_training(["pmnist/cpu-v1"], names=["zoneout"], batches=3, repeats=1)
     assert row.batch_ms > 0 and row.plain_ms > 0 and row.ratio == pytest.approx(row.batch_ms / row.plain_ms)
     assert f"| pmnist/cpu-v1 | {row.threads} | zoneout |" in format_training([row])
+
+
+def test_the_summary_table_takes_each_groups_worst_ratio_per_thread_count():
+    from benchmark.perf import PerfRow, summary_table
+
+    def row(shape, cell, name, threads, ratio):
+        return PerfRow(shape, cell, name, threads, 1.0, ratio, None, None)
+
+    rows = [row("a", "lstm", "torch", 1, 1.0), row("a", "lstm", "zoneout", 1, 1.2), row("a", "lstm", "rnndrop", 1, 1.4),
+            row("a", "lstm", "recurrent_batchnorm", 1, 1.9), row("a", "lstm", "zoneout", 2, 1.1),
+            row("a", "gru", "zoneout", 1, 0.5), row("a", "gru", "zoneout", 2, 0.6)]
+    lines = summary_table(rows).splitlines()
+    assert lines[0].startswith("| shape (each cell: 1 thread / 2 threads) | LSTM: worst mask-based |")
+    assert lines[2] == "| a | 1.40 / 1.10 | 1.90 / – | – / – | 0.50 / 0.60 | – / – |"
+
+
+def test_the_readmes_speed_table_is_the_summary_of_the_committed_measurement():
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    start = readme.index("| shape (each cell:")
+    table = readme[start:readme.index("\n\n", start)]
+    measured = (root / "leaderboards" / "speed.md").read_text()
+    assert "\n" + table + "\n\n" in measured
