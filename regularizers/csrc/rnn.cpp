@@ -136,33 +136,19 @@ std::vector<Tensor> rnn_forward(const Tensor& xp_in, const Tensor& w_hh, const s
   Tensor next_input = mh.present() ? masked(h0c, at_step(m_hidden_input, 0)).contiguous() : Tensor();
   const int64_t block = row_block(batch, H, sizeof(T), 1);
   RecurrentProduct recurrent_product(w_hh, block, std::nullopt, onednn);
-  at::parallel_for(0, batch, block, [&](int64_t begin, int64_t end) {
-    const int64_t rows = end - begin;
-    for (int64_t t = 0; t < steps; ++t) {
-      const Tensor h_in = mh.present() ? next_input : (t == 0 ? h0c : hidden.select(0, t - 1));
-      const Tensor recurrent = recurrent_product(h_in.narrow(0, begin, rows)).contiguous();
-      const T* rec = recurrent.data_ptr<T>() - begin * H;  // indexed by the batch row b
-      const T* x = xp.data_ptr<T>() + t * xp_step_stride;
-      const T* h_prev = t == 0 ? h0c.data_ptr<T>() : hidden.data_ptr<T>() + (t - 1) * batch * H;
-      const bool write_next = mh.present() && t + 1 < steps;
-      T* next = write_next ? next_input.data_ptr<T>() : nullptr;
-      for_rows(begin, end, block < batch, H, [&](int64_t first, int64_t last) {
-        std::vector<T> scratch(3 * H);
-        for (int64_t b = first; b < last; ++b) {
-          RNNForwardRow<T> row{rec + b * H,
-                               x + b * xp_row_stride,
-                               bias_data,
-                               h_prev + b * H,
-                               mc.row(t, b, H, ones.data(), scratch.data()),
-                               uh.row(t, b, H, ones.data(), scratch.data() + H),
-                               write_next ? mh.row(t + 1, b, H, ones.data(), scratch.data() + 2 * H) : nullptr,
-                               activations.data_ptr<T>() + (t * batch + b) * H,
-                               hidden.data_ptr<T>() + (t * batch + b) * H,
-                               write_next ? next + b * H : nullptr};
-          run_row(H, row);
-        }
-      });
-    }
+  forward_time_loop<T>(h0c, hidden, next_input, mh.present(), recurrent_product, block, H, 3 * H,
+                       [&](int64_t t, int64_t b, const T* rec, const T* h_prev, T* next, T* scratch) {
+    RNNForwardRow<T> row{rec,
+                         xp.data_ptr<T>() + t * xp_step_stride + b * xp_row_stride,
+                         bias_data,
+                         h_prev,
+                         mc.row(t, b, H, ones.data(), scratch),
+                         uh.row(t, b, H, ones.data(), scratch + H),
+                         next ? mh.row(t + 1, b, H, ones.data(), scratch + 2 * H) : nullptr,
+                         activations.data_ptr<T>() + (t * batch + b) * H,
+                         hidden.data_ptr<T>() + (t * batch + b) * H,
+                         next};
+    run_row(H, row);
   });
   return {hidden, activations};
 }
@@ -185,30 +171,22 @@ std::vector<std::optional<Tensor>> rnn_backward(const Tensor& grad_hidden, const
   Tensor d_product = at::zeros({batch, H}, options);  // after the loop: ∂L/∂(masked h0) from step 0's product
   const int64_t block = row_block(batch, H, sizeof(T), 1);
   RecurrentProduct backward_product(w_hh.t(), block, std::nullopt, onednn);
-  at::parallel_for(0, batch, block, [&](int64_t begin, int64_t end) {
-    const int64_t rows = end - begin;
-    Tensor product_rows;  // this block's rows of the product from the previous (later) step
-    for (int64_t t = steps - 1; t >= 0; --t) {
-      const T* product = product_rows.defined() ? product_rows.data_ptr<T>() - begin * H : nullptr;
-      for_rows(begin, end, block < batch, H, [&](int64_t first, int64_t last) {
-        std::vector<T> scratch(4 * H);
-        for (int64_t b = first; b < last; ++b) {
-          RNNBackwardRow<T> row{product ? product + b * H : zeros.data(),
-                                product ? mh.row(t + 1, b, H, ones.data(), scratch.data()) : ones.data(),
-                                gh.row(t, b, H, zeros.data(), scratch.data() + H),
-                                activations.data_ptr<T>() + (t * batch + b) * H,
-                                mc.row(t, b, H, ones.data(), scratch.data() + 2 * H),
-                                uh.row(t, b, H, ones.data(), scratch.data() + 3 * H),
-                                d_pre_step.data_ptr<T>() + b * H,
-                                carry.data_ptr<T>() + b * H};
-          run_row(H, row);
-        }
-        transpose_rows(d_pre_step.data_ptr<T>() + first * H, H, last - first, H,
-                       d_pre_t.data_ptr<T>() + t * batch + first, steps * batch);
-      });
-      product_rows = backward_product(d_pre_step.narrow(0, begin, rows)).contiguous();
+  backward_time_loop<T>(steps, batch, block, H, backward_product, d_pre_step, d_product,
+                        [&](int64_t t, int64_t first, int64_t last, const T* product) {
+    std::vector<T> scratch(4 * H);
+    for (int64_t b = first; b < last; ++b) {
+      RNNBackwardRow<T> row{product ? product + b * H : zeros.data(),
+                            product ? mh.row(t + 1, b, H, ones.data(), scratch.data()) : ones.data(),
+                            gh.row(t, b, H, zeros.data(), scratch.data() + H),
+                            activations.data_ptr<T>() + (t * batch + b) * H,
+                            mc.row(t, b, H, ones.data(), scratch.data() + 2 * H),
+                            uh.row(t, b, H, ones.data(), scratch.data() + 3 * H),
+                            d_pre_step.data_ptr<T>() + b * H,
+                            carry.data_ptr<T>() + b * H};
+      run_row(H, row);
     }
-    if (product_rows.defined()) d_product.narrow(0, begin, rows).copy_(product_rows);
+    transpose_rows(d_pre_step.data_ptr<T>() + first * H, H, last - first, H,
+                   d_pre_t.data_ptr<T>() + t * batch + first, steps * batch);
   });
   Tensor d_h0 = masked(d_product, at_step(m_hidden_input, 0)) + carry;
   Tensor inputs_t = recurrent_inputs_transposed(h0, hidden, mh);

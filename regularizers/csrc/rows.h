@@ -128,6 +128,53 @@ inline void for_rows(int64_t begin, int64_t end, bool in_block, int64_t row_widt
   at::parallel_for(begin, end, rows_per_task, pass);
 }
 
+// The time loops of the fast paths (lstm_gru.cpp, rnn.cpp). Each thread's block of batch rows
+// (row_block) runs every step on its own: the recurrent product of the block's h_{t-1} (masked,
+// `masked_input`: then `next_input` holds it, written by the rows of the step before), then
+// `row(t, b, recurrent, h_prev, next, scratch)` for each row b, with `next` (where to write the
+// masked h_t for step t+1) null when there is none to write, and `scratch_width` values of scratch
+// (for SequenceRows::row). `product_width`: the product's columns per row.
+template <typename T, typename Row>
+void forward_time_loop(const Tensor& h0, const Tensor& hidden, const Tensor& next_input, bool masked_input,
+                       const RecurrentProduct& product, int64_t block, int64_t product_width, int64_t scratch_width,
+                       const Row& row) {
+  const int64_t steps = hidden.size(0), batch = hidden.size(1), H = hidden.size(2);
+  at::parallel_for(0, batch, block, [&](int64_t begin, int64_t end) {
+    for (int64_t t = 0; t < steps; ++t) {
+      const Tensor h_in = masked_input ? next_input : (t == 0 ? h0 : hidden.select(0, t - 1));
+      const Tensor recurrent = product(h_in.narrow(0, begin, end - begin)).contiguous();
+      const T* rec = recurrent.data_ptr<T>() - begin * product_width;  // indexed by the batch row b
+      const T* h_prev = t == 0 ? h0.data_ptr<T>() : hidden.data_ptr<T>() + (t - 1) * batch * H;
+      T* next = masked_input && t + 1 < steps ? next_input.data_ptr<T>() : nullptr;
+      for_rows(begin, end, block < batch, product_width, [&](int64_t first, int64_t last) {
+        std::vector<T> scratch(scratch_width);
+        for (int64_t b = first; b < last; ++b)
+          row(t, b, rec + b * product_width, h_prev + b * H, next ? next + b * H : nullptr, scratch.data());
+      });
+    }
+  });
+}
+
+// The backward time loop, from the last step: `rows(t, first, last, later)` over the block's rows
+// [first, last), where `later` is ∂L/∂(masked h_t) from step t+1's product (indexed by the batch
+// row; null at the last step); then the block's rows of `product_input` (this step's gradient of
+// the recurrent product, written by `rows`) times the transposed weight, for step t-1. After the
+// loop, `d_product` holds step 0's: ∂L/∂(masked h0).
+template <typename T, typename Rows>
+void backward_time_loop(int64_t steps, int64_t batch, int64_t block, int64_t row_width, const RecurrentProduct& product,
+                        const Tensor& product_input, const Tensor& d_product, const Rows& rows) {
+  const int64_t H = d_product.size(1);
+  at::parallel_for(0, batch, block, [&](int64_t begin, int64_t end) {
+    Tensor product_rows;  // this block's rows of the product from the step after (later)
+    for (int64_t t = steps - 1; t >= 0; --t) {
+      const T* later = product_rows.defined() ? product_rows.data_ptr<T>() - begin * H : nullptr;
+      for_rows(begin, end, block < batch, row_width, [&](int64_t first, int64_t last) { rows(t, first, last, later); });
+      product_rows = product(product_input.narrow(0, begin, end - begin)).contiguous();
+    }
+    if (product_rows.defined()) d_product.narrow(0, begin, end - begin).copy_(product_rows);
+  });
+}
+
 // Rows written as columns of a transposed buffer (transpose.cpp): dst[j * dst_stride + b] =
 // src[b * src_stride + j] for b < rows, j < width.
 void transpose_rows(const float* src, int64_t src_stride, int64_t rows, int64_t width, float* dst, int64_t dst_stride);
