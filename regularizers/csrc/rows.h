@@ -1,6 +1,7 @@
 // The fast path's shared machinery (lstm_gru.cpp, rnn.cpp and batchnorm_lstm.cpp): the build's
 // per-CPU clones, the vectorizable exp, sigmoid and tanh, reading masks row by row in place, the
-// checks of what the fast path takes, and the transposed recurrent inputs of the weight gradient.
+// checks of what the fast path takes, the time loops that run the rows (each thread's block of
+// batch rows through every step), and the transposed recurrent inputs of the weight gradient.
 // A header, because the row loops must inline these into each instruction-set clone.
 #pragma once
 
