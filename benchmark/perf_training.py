@@ -38,12 +38,19 @@ class TrainingRow:
     ratio: float
 
 
+def _language_model(track: str) -> bool:
+    from .tasks import TASKS
+    from .tracks import get_track
+
+    return TASKS[get_track(track).task].kind == "language_model"
+
+
 def _batches(track: str, count: int):
     from .perf import track_shape
 
     shape = track_shape(track)
     generator = torch.Generator().manual_seed(0)
-    if track.startswith(("char_ptb", "word_ptb")):
+    if _language_model(track):
         tokens = torch.randint(_VOCAB, (count, shape.batch, shape.steps + 1), generator=generator)
         return shape, [(t[:, :-1], t[:, 1:]) for t in tokens]
     x = torch.rand(count, shape.batch, shape.steps, shape.input_size, generator=generator)
@@ -57,10 +64,10 @@ def _module(track: str, regularizer: str):
     from .tracks import get_track
 
     chosen = get_track(track)
-    settings = chosen.settings
-    if TASKS[chosen.task].kind == "language_model":
-        return module_for(settings, regularizer, vocab_size=_VOCAB, metric=TASKS[chosen.task].metric.name), settings
-    return module_for(settings, regularizer, num_classes=_CLASSES), settings
+    if _language_model(track):
+        metric = TASKS[chosen.task].metric.name
+        return module_for(chosen.settings, regularizer, vocab_size=_VOCAB, metric=metric), chosen.settings
+    return module_for(chosen.settings, regularizer, num_classes=_CLASSES), chosen.settings
 
 
 def _trainer_steps(track: str, regularizer: str, batches: list) -> list[float]:
@@ -125,7 +132,7 @@ def _plain_steps(track: str, batches: list) -> list[float]:
     from .tracks import get_track
 
     settings = get_track(track).settings
-    language = track.startswith(("char_ptb", "word_ptb"))
+    language = _language_model(track)
     model = _PlainLanguageModel(settings) if language else _PlainClassifier(settings)
     optimizers = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop}
     optimizer = optimizers[settings.optimizer](model.parameters(), lr=settings.lr, **dict(settings.optimizer_kwargs))

@@ -1,15 +1,12 @@
 """``regbench perf``: its named shapes, what it measures and reports (no timing is asserted)."""
 
 import json
-import math
-import os
 from pathlib import Path
 
 import pytest
 
 from benchmark import perf
 from benchmark.data.pixels import load_pixels
-from benchmark.errors import UsageError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -100,9 +97,21 @@ def test_the_summary_table_takes_each_groups_worst_ratio_per_thread_count():
 
 
 def test_the_readmes_speed_table_is_the_summary_of_the_committed_measurement():
+    """The README's table is the one at the top of leaderboards/speed.md, and that one is what
+    summary_table gives for the file's own full table of measured rows (nothing edited by hand)."""
+    from benchmark.perf import PerfRow, summary_table
+
     root = Path(__file__).resolve().parents[1]
     readme = (root / "README.md").read_text()
     start = readme.index("| shape (each cell:")
     table = readme[start:readme.index("\n\n", start)]
     measured = (root / "leaderboards" / "speed.md").read_text()
     assert "\n" + table + "\n\n" in measured
+    rows = []
+    for line in measured.splitlines():  # | shape | threads | cell | regularizer | ms | × torch | MB | memory × |
+        fields = [field.strip() for field in line.strip().strip("|").split("|")]
+        if len(fields) == 8 and fields[1].isdigit():
+            number = lambda text: None if text == "–" else float(text)  # noqa: E731
+            rows.append(PerfRow(fields[0], fields[2], fields[3], int(fields[1]), float(fields[4]), float(fields[5]),
+                                number(fields[6]), number(fields[7])))
+    assert len(rows) > 100 and summary_table(rows) == table

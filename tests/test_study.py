@@ -254,11 +254,16 @@ def held_run(config, callbacks):
 
 
 def _holding(hold: Path, count: int, process: subprocess.Popen, seconds: float = 180) -> bool:
-    """Wait until ``count`` trials of held_run are holding (or the process ended)."""
+    """Wait until ``count`` trials of held_run have started (or the process ended)."""
     deadline = time.time() + seconds
     while len(list(hold.iterdir())) < count and process.poll() is None and time.time() < deadline:
         time.sleep(0.3)
     return len(list(hold.iterdir())) >= count
+
+
+def _workers_holding(hold: Path) -> set[str]:
+    """The worker processes (pids) that have started a held trial."""
+    return {path.name.split("-")[0] for path in hold.iterdir()}
 
 
 def test_killed_worker_loses_nothing_and_the_study_resumes(tmp_path):
@@ -387,9 +392,17 @@ def test_ctrl_c_on_a_study_with_workers_is_one_line_and_the_study_resumes(tmp_pa
     study = subprocess.Popen([sys.executable, "-m", "benchmark.study", *argv], cwd=tmp_path,
                              env={**_env(), "REGBENCH_TEST_HOLD": str(hold)},
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    assert _holding(hold, 2, study), "both workers should be holding a trial"
-    os.killpg(study.pid, signal.SIGINT)
-    out, err = study.communicate(timeout=120)
+    try:
+        # each worker holds its first trial for a minute: two files are two workers mid-trial
+        assert _holding(hold, 2, study) and len(_workers_holding(hold)) == 2, "both workers should hold a trial"
+        os.killpg(study.pid, signal.SIGINT)
+        out, err = study.communicate(timeout=120)
+    except BaseException:
+        try:
+            os.killpg(study.pid, signal.SIGKILL)  # leave no worker holding a trial behind
+        except ProcessLookupError:
+            pass
+        raise
     lines = [line for line in err.splitlines() if line.strip()]
     assert study.returncode == 130 and len(lines) == 1 and "interrupted" in lines[0], err
     config = _config(tmp_path, trials=4, run_fn="test_study:held_run", run_options={"epochs": 1}, prune=False)
@@ -409,19 +422,22 @@ def test_a_stop_swallowed_by_a_finalizer_is_delivered_again_without_a_traceback(
         def __del__(self):
             raise KeyboardInterrupt  # what the signal handler raises when it lands here
 
-    monkeypatch.setattr(worker_side, "_stopping", True)
+    monkeypatch.setattr(worker_side, "_stopping", False)
     monkeypatch.setattr(sys, "unraisablehook", worker_side._redeliver_swallowed_interrupt)
     previous = signal.signal(signal.SIGALRM, worker_side._interrupt)
+    reached = []
     try:
         def objective(trial):
-            Finalized()  # swallowed at once: the trial would carry on
+            worker_side._stopping = True  # the stop arrives mid-trial...
+            Finalized()  # ...inside a finalizer, which swallows it: the trial would carry on
+            reached.append(time.time())
             time.sleep(5)
+            reached.append("the trial was not interrupted")
             return 0.0
 
-        started = time.time()
         with pytest.raises(KeyboardInterrupt):
             worker_side._interruptible(objective)(None)
-        assert time.time() - started < 2
+        assert len(reached) == 1 and time.time() - reached[0] < 2
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -291,23 +292,28 @@ def _interruptible(objective):
             return objective(trial)
         finally:
             _in_objective = False
+            if _stopping:  # a re-delivery still pending has nothing left to interrupt
+                signal.setitimer(signal.ITIMER_REAL, 0)
 
     return run
 
 
 def _interrupt(signum=None, frame=None) -> None:
+    """The stop itself, for SIGTERM (through ``stop``) and for its re-delivery (SIGALRM): it
+    interrupts a running objective and does nothing outside one, by design (see above)."""
     if _in_objective:
         raise KeyboardInterrupt
 
 
-def _redeliver_swallowed_interrupt(unraisable) -> None:
+def _redeliver_swallowed_interrupt(unraisable, previous=None) -> None:
     """A stop that lands inside a finalizer (``__del__``, a weakref callback, the garbage collector)
     is swallowed there, and Python would print it as "Exception ignored" and carry on with the
-    trial. Instead: say nothing and interrupt again a moment later, outside the finalizer."""
+    trial. Instead: say nothing and interrupt again a moment later, outside the finalizer. Anything
+    else goes to the hook that was there before (``previous``)."""
     if _stopping and isinstance(unraisable.exc_value, KeyboardInterrupt):
         signal.setitimer(signal.ITIMER_REAL, 0.05)
         return
-    sys.__unraisablehook__(unraisable)
+    (previous or sys.__unraisablehook__)(unraisable)
 
 
 def _worker_process(payload: dict[str, Any], worker: int, level: int) -> None:
@@ -318,7 +324,7 @@ def _worker_process(payload: dict[str, Any], worker: int, level: int) -> None:
 
     signal.signal(signal.SIGTERM, stop)  # the parent's way of passing Ctrl-C on
     signal.signal(signal.SIGALRM, _interrupt)
-    sys.unraisablehook = _redeliver_swallowed_interrupt
+    sys.unraisablehook = functools.partial(_redeliver_swallowed_interrupt, previous=sys.unraisablehook)
     from ..logs import configure
 
     configure(level)

@@ -163,23 +163,26 @@ std::vector<Tensor> lstm_forward(const Tensor& xp_in, const Tensor& w_hh, const 
   Tensor next_input = mh.present() ? masked(h0c, at_step(m_hidden_input, 0)).contiguous() : Tensor();
   const int64_t block = row_block(batch, H, sizeof(T));
   RecurrentProduct recurrent_product(w_hh, block, std::nullopt, onednn);
+  const T *xp_data = xp.data_ptr<T>(), *c0_data = c0c.data_ptr<T>();
+  T *gates_data = gates.data_ptr<T>(), *cells_data = cells.data_ptr<T>();
+  T *tanh_cells_data = tanh_cells.data_ptr<T>(), *hidden_data = hidden.data_ptr<T>();
   forward_time_loop<T>(h0c, hidden, next_input, mh.present(), recurrent_product, block, gate_width, 5 * H,
                        [&](int64_t t, int64_t b, const T* rec, const T* h_prev, T* next, T* scratch) {
-    const T* c_prev = t == 0 ? c0c.data_ptr<T>() : cells.data_ptr<T>() + (t - 1) * batch * H;
+    const int64_t row_h = (t * batch + b) * H;
     LSTMForwardRow<T> row{rec,
-                          xp.data_ptr<T>() + t * xp_step_stride + b * xp_row_stride,
+                          xp_data + t * xp_step_stride + b * xp_row_stride,
                           bias_data,
                           h_prev,
-                          c_prev + b * H,
+                          t == 0 ? c0_data + b * H : cells_data + row_h - batch * H,
                           mc.row(t, b, H, ones.data(), scratch),
                           mcell.row(t, b, H, ones.data(), scratch + H),
                           uc.row(t, b, H, ones.data(), scratch + 2 * H),
                           uh.row(t, b, H, ones.data(), scratch + 3 * H),
                           next ? mh.row(t + 1, b, H, ones.data(), scratch + 4 * H) : nullptr,
-                          gates.data_ptr<T>() + (t * batch + b) * gate_width,
-                          cells.data_ptr<T>() + (t * batch + b) * H,
-                          tanh_cells.data_ptr<T>() + (t * batch + b) * H,
-                          hidden.data_ptr<T>() + (t * batch + b) * H,
+                          gates_data + (t * batch + b) * gate_width,
+                          cells_data + row_h,
+                          tanh_cells_data + row_h,
+                          hidden_data + row_h,
                           next};
     run_row(H, row);
   });
@@ -265,17 +268,20 @@ std::vector<Tensor> gru_forward(const Tensor& xp_in, const Tensor& w_hh, const s
   Tensor next_input = mh.present() ? masked(h0c, at_step(m_hidden_input, 0)).contiguous() : Tensor();
   const int64_t block = row_block(batch, H, sizeof(T));
   RecurrentProduct recurrent_product(w_hh, block, b_hh, onednn);
+  const T* xp_data = xp.data_ptr<T>();
+  T *activations_data = activations.data_ptr<T>(), *hidden_n_data = hidden_n.data_ptr<T>();
+  T* hidden_data = hidden.data_ptr<T>();
   forward_time_loop<T>(h0c, hidden, next_input, mh.present(), recurrent_product, block, gate_width, 3 * H,
                        [&](int64_t t, int64_t b, const T* rec, const T* h_prev, T* next, T* scratch) {
     GRUForwardRow<T> row{rec,
-                         xp.data_ptr<T>() + t * xp_step_stride + b * xp_row_stride,
+                         xp_data + t * xp_step_stride + b * xp_row_stride,
                          h_prev,
                          mc.row(t, b, H, ones.data(), scratch),
                          uh.row(t, b, H, ones.data(), scratch + H),
                          next ? mh.row(t + 1, b, H, ones.data(), scratch + 2 * H) : nullptr,
-                         activations.data_ptr<T>() + (t * batch + b) * gate_width,
-                         hidden_n.data_ptr<T>() + (t * batch + b) * H,
-                         hidden.data_ptr<T>() + (t * batch + b) * H,
+                         activations_data + (t * batch + b) * gate_width,
+                         hidden_n_data + (t * batch + b) * H,
+                         hidden_data + (t * batch + b) * H,
                          next};
     run_row(H, row);
   });

@@ -136,17 +136,19 @@ std::vector<Tensor> rnn_forward(const Tensor& xp_in, const Tensor& w_hh, const s
   Tensor next_input = mh.present() ? masked(h0c, at_step(m_hidden_input, 0)).contiguous() : Tensor();
   const int64_t block = row_block(batch, H, sizeof(T), 1);
   RecurrentProduct recurrent_product(w_hh, block, std::nullopt, onednn);
+  const T* xp_data = xp.data_ptr<T>();
+  T *activations_data = activations.data_ptr<T>(), *hidden_data = hidden.data_ptr<T>();
   forward_time_loop<T>(h0c, hidden, next_input, mh.present(), recurrent_product, block, H, 3 * H,
                        [&](int64_t t, int64_t b, const T* rec, const T* h_prev, T* next, T* scratch) {
     RNNForwardRow<T> row{rec,
-                         xp.data_ptr<T>() + t * xp_step_stride + b * xp_row_stride,
+                         xp_data + t * xp_step_stride + b * xp_row_stride,
                          bias_data,
                          h_prev,
                          mc.row(t, b, H, ones.data(), scratch),
                          uh.row(t, b, H, ones.data(), scratch + H),
                          next ? mh.row(t + 1, b, H, ones.data(), scratch + 2 * H) : nullptr,
-                         activations.data_ptr<T>() + (t * batch + b) * H,
-                         hidden.data_ptr<T>() + (t * batch + b) * H,
+                         activations_data + (t * batch + b) * H,
+                         hidden_data + (t * batch + b) * H,
                          next};
     run_row(H, row);
   });
