@@ -284,19 +284,25 @@ def format_growth(table: list[dict], sweep: str) -> str:
     return "\n".join(lines)
 
 
+# The groups whose worst ratio the speed bounds are about (1.1, 1.3 and 1.05 of torch's time).
+_BOUNDED_GROUPS = {"mask-based": MASK_BASED, "recurrent BN": ("recurrent_batchnorm",), "weight noise": ("weight_noise",)}
+
+
+def _slowest(rows: list[PerfRow]) -> PerfRow | None:
+    return max(rows, key=lambda r: r.ratio, default=None)
+
+
 def worst_ratios(rows: list[PerfRow]) -> str:
     """Per shape, cell and thread count: the slowest mask-based regularizer's ratio, batch norm's and
     weight noise's (the issue's bounds: 1.1, 1.3 and 1.05)."""
-    groups = {"mask-based": lambda n: n in MASK_BASED, "recurrent_batchnorm": lambda n: n == "recurrent_batchnorm",
-              "weight_noise": lambda n: n == "weight_noise"}
     lines = ["| shape | cell | threads | worst mask-based | recurrent BN | weight noise | worst memory × torch |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for shape, cell, threads in dict.fromkeys((r.shape, r.cell, r.threads) for r in rows):
         here = [r for r in rows if (r.shape, r.cell, r.threads) == (shape, cell, threads) and r.regularizer != "torch"]
         cells = []
-        for member in groups.values():
-            chosen = [r for r in here if member(r.regularizer)]
-            worst = max(chosen, key=lambda r: r.ratio, default=None)
+        for members in _BOUNDED_GROUPS.values():
+            chosen = [r for r in here if r.regularizer in members]
+            worst = _slowest(chosen)
             cells.append("–" if worst is None else f"{worst.ratio:.2f}"
                          + (f" ({worst.regularizer})" if len(chosen) > 1 else ""))
         memory = [r.memory_ratio for r in here if r.memory_ratio is not None and r.regularizer in MASK_BASED]
@@ -308,22 +314,19 @@ def worst_ratios(rows: list[PerfRow]) -> str:
 def summary_table(rows: list[PerfRow]) -> str:
     """The README's speed table: per shape, the worst ratio of each group that the issue bounds, with
     every measured thread count side by side in one cell (``1 thread / 2 threads``)."""
-    columns = [("LSTM: worst mask-based", "lstm", MASK_BASED), ("LSTM: recurrent BN", "lstm", ("recurrent_batchnorm",)),
-               ("LSTM: weight noise", "lstm", ("weight_noise",)), ("GRU: worst mask-based", "gru", MASK_BASED),
-               ("tanh-RNN: worst mask-based", "rnn", MASK_BASED)]
+    columns = [("LSTM: worst mask-based", "lstm", "mask-based"), ("LSTM: recurrent BN", "lstm", "recurrent BN"),
+               ("LSTM: weight noise", "lstm", "weight noise"), ("GRU: worst mask-based", "gru", "mask-based"),
+               ("tanh-RNN: worst mask-based", "rnn", "mask-based")]
     thread_counts = list(dict.fromkeys(r.threads for r in rows))
     label = " / ".join(f"{n} thread{'s' if n > 1 else ''}" for n in thread_counts)
     lines = [f"| shape (each cell: {label}) | " + " | ".join(c[0] for c in columns) + " |",
              "|---|" + "---:|" * len(columns)]
     for shape in dict.fromkeys(r.shape for r in rows):
         cells = []
-        for _, cell, members in columns:
-            worst = []
-            for threads in thread_counts:
-                ratios = [r.ratio for r in rows
-                          if (r.shape, r.cell, r.threads) == (shape, cell, threads) and r.regularizer in members]
-                worst.append(f"{max(ratios):.2f}" if ratios else "–")
-            cells.append(" / ".join(worst))
+        for _, cell, group in columns:
+            worst = [_slowest([r for r in rows if (r.shape, r.cell, r.threads) == (shape, cell, threads)
+                               and r.regularizer in _BOUNDED_GROUPS[group]]) for threads in thread_counts]
+            cells.append(" / ".join("–" if w is None else f"{w.ratio:.2f}" for w in worst))
         lines.append(f"| {shape} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -397,8 +400,6 @@ def run(args: argparse.Namespace) -> int:
     for sweep in args.sweep:
         report += ["", f"How the time ratio changes along the {sweep} sweep:", "", format_growth(growth(rows, sweep), sweep)]
     print("\n".join(report))
-    if args.json:
-        Path(args.json).write_text(json.dumps([r.__dict__ for r in rows], indent=1) + "\n")
     if args.markdown:
         _write_report(Path(args.markdown), report, thread_counts, args)
     return 0
