@@ -5,8 +5,11 @@
 // thousands of times per training step. oneDNN's inner product spends as long again on its per-call
 // set-up as on the arithmetic there (48 µs against 20 µs here at that shape, one thread), and
 // MKL's sgemm is slower still on this project's CPUs. Here the weight is packed once into panels of
-// 32 columns of C (k-major, so that a panel's row k is two 16-float vectors), and a register-blocked
-// kernel computes 6 rows × 32 columns at a time with 12 vector accumulators and no set-up at all.
+// 32 columns of C (k-major), and a register-blocked kernel computes 6 rows × 2 vectors of columns at
+// a time with 12 vector accumulators and no set-up at all. The vector is the CPU's own width
+// (16 floats with AVX-512, 8 with AVX2, 4 otherwise): a GCC vector wider than the target's registers
+// is emulated through memory, 45x slower (1.4 against 65 GFLOPS on an AVX2 core), and an AVX2 core
+// has 16 registers, too few for 24 accumulators. Narrower vectors take the panel in 2 or 4 slices.
 // Weights too large for a core's cache (over 8 MiB) stay with oneDNN, which blocks for the caches.
 #include "rows.h"
 
@@ -14,24 +17,29 @@ namespace fast {
 
 namespace {
 
-constexpr int64_t kPanel = 32;  // columns of C per panel: two vectors of 16 floats
-typedef float v16 __attribute__((vector_size(64)));
+constexpr int64_t kPanel = 32;  // columns of C per panel
+typedef float Vec16 __attribute__((vector_size(64)));
+typedef float Vec8 __attribute__((vector_size(32)));
+typedef float Vec4 __attribute__((vector_size(16)));
 
-REGBENCH_INLINE v16 load16(const float* p) {
-  v16 v;
+template <class V>
+REGBENCH_INLINE V load(const float* p) {
+  V v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
 
-// C[r, 0:columns] = Σ_k A[r, k] · panel[k, 0:columns] (+ bias) for r < Rows.
-template <int Rows>
+// C[r, 0:columns] = Σ_k A[r, k] · panel[k, 0:columns] (+ bias) for r < Rows and columns ≤ 2 vectors;
+// `panel` points at the slice's first column in a panel of kPanel columns.
+template <class V, int Rows>
 REGBENCH_INLINE void panel_block(int64_t K, const float* A, int64_t lda, const float* panel, const float* bias,
                                  float* C, int64_t ldc, int64_t columns) {
-  v16 acc[Rows][2];
-  const v16 b0 = bias ? load16(bias) : v16{}, b1 = bias ? load16(bias + 16) : v16{};
+  constexpr int64_t L = sizeof(V) / sizeof(float);
+  V acc[Rows][2];
+  const V b0 = bias ? load<V>(bias) : V{}, b1 = bias ? load<V>(bias + L) : V{};
   for (int r = 0; r < Rows; ++r) acc[r][0] = b0, acc[r][1] = b1;
   for (int64_t k = 0; k < K; ++k) {
-    const v16 w0 = load16(panel + k * kPanel), w1 = load16(panel + k * kPanel + 16);
+    const V w0 = load<V>(panel + k * kPanel), w1 = load<V>(panel + k * kPanel + L);
     for (int r = 0; r < Rows; ++r) {
       const float a = A[r * lda + k];
       acc[r][0] += a * w0;
@@ -39,41 +47,83 @@ REGBENCH_INLINE void panel_block(int64_t K, const float* A, int64_t lda, const f
     }
   }
   for (int r = 0; r < Rows; ++r) {
-    if (columns == kPanel) {
-      std::memcpy(C + r * ldc, &acc[r][0], sizeof(v16));
-      std::memcpy(C + r * ldc + 16, &acc[r][1], sizeof(v16));
+    if (columns == 2 * L) {
+      std::memcpy(C + r * ldc, &acc[r][0], sizeof(V));
+      std::memcpy(C + r * ldc + L, &acc[r][1], sizeof(V));
     } else {
-      float row[kPanel];
-      std::memcpy(row, &acc[r][0], sizeof(v16));
-      std::memcpy(row + 16, &acc[r][1], sizeof(v16));
+      float row[2 * L];
+      std::memcpy(row, &acc[r][0], sizeof(V));
+      std::memcpy(row + L, &acc[r][1], sizeof(V));
       for (int64_t c = 0; c < columns; ++c) C[r * ldc + c] = row[c];
     }
   }
 }
 
-}  // namespace
-
-REGBENCH_CLONES void panel_product_rows(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
-                                        const float* panels, const float* bias, float* C, int64_t ldc,
-                                        int64_t first_panel, int64_t last_panel) {
+template <class V>
+REGBENCH_INLINE void panel_rows(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* panels,
+                                const float* bias, float* C, int64_t ldc, int64_t first_panel, int64_t last_panel) {
+  constexpr int64_t slice = 2 * sizeof(V) / sizeof(float);  // columns per block
   for (int64_t p = first_panel; p < last_panel; ++p) {
-    const float* panel = panels + p * K * kPanel;
-    const float* panel_bias = bias ? bias + p * kPanel : nullptr;
-    const int64_t columns = std::min(kPanel, N - p * kPanel);
-    float* out = C + p * kPanel;
-    int64_t m = 0;
-    for (; m + 6 <= M; m += 6) panel_block<6>(K, A + m * lda, lda, panel, panel_bias, out + m * ldc, ldc, columns);
-    const float* a = A + m * lda;
-    float* c = out + m * ldc;
-    switch (M - m) {
-      case 5: panel_block<5>(K, a, lda, panel, panel_bias, c, ldc, columns); break;
-      case 4: panel_block<4>(K, a, lda, panel, panel_bias, c, ldc, columns); break;
-      case 3: panel_block<3>(K, a, lda, panel, panel_bias, c, ldc, columns); break;
-      case 2: panel_block<2>(K, a, lda, panel, panel_bias, c, ldc, columns); break;
-      case 1: panel_block<1>(K, a, lda, panel, panel_bias, c, ldc, columns); break;
-      default: break;
+    for (int64_t first = p * kPanel; first < std::min((p + 1) * kPanel, N); first += slice) {
+      const float* panel = panels + p * K * kPanel + (first - p * kPanel);
+      const float* slice_bias = bias ? bias + first : nullptr;
+      const int64_t columns = std::min(slice, N - first);
+      float* out = C + first;
+      int64_t m = 0;
+      for (; m + 6 <= M; m += 6)
+        panel_block<V, 6>(K, A + m * lda, lda, panel, slice_bias, out + m * ldc, ldc, columns);
+      const float* a = A + m * lda;
+      float* c = out + m * ldc;
+      switch (M - m) {
+        case 5: panel_block<V, 5>(K, a, lda, panel, slice_bias, c, ldc, columns); break;
+        case 4: panel_block<V, 4>(K, a, lda, panel, slice_bias, c, ldc, columns); break;
+        case 3: panel_block<V, 3>(K, a, lda, panel, slice_bias, c, ldc, columns); break;
+        case 2: panel_block<V, 2>(K, a, lda, panel, slice_bias, c, ldc, columns); break;
+        case 1: panel_block<V, 1>(K, a, lda, panel, slice_bias, c, ldc, columns); break;
+        default: break;
+      }
     }
   }
+}
+
+using PanelRows = void (*)(int64_t, int64_t, int64_t, const float*, int64_t, const float*, const float*, float*,
+                           int64_t, int64_t, int64_t);
+
+void panel_rows_baseline(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* panels,
+                         const float* bias, float* C, int64_t ldc, int64_t first, int64_t last) {
+  panel_rows<Vec4>(M, N, K, A, lda, panels, bias, C, ldc, first, last);
+}
+
+#ifdef REGBENCH_X86_CLONES
+__attribute__((target("arch=x86-64-v3"))) void panel_rows_avx2(int64_t M, int64_t N, int64_t K, const float* A,
+                                                                int64_t lda, const float* panels, const float* bias,
+                                                                float* C, int64_t ldc, int64_t first, int64_t last) {
+  panel_rows<Vec8>(M, N, K, A, lda, panels, bias, C, ldc, first, last);
+}
+
+__attribute__((target("arch=x86-64-v4"))) void panel_rows_avx512(int64_t M, int64_t N, int64_t K, const float* A,
+                                                                  int64_t lda, const float* panels, const float* bias,
+                                                                  float* C, int64_t ldc, int64_t first, int64_t last) {
+  panel_rows<Vec16>(M, N, K, A, lda, panels, bias, C, ldc, first, last);
+}
+#endif
+
+// The kernel of this CPU's vector width, chosen once (the row functions' clones choose the same way).
+PanelRows pick_panel_rows() {
+#ifdef REGBENCH_X86_CLONES
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("x86-64-v4")) return panel_rows_avx512;
+  if (__builtin_cpu_supports("x86-64-v3")) return panel_rows_avx2;
+#endif
+  return panel_rows_baseline;
+}
+
+}  // namespace
+
+void panel_product_rows(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* panels,
+                        const float* bias, float* C, int64_t ldc, int64_t first_panel, int64_t last_panel) {
+  static const PanelRows rows = pick_panel_rows();
+  rows(M, N, K, A, lda, panels, bias, C, ldc, first_panel, last_panel);
 }
 
 PanelWeight::PanelWeight(const Tensor& weight, const std::optional<Tensor>& bias_in) {

@@ -12,6 +12,7 @@ namespace fast {
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 // One build runs at its best on any x86-64 machine: the loader picks the AVX-512, AVX2 or baseline
 // copy of each row function when the library is loaded.
+#define REGBENCH_X86_CLONES
 #define REGBENCH_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define REGBENCH_CLONES
