@@ -3,8 +3,9 @@
 One training step (forward, and backward of ``output.sum()``) of every regularizer's layer and of
 ``torch.nn.LSTM`` / ``GRU`` / ``RNN`` at the same shape, interleaved in one process over several
 repetitions so that drifts of the machine hit all of them alike. It reports the median time ratio
-to torch's layer and the peak memory ratio (CPU: what one step adds to the resident memory, read
-in a separate process per shape and cell; CUDA: ``max_memory_allocated``).
+to torch's layer and the peak memory ratio (the most tensor memory a step holds at once beyond
+what was held before it; CPU: torch's profiler's allocation events, in a separate process per
+shape and cell; CUDA: ``max_memory_allocated``).
 
 Shapes are named (:data:`SHAPES`): the CPU tracks' models (derived from the track definitions, so
 they cannot drift apart), the paper's tasks, and two sweeps, over sequence length and over hidden
@@ -140,27 +141,19 @@ def _step(layer: torch.nn.Module, x: torch.Tensor) -> None:
 
 
 _MEMORY_PROBE = """
-import gc, json, sys, torch
+import json, sys, torch
 from benchmark.perf import Shape, _make_layer, _step
+from regularizers.torch_internals import allocation_peak
 cell, names, shape = sys.argv[1], sys.argv[2].split(","), Shape(**json.loads(sys.argv[3]))
-def status(key):
-    for line in open("/proc/self/status"):
-        if line.startswith(key):
-            return int(line.split()[1]) * 1024
+torch.manual_seed(0)
+x = torch.randn(shape.steps, shape.batch, shape.input_size)
 peaks = {}
 for name in names:
-    torch.manual_seed(0)
     layer = _make_layer(cell, name, shape)
-    x = torch.randn(shape.steps, shape.batch, shape.input_size)
-    _step(layer, x)  # one-time costs first: library loads, thread pools, the allocator's own growth
+    _step(layer, x)  # one-time costs first (packed weights, the first masks' buffers)
     layer.zero_grad(set_to_none=True)
-    gc.collect()
-    open("/proc/self/clear_refs", "w").write("5")  # reset the high-water mark (VmHWM) to the current size
-    before = status("VmRSS:")
-    _step(layer, x)
-    peaks[name] = status("VmHWM:") - before
-    del layer, x
-    gc.collect()
+    peaks[name] = allocation_peak(lambda: _step(layer, x))
+    del layer
 print(json.dumps(peaks))
 """
 
@@ -168,9 +161,11 @@ print(json.dumps(peaks))
 def _peak_memory(cell: str, names: list[str], shape: Shape, device: torch.device) -> dict[str, int]:
     """Peak bytes that one training step adds to what was allocated before it, per layer.
 
-    On CUDA, the allocator's own statistics. On the CPU, which keeps none, a separate process takes
-    one warm-up step per layer, resets the kernel's high-water mark of its resident memory (Linux's
-    ``clear_refs``) and reads how far a second step raises it.
+    On CUDA, the allocator's own statistics. On the CPU, which keeps none, torch's profiler records
+    every allocation and free of a second step (the first takes the one-time costs), in a separate
+    process per shape and cell (the profiler's log lines go there, and nothing of it stays here).
+    Counted are the tensors' bytes, exactly and in any order of layers; the resident memory that
+    this read before (Linux's high-water mark) moved by up to 2x with the order of measurement.
     """
     if device.type == "cuda":
         peaks = {}
@@ -189,10 +184,7 @@ def _peak_memory(cell: str, names: list[str], shape: Shape, device: torch.device
         return peaks
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
-           "OMP_NUM_THREADS": str(torch.get_num_threads()),
-           # glibc: every block over 64 KiB gets its own mapping, returned to the system when freed,
-           # so that resident memory follows the live tensors instead of the allocator's cache.
-           "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+           "OMP_NUM_THREADS": str(torch.get_num_threads())}
     shape_json = json.dumps(shape.__dict__)
     result = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, cell, ",".join(names), shape_json],
                             capture_output=True, text=True, env=env, check=True)
@@ -234,7 +226,6 @@ def measure(shapes: list[Shape], cells=("lstm",), names=None, repeats: int = 7, 
                 peak = peaks.get(name)
                 rows.append(PerfRow(shape.name, cell, name, torch.get_num_threads(), median * 1e3, median / base_time,
                                     None if peak is None else peak / 2**20,
-                                    # a step too small to raise the resident memory by a page has no ratio
                                     peak / peaks["torch"] if peak is not None and peaks["torch"] > 0 else None))
     return rows
 

@@ -13,6 +13,10 @@ version), not the layers. ``REQUIRED`` lists them for that test.
   which at batch 32 costs half of a recurrent step. Fallback (``onednn_available()`` false): plain
   ``mm``/``addmm``, same results, slower. The compiled loops look the same two ops up by name in the
   dispatcher (``csrc/common.h``) and are only asked to when ``onednn_available()``.
+- ``profile(...).profiler.kineto_results.events()`` and their ``nbytes()``: the profiler's
+  allocation and free events in time order, from which ``allocation_peak`` takes the most bytes
+  held at once (``regbench perf``'s CPU memory; the public summaries give each operator's own
+  total, not the peak). No fallback: ``regbench perf --no-memory`` times without it.
 """
 
 from __future__ import annotations
@@ -84,3 +88,18 @@ def gru_kernel(x, state, params, has_bias, training):
 def rnn_tanh_kernel(x, state, params, has_bias, training):
     """torch's fused one-layer tanh RNN: (output, last hidden)."""
     return torch._VF.rnn_tanh(x, state, params, has_bias, 1, 0.0, training, False, False)
+
+
+def allocation_peak(step) -> int:
+    """The most bytes of CPU tensor memory held at once while ``step()`` runs, beyond what was held
+    before it: every allocation and free through torch's allocator, counted in time order."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as recording:
+        step()
+    events = [event for event in recording.profiler.kineto_results.events() if event.name() == "[memory]"]
+    held = peak = 0
+    for event in sorted(events, key=lambda event: event.start_ns()):
+        held += event.nbytes()  # negative for a free
+        peak = max(peak, held)
+    return peak

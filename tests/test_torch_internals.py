@@ -30,3 +30,13 @@ def test_the_wrappers_compute_what_they_stand_for():
     expected, (expected_hidden, expected_cell) = lstm(inputs, (h0, c0))
     torch.testing.assert_close(output, expected)
     torch.testing.assert_close(last_cell, expected_cell)
+
+
+def test_the_allocation_peak_counts_what_is_held_at_once():
+    def step():
+        first = torch.empty(2**18)  # 1 MiB
+        second = torch.empty(2**19)  # 2 MiB, while the first is held
+        del first, second
+        torch.empty(2**19)  # 2 MiB again, after both were freed: not a new peak
+
+    assert torch_internals.allocation_peak(step) == 3 * 2**20
