@@ -169,21 +169,32 @@ def _datamodule(task: str, data_dir, batch_size: int, seed: int):
     return datamodule
 
 
-def _train(model, datamodule, epochs: int, limit_train_batches: int | None) -> tuple[float, float]:
-    """Lightning's Trainer on the module (clip 1); validation once, after the last epoch.
-    Returns (mean of the last 10 training losses, validation error)."""
+def _train(model, datamodule, epochs: int, limit_train_batches: int | None, label: str) -> tuple[float, float]:
+    """Lightning's Trainer on the module (clip 1); validation once, after the last epoch, and a
+    progress bar (``label``) on stderr. Returns (mean of the last 10 training losses, validation error)."""
     import lightning.pytorch as pl
+    from tqdm import tqdm
 
     from .runner import quiet_lightning
 
     class Losses(pl.Callback):
         def __init__(self) -> None:
             self.values: list[float] = []
+            self.bar = None
+
+        def on_train_start(self, trainer, module):
+            self.bar = tqdm(total=trainer.num_training_batches * trainer.max_epochs, desc=label, unit="batch",
+                            file=sys.stderr, disable=None)
 
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
             loss = outputs["loss"] if isinstance(outputs, dict) else outputs
             if loss is not None:
                 self.values.append(float(loss))
+                self.bar.set_postfix(loss=f"{self.values[-1]:.3f}", refresh=False)
+            self.bar.update()
+
+        def on_train_end(self, trainer, module):
+            self.bar.close()
 
     quiet_lightning()
     losses = Losses()
@@ -211,7 +222,7 @@ def run_gradient_flow(task: str = "digits", data_dir=None, hidden_size: int = 10
     data = datamodule.pixels
     results = []
     threads = torch.get_num_threads()
-    for variant, label in variants:
+    for number, (variant, label) in enumerate(variants, 1):
         torch.manual_seed(seed)
         datamodule.shuffling.manual_seed(seed)  # every variant sees the batches in the same order
         with warnings.catch_warnings():  # CellDropout is not registered: hparams keep no copy of it
@@ -219,7 +230,8 @@ def run_gradient_flow(task: str = "digits", data_dir=None, hidden_size: int = 10
             model = SequenceClassifier(data.num_classes, input_size=1, hidden_size=hidden_size,
                                        regularizers=[make_regularizer(variant)], optimizer="rmsprop", lr=lr,
                                        optimizer_kwargs={"alpha": 0.5})
-            train_loss, error = _train(model, datamodule, epochs, limit_train_batches)
+            train_loss, error = _train(model, datamodule, epochs, limit_train_batches,
+                                       f"{variant} ({number}/{len(variants)})")
         # gradient flow, with the regularizer active as in training
         model.train()
         torch.manual_seed(seed + 1)
