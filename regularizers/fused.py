@@ -357,6 +357,8 @@ class _RNNRecurrence(torch.autograd.Function):
         masks = (m_hidden_input, m_candidate, u_hidden)
         ctx.loops, ctx.onednn, ctx.has_bias = _loops(), use_onednn(xp), b_hh is not None
         hidden, activations = ctx.loops.rnn_forward(xp, w_hh, b_hh, h0, *masks, ctx.onednn)
+        if activations.numel() == 0:  # the compiled rows' sign that a_t = h_t (no candidate or update mask)
+            activations = hidden
         ctx.save_for_backward(w_hh, h0, activations, hidden, *masks)
         return hidden
 

@@ -157,8 +157,14 @@ def _gru_backward(generic: bool):
     return fake
 
 
-def _rnn_forward_fake(xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn):
-    return xp.new_empty(xp.shape), xp.new_empty(xp.shape)  # hidden, activations: (steps, batch, H)
+def _rnn_forward(generic: bool):
+    def fake(xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn):
+        steps, batch, H = xp.shape
+        fast = not generic and _fits(xp, (w_hh, b_hh, h0), (m_hidden_input, m_candidate, u_hidden), steps, batch, H)
+        # hidden, activations: (steps, batch, H); the fast rows leave activations empty where they equal hidden
+        separate = not fast or m_candidate is not None or u_hidden is not None
+        return xp.new_empty(xp.shape), xp.new_empty((steps if separate else 0, batch, H))
+    return fake
 
 
 def _rnn_backward(generic: bool):
@@ -219,7 +225,7 @@ def _fakes():
         fakes[f"lstm_backward{suffix}"] = _lstm_backward(generic)
         fakes[f"gru_forward{suffix}"] = _gru_forward_fake
         fakes[f"gru_backward{suffix}"] = _gru_backward(generic)
-        fakes[f"rnn_forward{suffix}"] = _rnn_forward_fake
+        fakes[f"rnn_forward{suffix}"] = _rnn_forward(generic)
         fakes[f"rnn_backward{suffix}"] = _rnn_backward(generic)
         fakes[f"batchnorm_lstm_forward{suffix}"] = _batchnorm_lstm_forward_fake
         fakes[f"batchnorm_lstm_backward{suffix}"] = _batchnorm_lstm_backward(generic)

@@ -239,8 +239,7 @@ std::vector<std::optional<Tensor>> lstm_backward(const std::optional<Tensor>& gr
                    d_gates_t.data_ptr<T>() + t * batch + first, steps * batch);
   });
   Tensor d_h0 = masked(d_product, at_step(m_hidden_input, 0)) + carry;
-  Tensor inputs_t = recurrent_inputs_transposed(h0, hidden, mh);
-  Tensor grad_w = weight_gradient(d_gates_t, inputs_t, onednn);
+  Tensor grad_w = recurrent_weight_gradient<T>(d_gates_t, h0, hidden, mh);
   std::optional<Tensor> grad_b;
   if (has_bias) grad_b = d_gates_t.sum(1);
   // The gradient of xp as a (T, B, 4H) view of the transposed buffer: autograd and the input
@@ -332,31 +331,32 @@ std::vector<std::optional<Tensor>> gru_backward(const Tensor& grad_hidden, const
                    d_input_t.data_ptr<T>() + t * batch + first, steps * batch);
   });
   Tensor d_h0 = masked(d_product, at_step(m_hidden_input, 0)) + carry;
-  Tensor inputs_t = recurrent_inputs_transposed(h0, hidden, mh);
   Tensor d_rz_t = d_input_t.narrow(0, 0, 2 * H);
-  Tensor grad_w = at::empty({gate_width, H}, options);
-  grad_w.narrow(0, 0, 2 * H).copy_(weight_gradient(d_rz_t, inputs_t, onednn));
-  Tensor grad_w_n = grad_w.narrow(0, 2 * H, H).zero_();
+  Tensor grad_w = at::zeros({gate_width, H}, options);
+  Tensor grad_w_rz = grad_w.narrow(0, 0, 2 * H), grad_w_n = grad_w.narrow(0, 2 * H, H);
   Tensor grad_b_n = at::zeros({H}, options);
-  // The n rows' gradient flows through r: ∂L/∂W_hn = Σ (d_n ⊙ r)ᵀ h_{t-1}. Built in chunks of columns,
-  // so that d_n ⊙ r never exists for the whole sequence at once (the GRU's memory is tight; its
-  // time is not).
-  const int64_t columns = steps * batch, chunk = std::min<int64_t>(columns, 1024);
-  Tensor d_recurrent_n = at::empty({H, chunk}, options);
+  // The n rows' gradient flows through r: ∂L/∂W_hn = Σ (d_n ⊙ r)ᵀ h_{t-1}. Built chunk by chunk of
+  // the recurrent inputs, so that d_n ⊙ r never exists for the whole sequence at once (the GRU's
+  // memory is tight; its time is not).
+  const int64_t columns = steps * batch;
   const T* d_n_t = d_input_t.data_ptr<T>() + 2 * H * columns;
   const T* r = activations.data_ptr<T>();
-  for (int64_t first = 0; first < columns; first += chunk) {
-    const int64_t width = std::min(chunk, columns - first);
-    T* out = d_recurrent_n.data_ptr<T>();
+  Tensor d_recurrent_n;
+  for_each_recurrent_input_chunk<T>(h0, hidden, mh, [&](int64_t first_step, int64_t count, const Tensor& rows) {
+    const int64_t first = first_step * batch, width = count * batch;
+    grad_w_rz.addmm_(d_rz_t.narrow(1, first, width), rows);
+    if (!d_recurrent_n.defined() || d_recurrent_n.size(1) < width) d_recurrent_n = at::empty({H, width}, options);
+    Tensor part = d_recurrent_n.narrow(1, 0, width);
+    T* out = part.data_ptr<T>();
+    const int64_t out_stride = d_recurrent_n.size(1);
     at::parallel_for(0, H, 64, [&](int64_t begin, int64_t end) {
       for (int64_t j = begin; j < end; ++j)
         for (int64_t c = 0; c < width; ++c)
-          out[j * chunk + c] = d_n_t[j * columns + first + c] * r[(first + c) * gate_width + j];
+          out[j * out_stride + c] = d_n_t[j * columns + first + c] * r[(first + c) * gate_width + j];
     });
-    Tensor part = d_recurrent_n.narrow(1, 0, width);
-    grad_w_n.addmm_(part, inputs_t.narrow(1, first, width).t());
+    grad_w_n.addmm_(part, rows);
     if (has_bias) grad_b_n.add_(part.sum(1));
-  }
+  });
   std::optional<Tensor> grad_b;
   if (has_bias) grad_b = at::cat({d_rz_t.sum(1), grad_b_n});
   Tensor d_input = d_input_t.view({gate_width, steps, batch}).permute({1, 2, 0});

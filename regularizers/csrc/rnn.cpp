@@ -126,9 +126,13 @@ std::vector<Tensor> rnn_forward(const Tensor& xp_in, const Tensor& w_hh, const s
   const int64_t xp_step_stride = xp.stride(0), xp_row_stride = xp.stride(1);
   const int64_t steps = xp.size(0), batch = xp.size(1), H = xp.size(2);
   auto options = xp.options();
-  Tensor activations = at::empty({steps, batch, H}, options);
-  Tensor hidden = at::empty({steps, batch, H}, options);
   const SequenceRows<T> mh(m_hidden_input), mc(m_candidate), uh(u_hidden);
+  Tensor hidden = at::empty({steps, batch, H}, options);
+  // With no candidate or update mask h_t is a_t itself: the rows write a_t into `hidden` alone and
+  // `activations` comes back empty (the op's outputs may not alias; the caller reads a_t from
+  // `hidden`), a sequence's worth of memory less.
+  const bool separate = mc.present() || uh.present();
+  Tensor activations = at::empty({separate ? steps : 0, batch, H}, options);
   std::vector<T> ones(H, T(1)), zeros(H, T(0));
   const Tensor bias = b_hh.has_value() && b_hh->defined() ? b_hh->contiguous() : Tensor();
   const T* bias_data = bias.defined() ? bias.data_ptr<T>() : zeros.data();
@@ -137,7 +141,8 @@ std::vector<Tensor> rnn_forward(const Tensor& xp_in, const Tensor& w_hh, const s
   const int64_t block = row_block(batch, H, sizeof(T), 1);
   RecurrentProduct recurrent_product(w_hh, block, std::nullopt, onednn);
   const T* xp_data = xp.data_ptr<T>();
-  T *activations_data = activations.data_ptr<T>(), *hidden_data = hidden.data_ptr<T>();
+  T* hidden_data = hidden.data_ptr<T>();
+  T* activations_data = separate ? activations.data_ptr<T>() : hidden_data;
   forward_time_loop<T>(h0c, hidden, next_input, mh.present(), recurrent_product, block, H, 3 * H,
                        [&](int64_t t, int64_t b, const T* rec, const T* h_prev, T* next, T* scratch) {
     RNNForwardRow<T> row{rec,
@@ -191,8 +196,7 @@ std::vector<std::optional<Tensor>> rnn_backward(const Tensor& grad_hidden, const
                    d_pre_t.data_ptr<T>() + t * batch + first, steps * batch);
   });
   Tensor d_h0 = masked(d_product, at_step(m_hidden_input, 0)) + carry;
-  Tensor inputs_t = recurrent_inputs_transposed(h0, hidden, mh);
-  Tensor grad_w = weight_gradient(d_pre_t, inputs_t, onednn);
+  Tensor grad_w = recurrent_weight_gradient<T>(d_pre_t, h0, hidden, mh);
   std::optional<Tensor> grad_b;
   if (has_bias) grad_b = d_pre_t.sum(1);
   // The gradient of xp as a (T, B, H) view of the transposed buffer, as the LSTM's and GRU's.

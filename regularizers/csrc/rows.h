@@ -220,4 +220,57 @@ inline Tensor weight_gradient(const Tensor& d_t, const Tensor& inputs_t, bool on
   return onednn ? onednn_linear(d_t, inputs_t) : at::mm(d_t, inputs_t.t());
 }
 
+// The recurrent product's inputs, the rows h_{t-1} ⊙ m_t (h_0 at t = 0) in step-major order (row
+// t·B + b), handed to use(first_step, steps, rows) a chunk of whole steps at a time, so that they
+// never exist for the whole sequence at once: unmasked, the chunks are views of h0 and of `hidden`
+// as they lie in memory; masked, each chunk is built here into one buffer of about kChunkRows rows.
+// A copy of the inputs for the whole sequence was the largest allocation of the GRU's and tanh-RNN's
+// backward, as large as their saved hidden states.
+template <typename T, typename Use>
+void for_each_recurrent_input_chunk(const Tensor& h0, const Tensor& hidden, const SequenceRows<T>& mask, const Use& use) {
+  constexpr int64_t kChunkRows = 2048;  // as fast in at::addmm as one product of the whole sequence
+  const int64_t steps = hidden.size(0), batch = hidden.size(1), H = hidden.size(2);
+  const int64_t per_chunk = std::max<int64_t>(1, kChunkRows / std::max<int64_t>(batch, 1));
+  const Tensor h0c = h0.contiguous();
+  if (!mask.present()) {
+    use(0, 1, h0c);
+    for (int64_t first = 1; first < steps; first += per_chunk) {
+      const int64_t count = std::min(per_chunk, steps - first);
+      use(first, count, hidden.narrow(0, first - 1, count).view({count * batch, H}));
+    }
+    return;
+  }
+  Tensor buffer = at::empty({std::min(per_chunk, steps) * batch, H}, hidden.options());
+  const T* h0_data = h0c.data_ptr<T>();
+  const T* hidden_data = hidden.data_ptr<T>();
+  for (int64_t first = 0; first < steps; first += per_chunk) {
+    const int64_t count = std::min(per_chunk, steps - first);
+    T* out = buffer.data_ptr<T>();
+    at::parallel_for(0, count * batch, std::max<int64_t>(1, 16384 / std::max<int64_t>(H, 1)),
+                     [&](int64_t begin, int64_t end) {
+      std::vector<T> scratch(H);
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t t = first + r / batch, b = r % batch;
+        const T* h_prev = (t == 0 ? h0_data : hidden_data + (t - 1) * batch * H) + b * H;
+        const T* m = mask.row(t, b, H, nullptr, scratch.data());
+        for (int64_t j = 0; j < H; ++j) out[r * H + j] = h_prev[j] * m[j];
+      }
+    });
+    use(first, count, buffer.narrow(0, 0, count * batch));
+  }
+}
+
+// ∂L/∂W_hh = Σ_t d_t · (h_{t-1} ⊙ m_t): d_t holds the rows of W_hh × the steps·B columns (column
+// t·B + b is row b of step t), times the recurrent inputs chunk by chunk (at::addmm takes the
+// strided column block of d_t as it is).
+template <typename T>
+Tensor recurrent_weight_gradient(const Tensor& d_t, const Tensor& h0, const Tensor& hidden, const SequenceRows<T>& mask) {
+  const int64_t batch = hidden.size(1);
+  Tensor grad = at::zeros({d_t.size(0), hidden.size(2)}, hidden.options());
+  for_each_recurrent_input_chunk<T>(h0, hidden, mask, [&](int64_t first, int64_t count, const Tensor& rows) {
+    grad.addmm_(d_t.narrow(1, first * batch, count * batch), rows);
+  });
+  return grad;
+}
+
 }  // namespace fast
