@@ -77,6 +77,17 @@ _STALE_LOCK_SECONDS = 600
 _CFLAGS = ["-O3", "-fno-trapping-math", "-fno-math-errno"]
 
 
+def _openmp_flags() -> list[str]:
+    """-fopenmp where torch runs its threads with OpenMP (Linux builds): ATen's at::parallel_for is
+    inline, and its ``#pragma omp parallel`` only runs in parallel when the extension is compiled with
+    OpenMP; without it every parallel_for of the loops ran on one thread. Linked with -fopenmp, the
+    library asks for libgomp.so.1, which resolves to the copy torch has already loaded (one runtime,
+    one thread count: torch.set_num_threads applies)."""
+    import torch
+
+    return ["-fopenmp"] if sys.platform.startswith("linux") and torch.backends.openmp.is_available() else []
+
+
 def build_directory() -> Path:
     """Where the loops of these sources, these flags and this torch and Python are built."""
     import torch
@@ -85,7 +96,7 @@ def build_directory() -> Path:
     key = hashlib.sha256()
     # The torch folder too: its headers' paths are in the build file, so two environments with
     # the same torch version would otherwise make ninja rebuild each other's build.
-    for part in (*(_source_part(source) for source in _SOURCES), "\0".join(_CFLAGS).encode(), torch.__version__.encode(),
+    for part in (*(_source_part(source) for source in _SOURCES), "\0".join(_CFLAGS + _openmp_flags()).encode(), torch.__version__.encode(),
                  str(Path(torch.__file__).parent).encode(), sys.implementation.cache_tag.encode(),
                  sys.platform.encode()):
         key.update(hashlib.sha256(part).digest())
@@ -137,7 +148,8 @@ def _build() -> ModuleType | None:
         if not any(folder.glob("*.so")):
             print(f"regbench: compiling the native recurrent loops into {folder} (about a minute; once for "
                   "these sources, torch and Python)...", file=sys.stderr, flush=True)
-        return cpp_extension.load(name=folder.name, sources=[str(source) for source in sources], extra_cflags=_CFLAGS,
+        return cpp_extension.load(name=folder.name, sources=[str(source) for source in sources],
+                                  extra_cflags=_CFLAGS + _openmp_flags(), extra_ldflags=_openmp_flags(),
                                   build_directory=str(folder), verbose=False)
     except Exception as error:  # no compiler, no ninja, unsupported platform: the Python loops work
         warnings.warn(f"regbench: the native recurrent loops could not be built ({type(error).__name__}: "

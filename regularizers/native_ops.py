@@ -27,7 +27,7 @@ NAMESPACE = "regbench"
 # The operators, in the order of csrc/ops.cpp.
 LOOPS = ("lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "rnn_forward", "rnn_backward",
          "batchnorm_lstm_forward", "batchnorm_lstm_backward")
-NAMES = ("bernoulli_mask", "philox_draws", "add_gaussian_noise", *LOOPS, *(f"{name}_generic" for name in LOOPS))
+NAMES = ("bernoulli_mask", "philox_draws", "parallel_threads", "add_gaussian_noise", *LOOPS, *(f"{name}_generic" for name in LOOPS))
 
 _registered = False
 

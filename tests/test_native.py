@@ -482,3 +482,17 @@ def test_fast_path_reads_a_batch_major_input_projection_in_place(compiled):
                                                    *gru_masks, False),
                               compiled.rnn_forward(xp1, w1, b1, h01, *gru_masks, False)):
         assert torch.equal(strided, plain)
+
+
+@pytest.mark.skipif(not torch.backends.openmp.is_available(), reason="torch runs its threads without OpenMP")
+def test_the_loops_parallel_for_runs_on_the_threads_torch_is_given(compiled):
+    """The build has OpenMP: ATen's at::parallel_for is inline, and compiled without -fopenmp every
+    parallel_for in the loops ran on one thread, whatever torch.set_num_threads said."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert compiled.parallel_threads(16) == 2
+        torch.set_num_threads(1)
+        assert compiled.parallel_threads(16) == 1
+    finally:
+        torch.set_num_threads(threads)

@@ -83,7 +83,7 @@ def test_every_operator_is_registered(ops):
     for name in native_ops.NAMES:
         # The loops have CPU (and CUDA) kernels; the mask sampler and its draws, which take no tensor,
         # one kernel for every device.
-        key = "CompositeExplicitAutograd" if name in ("bernoulli_mask", "philox_draws") else "CPU"
+        key = "CompositeExplicitAutograd" if name in ("bernoulli_mask", "philox_draws", "parallel_threads") else "CPU"
         if name == "add_gaussian_noise":  # a CPU kernel only: weight noise draws with torch elsewhere
             assert not torch._C._dispatch_has_kernel_for_dispatch_key(f"regbench::{name}", "CUDA")
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"regbench::{name}", key), name

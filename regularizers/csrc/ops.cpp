@@ -17,15 +17,20 @@
 //
 // The loops run on CPU tensors; the `_generic` loops, and the fast ones where their arguments do
 // not fit the CPU rows, are ATen calls that run on any device, so they are registered for CUDA too.
-// bernoulli_mask and philox_draws take no tensor: they are CompositeExplicitAutograd, whatever the device;
+// bernoulli_mask, philox_draws and parallel_threads take no tensor: they are CompositeExplicitAutograd,
+// whatever the device;
 // add_gaussian_noise has a CPU kernel only (weight_noise.py draws with torch.randn elsewhere).
 #include "common.h"
 
 #include <torch/extension.h>
 #include <torch/library.h>
 
+#include <atomic>
+#include <chrono>
+#include <thread>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 namespace {
 
@@ -158,6 +163,20 @@ Tensor philox_draws_op(int64_t key, int64_t block, int64_t count) {
   return philox_draws(static_cast<uint64_t>(key), static_cast<uint64_t>(block), count);
 }
 
+// How many threads at::parallel_for hands `tasks` one-element tasks to, as compiled into this library:
+// ATen's parallel_for is inline, so without OpenMP in this build (native.py's flags) every one of
+// the loops' parallel_for calls ran on a single thread whatever torch.set_num_threads said.
+int64_t parallel_threads_op(int64_t tasks) {
+  std::vector<std::atomic<bool>> seen(std::max(at::get_num_threads(), 1));
+  at::parallel_for(0, tasks, 1, [&](int64_t, int64_t) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // so that no thread takes every task
+    seen[std::min<int64_t>(at::get_thread_num(), int64_t(seen.size()) - 1)] = true;
+  });
+  int64_t count = 0;
+  for (const auto& flag : seen) count += flag ? 1 : 0;
+  return count;
+}
+
 }  // namespace
 
 #define REGBENCH_MASKS_LSTM "Tensor? m_hidden_input, Tensor? m_candidate, Tensor? m_cell, Tensor? u_cell, Tensor? u_hidden"
@@ -168,6 +187,7 @@ TORCH_LIBRARY(regbench, m) {
   m.def("bernoulli_mask(int[] sizes, float keep_probability, float kept_value, ScalarType dtype) -> Tensor",
         {at::Tag::nondeterministic_seeded});
   m.def("philox_draws(int key, int block, int count) -> Tensor");
+  m.def("parallel_threads(int tasks) -> int");
   m.def("add_gaussian_noise(Tensor weight, float sigma) -> Tensor", {at::Tag::nondeterministic_seeded});
   // std::string schemas: Library::def parses its text at once.
   struct Schemas {
@@ -234,6 +254,7 @@ TORCH_LIBRARY_IMPL(regbench, CUDA, m) { REGBENCH_LOOP_KERNELS(m); }
 TORCH_LIBRARY_IMPL(regbench, CompositeExplicitAutograd, m) {
   m.impl("bernoulli_mask", &bernoulli_mask_op);
   m.impl("philox_draws", &philox_draws_op);
+  m.impl("parallel_threads", &parallel_threads_op);
 }
 
 // cpp_extension.load imports the library as a Python module; the operators are its content.
