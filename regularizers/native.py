@@ -96,7 +96,8 @@ def build_directory() -> Path:
     key = hashlib.sha256()
     # The torch folder too: its headers' paths are in the build file, so two environments with
     # the same torch version would otherwise make ninja rebuild each other's build.
-    for part in (*(_source_part(source) for source in _SOURCES), "\0".join(_CFLAGS + _openmp_flags()).encode(), torch.__version__.encode(),
+    flags = "\0".join(_CFLAGS + _openmp_flags()).encode()
+    for part in (*(_source_part(source) for source in _SOURCES), flags, torch.__version__.encode(),
                  str(Path(torch.__file__).parent).encode(), sys.implementation.cache_tag.encode(),
                  sys.platform.encode()):
         key.update(hashlib.sha256(part).digest())

@@ -494,6 +494,7 @@ std::vector<std::optional<Tensor>> batchnorm_lstm_backward(
   // layer already keeps three of) is a quarter of the sequence.
   const int64_t chunk_steps = std::max<int64_t>(1, (steps + 3) / 4);
   Tensor d_projection_chunk = at::empty({gate_width * chunk_steps * batch}, options);
+  Tensor input_rows;  // the chunk's recurrent inputs, where they must be built (recurrent_input_rows)
   Tensor grad_w;
   Tensor d_gates_step = at::empty({batch, gate_width}, options), d_projection_step = at::empty({batch, gate_width}, options);
   Tensor d_cell_output = at::empty({batch, H}, options);  // ∂L/∂(γ_c x̂_c + β_c) of this step
@@ -582,9 +583,8 @@ std::vector<std::optional<Tensor>> batchnorm_lstm_backward(
     d_product = backward_product(d_projection_step).contiguous();
     if (t == chunk_start) {
       const Tensor d_chunk = d_projection_chunk.narrow(0, 0, gate_width * chunk_columns).view({gate_width, chunk_columns});
-      Tensor part = weight_gradient(d_chunk, recurrent_inputs_transposed(h0, hidden, mh, chunk_start, chunk_columns / batch),
-                                    onednn);
-      grad_w = grad_w.defined() ? grad_w.add_(part) : part;
+      const Tensor rows = recurrent_input_rows<T>(h0, hidden, mh, chunk_start, chunk_columns / batch, input_rows);
+      grad_w = grad_w.defined() ? grad_w.addmm_(d_chunk, rows) : at::mm(d_chunk, rows);
     }
   }
   Tensor d_h0 = masked(d_product, at_step(m_hidden_input, 0)) + carry;

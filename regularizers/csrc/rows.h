@@ -1,7 +1,7 @@
 // The fast path's shared machinery (lstm_gru.cpp, rnn.cpp and batchnorm_lstm.cpp): the build's
 // per-CPU clones, the vectorizable exp, sigmoid and tanh, reading masks row by row in place, the
 // checks of what the fast path takes, the time loops that run the rows (each thread's block of
-// batch rows through every step), and the transposed recurrent inputs of the weight gradient.
+// batch rows through every step), and the recurrent inputs of the weight gradient, chunk by chunk.
 // A header, because the row loops must inline these into each instruction-set clone.
 #pragma once
 
@@ -183,80 +183,48 @@ void transpose_rows(const float* src, int64_t src_stride, int64_t rows, int64_t 
 void transpose_rows(const double* src, int64_t src_stride, int64_t rows, int64_t width, double* dst,
                     int64_t dst_stride);
 
-// (masked h_{t-1}) of steps first .. first+count-1 (default: all) as an (H, count·B) matrix, the
-// right-hand factor of the weight gradient, written straight into place (no concatenated or
-// masked copies of the sequence); steps are shared out over the threads.
+// Rows t·B + b, for the steps t in [first, first + count), of the recurrent product's inputs
+// h_{t-1} ⊙ m_t (h_0 at t = 0): a view of h0 or of `hidden` as they lie in memory where no mask
+// applies and the steps do not mix h0 with `hidden`; else built into `buffer` (grown as needed),
+// rows shared out over the threads.
 template <typename T>
-Tensor recurrent_inputs_transposed(const Tensor& h0, const Tensor& hidden, const SequenceRows<T>& mask,
-                                   int64_t first = 0, int64_t count = -1) {
+Tensor recurrent_input_rows(const Tensor& h0, const Tensor& hidden, const SequenceRows<T>& mask, int64_t first,
+                            int64_t count, Tensor& buffer) {
   const int64_t batch = hidden.size(1), H = hidden.size(2);
-  const int64_t steps = count < 0 ? hidden.size(0) - first : count;
-  Tensor inputs_t = at::empty({H, steps * batch}, hidden.options());
+  if (!mask.present() && first >= 1) return hidden.narrow(0, first - 1, count).view({count * batch, H});
   const Tensor h0c = h0.contiguous();
+  if (!mask.present() && count == 1) return h0c;
+  if (!buffer.defined() || buffer.size(0) < count * batch) buffer = at::empty({count * batch, H}, hidden.options());
   const T* h0_data = h0c.data_ptr<T>();
   const T* hidden_data = hidden.data_ptr<T>();
-  T* out = inputs_t.data_ptr<T>();
-  at::parallel_for(0, steps, std::max<int64_t>(1, 16384 / std::max<int64_t>(batch * H, 1)),
+  T* out = buffer.data_ptr<T>();
+  at::parallel_for(0, count * batch, std::max<int64_t>(1, 16384 / std::max<int64_t>(H, 1)),
                    [&](int64_t begin, int64_t end) {
-    std::vector<T> masked_rows(mask.present() ? batch * H : 0), scratch(H);
-    for (int64_t column_step = begin; column_step < end; ++column_step) {
-      const int64_t t = first + column_step;
-      const T* h_prev = t == 0 ? h0_data : hidden_data + (t - 1) * batch * H;
-      if (mask.present()) {
-        for (int64_t b = 0; b < batch; ++b) {
-          const T* m = mask.row(t, b, H, nullptr, scratch.data());
-          for (int64_t j = 0; j < H; ++j) masked_rows[b * H + j] = h_prev[b * H + j] * m[j];
-        }
-        h_prev = masked_rows.data();
-      }
-      transpose_rows(h_prev, H, batch, H, out + column_step * batch, steps * batch);
+    std::vector<T> scratch(H);
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t t = first + r / batch, b = r % batch;
+      const T* h_prev = (t == 0 ? h0_data : hidden_data + (t - 1) * batch * H) + b * H;
+      const T* m = mask.row(t, b, H, nullptr, scratch.data());
+      for (int64_t j = 0; j < H; ++j) out[r * H + j] = m ? h_prev[j] * m[j] : h_prev[j];
     }
   });
-  return inputs_t;
+  return buffer.narrow(0, 0, count * batch);
 }
 
-// ∂L/∂W = d_t · inputs_tᵀ, with d_t (rows of W, T·B) and inputs_t (H, T·B) both row-major.
-inline Tensor weight_gradient(const Tensor& d_t, const Tensor& inputs_t, bool onednn) {
-  return onednn ? onednn_linear(d_t, inputs_t) : at::mm(d_t, inputs_t.t());
-}
-
-// The recurrent product's inputs, the rows h_{t-1} ⊙ m_t (h_0 at t = 0) in step-major order (row
-// t·B + b), handed to use(first_step, steps, rows) a chunk of whole steps at a time, so that they
-// never exist for the whole sequence at once: unmasked, the chunks are views of h0 and of `hidden`
-// as they lie in memory; masked, each chunk is built here into one buffer of about kChunkRows rows.
-// A copy of the inputs for the whole sequence was the largest allocation of the GRU's and tanh-RNN's
-// backward, as large as their saved hidden states.
+// The recurrent inputs (recurrent_input_rows) handed to use(first_step, steps, rows) a chunk of whole
+// steps at a time, step 0 alone first (so that unmasked chunks are all views), so that they never
+// exist for the whole sequence at once: a copy of them was the largest allocation of the GRU's and
+// tanh-RNN's backward, as large as their saved hidden states.
 template <typename T, typename Use>
 void for_each_recurrent_input_chunk(const Tensor& h0, const Tensor& hidden, const SequenceRows<T>& mask, const Use& use) {
   constexpr int64_t kChunkRows = 2048;  // as fast in at::addmm as one product of the whole sequence
-  const int64_t steps = hidden.size(0), batch = hidden.size(1), H = hidden.size(2);
+  const int64_t steps = hidden.size(0), batch = hidden.size(1);
   const int64_t per_chunk = std::max<int64_t>(1, kChunkRows / std::max<int64_t>(batch, 1));
-  const Tensor h0c = h0.contiguous();
-  if (!mask.present()) {
-    use(0, 1, h0c);
-    for (int64_t first = 1; first < steps; first += per_chunk) {
-      const int64_t count = std::min(per_chunk, steps - first);
-      use(first, count, hidden.narrow(0, first - 1, count).view({count * batch, H}));
-    }
-    return;
-  }
-  Tensor buffer = at::empty({std::min(per_chunk, steps) * batch, H}, hidden.options());
-  const T* h0_data = h0c.data_ptr<T>();
-  const T* hidden_data = hidden.data_ptr<T>();
-  for (int64_t first = 0; first < steps; first += per_chunk) {
+  Tensor buffer;
+  use(0, 1, recurrent_input_rows<T>(h0, hidden, mask, 0, 1, buffer));
+  for (int64_t first = 1; first < steps; first += per_chunk) {
     const int64_t count = std::min(per_chunk, steps - first);
-    T* out = buffer.data_ptr<T>();
-    at::parallel_for(0, count * batch, std::max<int64_t>(1, 16384 / std::max<int64_t>(H, 1)),
-                     [&](int64_t begin, int64_t end) {
-      std::vector<T> scratch(H);
-      for (int64_t r = begin; r < end; ++r) {
-        const int64_t t = first + r / batch, b = r % batch;
-        const T* h_prev = (t == 0 ? h0_data : hidden_data + (t - 1) * batch * H) + b * H;
-        const T* m = mask.row(t, b, H, nullptr, scratch.data());
-        for (int64_t j = 0; j < H; ++j) out[r * H + j] = h_prev[j] * m[j];
-      }
-    });
-    use(first, count, buffer.narrow(0, 0, count * batch));
+    use(first, count, recurrent_input_rows<T>(h0, hidden, mask, first, count, buffer));
   }
 }
 
