@@ -255,17 +255,19 @@ def gru_backward(grad_hidden, w_hh, h0, activations, hidden_n, hidden, m_hidden_
 
 
 def rnn_forward(xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn):
-    """a_t = tanh(xp_t + b + (h_{t-1}⊙m_hidden_input_t) W^T), h_t = u_t⊙(a_t⊙m_candidate_t) + (1-u_t)⊙h_{t-1}."""
+    """a_t = tanh(xp_t + b + (h_{t-1}⊙m_hidden_input_t) W^T), h_t = u_t⊙(a_t⊙m_candidate_t) + (1-u_t)⊙h_{t-1}.
+
+    Returns the hidden states alone: the backward pass recovers what it needs of a_t from them
+    (``rnn_coefficients``), so no a_t is kept."""
     steps, batch, H = xp.shape
     if b_hh is not None:
         xp = xp + b_hh
-    activations = xp.new_empty(steps, batch, H)  # tanh(pre-activation), before the candidate mask
     hidden = xp.new_empty(steps, batch, H)
     recurrent_product = RecurrentProduct(w_hh, batch, onednn=onednn)
     h = h0
     for t in range(steps):
         recurrent = recurrent_product(masked(h, at_step(m_hidden_input, t)))
-        a_t = torch.add(xp[t], recurrent, out=activations[t]).tanh_()
+        a_t = torch.add(xp[t], recurrent).tanh_()
         u_h = at_step(u_hidden, t)
         m = at_step(m_candidate, t)
         if u_h is None:
@@ -273,18 +275,35 @@ def rnn_forward(xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onedn
         else:
             torch.lerp(h, masked(a_t, m), u_h.expand_as(h), out=hidden[t])
         h = hidden[t]
-    return [hidden, activations]
+    return hidden
 
 
-def rnn_backward(grad_hidden, w_hh, h0, activations, hidden, m_hidden_input, m_candidate, u_hidden, has_bias, onednn):
-    coefficient = masked(1 - activations * activations, m_candidate)  # ∂ĥ/∂(pre-activation), all steps at once
-    d_pre = activations.new_empty(activations.shape)
-    backward_product = RecurrentProduct(w_hh.t(), activations.size(1), onednn=onednn)
+def rnn_coefficients(h0, hidden, m_candidate, u_hidden):
+    """∂h_t/∂(pre-activation) = u⊙m⊙(1 - a_t²) of every step, with a_t recovered from the states.
+
+    u⊙m⊙a_t = h_t - (1-u)⊙h_{t-1}, so a_t is known wherever u⊙m ≠ 0, which is the only place the
+    coefficient is not 0 (a unit that kept its state, or a dropped candidate). Clamping the recovered
+    a_t to tanh's range bounds the coefficient's error by about 2 ulp of h, whatever u⊙m is.
+    """
+    if m_candidate is None and u_hidden is None:
+        return 1 - hidden * hidden
+    if u_hidden is None:
+        um, x = m_candidate, hidden
+    else:
+        um, x = masked(u_hidden, m_candidate), hidden - (1 - u_hidden) * previous(h0, hidden)
+    a = torch.where(um != 0, x / um, torch.zeros_like(x)).clamp_(-1, 1)
+    return um * (1 - a * a)
+
+
+def rnn_backward(grad_hidden, w_hh, h0, hidden, m_hidden_input, m_candidate, u_hidden, has_bias, onednn):
+    coefficient = rnn_coefficients(h0, hidden, m_candidate, u_hidden)
+    d_pre = hidden.new_empty(hidden.shape)
+    backward_product = RecurrentProduct(w_hh.t(), hidden.size(1), onednn=onednn)
     d_h = torch.zeros_like(h0)
-    for t in range(activations.size(0) - 1, -1, -1):
+    for t in range(hidden.size(0) - 1, -1, -1):
         d_h = d_h + grad_hidden[t]
         u_h = at_step(u_hidden, t)
-        torch.mul(d_h if u_h is None else d_h * u_h, coefficient[t], out=d_pre[t])
+        torch.mul(d_h, coefficient[t], out=d_pre[t])
         d_h_previous = backward_product(d_pre[t])
         if m_hidden_input is not None:
             d_h_previous.mul_(at_step(m_hidden_input, t))
@@ -356,10 +375,8 @@ class _RNNRecurrence(torch.autograd.Function):
     def forward(ctx, xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden):
         masks = (m_hidden_input, m_candidate, u_hidden)
         ctx.loops, ctx.onednn, ctx.has_bias = _loops(), use_onednn(xp), b_hh is not None
-        hidden, activations = ctx.loops.rnn_forward(xp, w_hh, b_hh, h0, *masks, ctx.onednn)
-        if activations.numel() == 0:  # the compiled rows' sign that a_t = h_t (no candidate or update mask)
-            activations = hidden
-        ctx.save_for_backward(w_hh, h0, activations, hidden, *masks)
+        hidden = ctx.loops.rnn_forward(xp, w_hh, b_hh, h0, *masks, ctx.onednn)
+        ctx.save_for_backward(w_hh, h0, hidden, *masks)
         return hidden
 
     @staticmethod

@@ -33,7 +33,7 @@ _registered = False
 
 
 # Where each backward operator takes has_bias (its bias gradient is the third output).
-_HAS_BIAS_ARGUMENT = {"lstm_backward": 14, "gru_backward": 9, "rnn_backward": 8, "batchnorm_lstm_backward": 20}
+_HAS_BIAS_ARGUMENT = {"lstm_backward": 14, "gru_backward": 9, "rnn_backward": 7, "batchnorm_lstm_backward": 20}
 
 
 class Operators:
@@ -157,24 +157,18 @@ def _gru_backward(generic: bool):
     return fake
 
 
-def _rnn_forward(generic: bool):
-    def fake(xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn):
-        steps, batch, H = xp.shape
-        fast = not generic and _fits(xp, (w_hh, b_hh, h0), (m_hidden_input, m_candidate, u_hidden), steps, batch, H)
-        # hidden, activations: (steps, batch, H); the fast rows leave activations empty where they equal hidden
-        separate = not fast or m_candidate is not None or u_hidden is not None
-        return xp.new_empty(xp.shape), xp.new_empty((steps if separate else 0, batch, H))
-    return fake
+def _rnn_forward_fake(xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn):
+    return xp.new_empty(xp.shape)  # hidden; the backward pass recovers a_t from it
 
 
 def _rnn_backward(generic: bool):
-    def fake(grad_hidden, w_hh, h0, activations, hidden, m_hidden_input, m_candidate, u_hidden, has_bias, onednn):
-        steps, batch, H = activations.shape
-        fast = (not generic and _fits(activations, (grad_hidden, w_hh, h0, hidden),
-                                      (m_hidden_input, m_candidate, u_hidden), steps, batch, H)
-                and activations.is_contiguous() and hidden.is_contiguous())
-        return (_gate_gradients(activations, steps, batch, H, fast), activations.new_empty((H, H)),
-                _bias_gradient(activations, H, has_bias), activations.new_empty((batch, H)))
+    def fake(grad_hidden, w_hh, h0, hidden, m_hidden_input, m_candidate, u_hidden, has_bias, onednn):
+        steps, batch, H = hidden.shape
+        fast = (not generic and _fits(hidden, (grad_hidden, w_hh, h0), (m_hidden_input, m_candidate, u_hidden),
+                                      steps, batch, H)
+                and hidden.is_contiguous())
+        return (_gate_gradients(hidden, steps, batch, H, fast), hidden.new_empty((H, H)),
+                _bias_gradient(hidden, H, has_bias), hidden.new_empty((batch, H)))
     return fake
 
 
@@ -225,7 +219,7 @@ def _fakes():
         fakes[f"lstm_backward{suffix}"] = _lstm_backward(generic)
         fakes[f"gru_forward{suffix}"] = _gru_forward_fake
         fakes[f"gru_backward{suffix}"] = _gru_backward(generic)
-        fakes[f"rnn_forward{suffix}"] = _rnn_forward(generic)
+        fakes[f"rnn_forward{suffix}"] = _rnn_forward_fake
         fakes[f"rnn_backward{suffix}"] = _rnn_backward(generic)
         fakes[f"batchnorm_lstm_forward{suffix}"] = _batchnorm_lstm_forward_fake
         fakes[f"batchnorm_lstm_backward{suffix}"] = _batchnorm_lstm_backward(generic)

@@ -49,16 +49,6 @@ def _inputs(gates, seed=0):
     return make(T, B, gates * H), make(gates * H, H) * 0.5, make(gates * H), make(B, H), make(B, H)
 
 
-def _rnn_outputs(outputs, m_candidate, u_hidden):
-    """The compiled tanh-RNN forward's (hidden, activations) in full: with no candidate or update mask
-    its fast rows leave activations empty, since a_t = h_t there."""
-    hidden, activations = outputs
-    if activations.numel() == 0:
-        assert m_candidate is None and u_hidden is None, "activations left out although they differ from hidden"
-        activations = hidden
-    return hidden, activations
-
-
 def _close(left, right):
     assert len(left) == len(right)
     for a, b in zip(left, right):
@@ -116,12 +106,10 @@ def test_rnn_loops_agree(compiled, mask_set, bias, onednn):
     masks = {k: v for k, v in MASK_SETS[mask_set].items() if k not in LSTM_ONLY}
     xp, w, b, h0, _ = _inputs(1)
     order = [masks.get(k) for k in ("hidden_input", "candidate", "hidden_update")]
-    python_out = fused.rnn_forward(xp, w, b if bias else None, h0, *order, onednn)
-    native_out = _rnn_outputs(compiled.rnn_forward(xp, w, b if bias else None, h0, *order, onednn), *order[1:])
-    _close(python_out, native_out)
-    hidden, activations = python_out
+    hidden = fused.rnn_forward(xp, w, b if bias else None, h0, *order, onednn)
+    _close([hidden], [compiled.rnn_forward(xp, w, b if bias else None, h0, *order, onednn)])
     grad_h = torch.randn_like(hidden)
-    saved = (w, h0, activations, hidden, *order)
+    saved = (w, h0, hidden, *order)
     _close(fused.rnn_backward(grad_h, *saved, bias, onednn), compiled.rnn_backward(grad_h, *saved, bias, onednn))
 
 
@@ -251,12 +239,9 @@ def test_fast_path_equals_generic_path_with_strided_gradients(compiled, mask_set
         torch.testing.assert_close(a, e, **tolerance)
 
     xp1, w1, b1, h01, _ = (t.to(dtype) for t in _inputs(1))
-    fast_out = _rnn_outputs(compiled.rnn_forward(xp1, w1, b1, h01, *gru_masks, False), *gru_masks[1:])
-    generic_out = compiled.rnn_forward_generic(xp1, w1, b1, h01, *gru_masks, False)
-    for a, e in zip(fast_out, generic_out):
-        torch.testing.assert_close(a, e, **tolerance)
-    hidden, activations = generic_out
-    saved = (w1, h01, activations, hidden, *gru_masks)
+    hidden = compiled.rnn_forward_generic(xp1, w1, b1, h01, *gru_masks, False)
+    torch.testing.assert_close(compiled.rnn_forward(xp1, w1, b1, h01, *gru_masks, False), hidden, **tolerance)
+    saved = (w1, h01, hidden, *gru_masks)
     for grad_h in (expanded, transposed):
         for a, e in zip(compiled.rnn_backward(grad_h, *saved, True, False),
                         compiled.rnn_backward_generic(grad_h, *saved, True, False)):
@@ -284,8 +269,8 @@ def test_fast_path_transposes_gate_gradients_of_every_shape(compiled, steps, bat
             args = (grad, None, *saved, True, False)
         elif gates == 1:
             masks = [mask, None, None]
-            hidden_seq, activations = getattr(compiled, forward + "_generic")(xp, w, b, h0, *masks, False)
-            args = (grad, w, h0, activations, hidden_seq, *masks, True, False)
+            hidden_seq = getattr(compiled, forward + "_generic")(xp, w, b, h0, *masks, False)
+            args = (grad, w, h0, hidden_seq, *masks, True, False)
         else:
             masks = [mask, None, None]
             hidden_seq, activations, hidden_n = getattr(compiled, forward + "_generic")(xp, w, b, h0, *masks, False)
@@ -316,10 +301,9 @@ def test_rows_split_over_threads_give_the_same_loops(compiled, batch, onednn):
             grad = make(steps, batch, hidden)
             if gates == 1:  # the tanh-RNN
                 masks = [mask, mask, update]
-                fast = compiled.rnn_forward(xp, w, b, h0, *masks, onednn)
-                generic = compiled.rnn_forward_generic(xp, w, b, h0, *masks, onednn)
-                hidden_seq, activations = generic
-                args = (grad, w, h0, activations, hidden_seq, *masks, True, onednn)
+                fast = [compiled.rnn_forward(xp, w, b, h0, *masks, onednn)]
+                generic = [compiled.rnn_forward_generic(xp, w, b, h0, *masks, onednn)]
+                args = (grad, w, h0, generic[0], *masks, True, onednn)
                 backward = "rnn_backward"
             elif gates == 4:
                 masks = [mask, mask, None, update, update]
@@ -478,10 +462,9 @@ def test_fast_path_reads_a_batch_major_input_projection_in_place(compiled):
                               compiled.gru_forward(xp3, w3, b3, h03, *gru_masks, False)):
         assert torch.equal(strided, plain)
     xp1, w1, b1, h01, _ = _inputs(1, seed=6)
-    for strided, plain in zip(compiled.rnn_forward(xp1.transpose(0, 1).contiguous().transpose(0, 1), w1, b1, h01,
-                                                   *gru_masks, False),
-                              compiled.rnn_forward(xp1, w1, b1, h01, *gru_masks, False)):
-        assert torch.equal(strided, plain)
+    assert torch.equal(compiled.rnn_forward(xp1.transpose(0, 1).contiguous().transpose(0, 1), w1, b1, h01, *gru_masks,
+                                            False),
+                       compiled.rnn_forward(xp1, w1, b1, h01, *gru_masks, False))
 
 
 @pytest.mark.skipif(not torch.backends.openmp.is_available(), reason="torch runs its threads without OpenMP")

@@ -182,24 +182,21 @@ std::vector<std::optional<Tensor>> gru_backward(const Tensor& grad_hidden, const
                                                 bool onednn);
 
 // The tanh-RNN (rnn.cpp): the generic loops and the entry points that pick the fast rows or them.
-std::vector<Tensor> rnn_forward_generic(const Tensor& xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
-                                        const Tensor& h0, const Mask& m_hidden_input, const Mask& m_candidate,
-                                        const Mask& u_hidden, bool onednn);
+Tensor rnn_forward_generic(const Tensor& xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh, const Tensor& h0,
+                           const Mask& m_hidden_input, const Mask& m_candidate, const Mask& u_hidden, bool onednn);
 
 std::vector<std::optional<Tensor>> rnn_backward_generic(const Tensor& grad_hidden, const Tensor& w_hh,
-                                                        const Tensor& h0, const Tensor& activations,
-                                                        const Tensor& hidden, const Mask& m_hidden_input,
-                                                        const Mask& m_candidate, const Mask& u_hidden, bool has_bias,
-                                                        bool onednn);
+                                                        const Tensor& h0, const Tensor& hidden,
+                                                        const Mask& m_hidden_input, const Mask& m_candidate,
+                                                        const Mask& u_hidden, bool has_bias, bool onednn);
 
-std::vector<Tensor> rnn_forward(const Tensor& xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
-                                const Tensor& h0, const Mask& m_hidden_input, const Mask& m_candidate,
-                                const Mask& u_hidden, bool onednn);
+Tensor rnn_forward(const Tensor& xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh, const Tensor& h0,
+                   const Mask& m_hidden_input, const Mask& m_candidate, const Mask& u_hidden, bool onednn);
 
 std::vector<std::optional<Tensor>> rnn_backward(const Tensor& grad_hidden, const Tensor& w_hh, const Tensor& h0,
-                                                const Tensor& activations, const Tensor& hidden,
-                                                const Mask& m_hidden_input, const Mask& m_candidate,
-                                                const Mask& u_hidden, bool has_bias, bool onednn);
+                                                const Tensor& hidden, const Mask& m_hidden_input,
+                                                const Mask& m_candidate, const Mask& u_hidden, bool has_bias,
+                                                bool onednn);
 
 std::vector<Tensor> batchnorm_lstm_forward_generic(Tensor xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
                                            const Tensor& h0, const Tensor& c0, const Tensor& gamma_hidden,

@@ -68,7 +68,6 @@ std::optional<std::vector<Tensor>> as_vector(const std::optional<at::TensorList>
 #define REGBENCH_PICK(name, ...) (Generic ? name##_generic(__VA_ARGS__) : name(__VA_ARGS__))
 
 using Forward4 = std::tuple<Tensor, Tensor, Tensor, Tensor>;
-using Tuple2 = std::tuple<Tensor, Tensor>;
 using Tuple3 = std::tuple<Tensor, Tensor, Tensor>;
 using Tuple5 = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
 using Tuple8 = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
@@ -113,17 +112,17 @@ Grads4 gru_backward_op(const Tensor& grad_hidden, const Tensor& w_hh, const Tens
 // -- tanh-RNN --------------------------------------------------------------------------------------
 
 template <bool Generic>
-Tuple2 rnn_forward_op(const Tensor& xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh, const Tensor& h0,
+Tensor rnn_forward_op(const Tensor& xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh, const Tensor& h0,
                       const Mask& m_hidden_input, const Mask& m_candidate, const Mask& u_hidden, bool onednn) {
-  return outputs<2>(REGBENCH_PICK(rnn_forward, xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn));
+  return REGBENCH_PICK(rnn_forward, xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn);
 }
 
 template <bool Generic>
-Grads4 rnn_backward_op(const Tensor& grad_hidden, const Tensor& w_hh, const Tensor& h0, const Tensor& activations,
-                       const Tensor& hidden, const Mask& m_hidden_input, const Mask& m_candidate,
-                       const Mask& u_hidden, bool has_bias, bool onednn) {
-  return gradients<4>(REGBENCH_PICK(rnn_backward, grad_hidden, w_hh, h0, activations, hidden, m_hidden_input,
-                                    m_candidate, u_hidden, has_bias, onednn));
+Grads4 rnn_backward_op(const Tensor& grad_hidden, const Tensor& w_hh, const Tensor& h0, const Tensor& hidden,
+                       const Mask& m_hidden_input, const Mask& m_candidate, const Mask& u_hidden, bool has_bias,
+                       bool onednn) {
+  return gradients<4>(REGBENCH_PICK(rnn_backward, grad_hidden, w_hh, h0, hidden, m_hidden_input, m_candidate, u_hidden,
+                                    has_bias, onednn));
 }
 
 // -- the batch-normalized LSTM ---------------------------------------------------------------------
@@ -208,8 +207,8 @@ TORCH_LIBRARY(regbench, m) {
           "Tensor hidden, " REGBENCH_MASKS_GRU ", bool has_bias, bool onednn) -> (Tensor grad_xp, Tensor grad_w_hh, "
           "Tensor grad_b_hh, Tensor grad_h0)");
     schemas.def("rnn_forward" + s + "(Tensor xp, Tensor w_hh, Tensor? b_hh, Tensor h0, " REGBENCH_MASKS_RNN
-          ", bool onednn) -> (Tensor hidden, Tensor activations)");
-    schemas.def("rnn_backward" + s + "(Tensor grad_hidden, Tensor w_hh, Tensor h0, Tensor activations, Tensor hidden, "
+          ", bool onednn) -> Tensor hidden");
+    schemas.def("rnn_backward" + s + "(Tensor grad_hidden, Tensor w_hh, Tensor h0, Tensor hidden, "
           REGBENCH_MASKS_RNN ", bool has_bias, bool onednn) -> (Tensor grad_xp, Tensor grad_w_hh, Tensor grad_b_hh, "
           "Tensor grad_h0)");
     schemas.def("batchnorm_lstm_forward" + s + "(Tensor xp, Tensor w_hh, Tensor? b_hh, Tensor h0, Tensor c0, "
