@@ -27,7 +27,8 @@ NAMESPACE = "regbench"
 # The operators, in the order of csrc/ops.cpp.
 LOOPS = ("lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "rnn_forward", "rnn_backward",
          "batchnorm_lstm_forward", "batchnorm_lstm_backward")
-NAMES = ("bernoulli_mask", "philox_draws", "parallel_threads", "add_gaussian_noise", *LOOPS, *(f"{name}_generic" for name in LOOPS))
+NAMES = ("bernoulli_mask", "philox_draws", "parallel_threads", "add_gaussian_noise", "column_batchnorm",
+         "column_batchnorm_backward", *LOOPS, *(f"{name}_generic" for name in LOOPS))
 
 _registered = False
 
@@ -207,13 +208,24 @@ def _add_gaussian_noise_fake(weight, sigma):
     return torch.empty_like(weight, memory_format=torch.contiguous_format)
 
 
+def _column_batchnorm_fake(x, gamma, beta, eps):
+    statistic = lambda: x.new_empty((x.size(1),))  # noqa: E731
+    return torch.empty_like(x, memory_format=torch.contiguous_format), statistic(), statistic(), statistic()
+
+
+def _column_batchnorm_backward_fake(grad_y, x, mean, rstd, gamma):
+    return (torch.empty_like(x, memory_format=torch.contiguous_format), x.new_empty((x.size(1),)),
+            x.new_empty((x.size(1),)))
+
+
 def _philox_draws_fake(key, block, count):
     return torch.empty((count,), dtype=torch.int64, device="cpu")
 
 
 def _fakes():
     fakes = {"bernoulli_mask": _bernoulli_mask_fake, "philox_draws": _philox_draws_fake,
-             "add_gaussian_noise": _add_gaussian_noise_fake}
+             "add_gaussian_noise": _add_gaussian_noise_fake, "column_batchnorm": _column_batchnorm_fake,
+             "column_batchnorm_backward": _column_batchnorm_backward_fake}
     for generic, suffix in ((False, ""), (True, "_generic")):
         fakes[f"lstm_forward{suffix}"] = _lstm_forward_fake
         fakes[f"lstm_backward{suffix}"] = _lstm_backward(generic)

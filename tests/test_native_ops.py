@@ -84,7 +84,8 @@ def test_every_operator_is_registered(ops):
         # The loops have CPU (and CUDA) kernels; the mask sampler and its draws, which take no tensor,
         # one kernel for every device.
         key = "CompositeExplicitAutograd" if name in ("bernoulli_mask", "philox_draws", "parallel_threads") else "CPU"
-        if name == "add_gaussian_noise":  # a CPU kernel only: weight noise draws with torch elsewhere
+        if name in ("add_gaussian_noise", "column_batchnorm", "column_batchnorm_backward"):
+            # CPU kernels only: weight noise draws with torch, and recurrent_batchnorm uses F.batch_norm, elsewhere
             assert not torch._C._dispatch_has_kernel_for_dispatch_key(f"regbench::{name}", "CUDA")
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"regbench::{name}", key), name
         assert getattr(ops, name) is not None
@@ -213,6 +214,19 @@ def test_add_gaussian_noise_operator(ops, dtype):
     weight = torch.randn(4, 5, dtype=dtype).t()  # not contiguous: read as a contiguous copy
     noisy = ops.add_gaussian_noise(weight, 0.1)
     assert noisy.shape == (5, 4) and noisy.dtype == dtype and not torch.equal(noisy, weight)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_column_batchnorm_operators(ops, dtype):
+    generator = _generator(4)
+    x = torch.randn(5, 1500, generator=generator, dtype=dtype)  # two column blocks, the second ragged
+    gamma, beta = torch.rand(1500, generator=generator, dtype=dtype), torch.randn(1500, generator=generator, dtype=dtype)
+    for shift in (beta, None):
+        _check(_op("column_batchnorm"), (x, gamma, shift, 1e-5))
+    y, mean, var, rstd = _op("column_batchnorm")(x, gamma, beta, 1e-5)
+    grad_y = torch.randn(5, 1500, generator=generator, dtype=dtype)
+    _check(_op("column_batchnorm_backward"), (grad_y, x, mean, rstd, gamma))
+    _check(_op("column_batchnorm_backward"), (grad_y.t().contiguous().t(), x.t().contiguous().t(), mean, rstd, gamma))
 
 
 def test_philox_draws_operator(ops):

@@ -232,4 +232,12 @@ Tensor bernoulli_mask(std::vector<int64_t> sizes, double keep_probability, doubl
 
 Tensor add_gaussian_noise(const Tensor& weight, double sigma);
 
+// recurrent_batchnorm's input normalization (batchnorm_lstm.cpp): a batch norm of a (rows × columns)
+// CPU matrix over its rows, with batch statistics: (y, mean, biased var, rstd), and its gradient
+// (grad_x, grad_gamma, grad_beta).
+std::vector<Tensor> column_batchnorm(const Tensor& x, const Tensor& gamma, const std::optional<Tensor>& beta,
+                                     double eps);
+std::vector<Tensor> column_batchnorm_backward(const Tensor& grad_y, const Tensor& x, const Tensor& mean,
+                                              const Tensor& rstd, const Tensor& gamma);
+
 Tensor philox_draws(uint64_t key, uint64_t block, int64_t count);

@@ -19,7 +19,8 @@
 // not fit the CPU rows, are ATen calls that run on any device, so they are registered for CUDA too.
 // bernoulli_mask, philox_draws and parallel_threads take no tensor: they are CompositeExplicitAutograd,
 // whatever the device;
-// add_gaussian_noise has a CPU kernel only (weight_noise.py draws with torch.randn elsewhere).
+// add_gaussian_noise has a CPU kernel only (weight_noise.py draws with torch.randn elsewhere), and so
+// have column_batchnorm and its backward (recurrent_batchnorm.py uses F.batch_norm elsewhere).
 #include "common.h"
 
 #include <torch/extension.h>
@@ -127,6 +128,15 @@ Grads4 rnn_backward_op(const Tensor& grad_hidden, const Tensor& w_hh, const Tens
 
 // -- the batch-normalized LSTM ---------------------------------------------------------------------
 
+Forward4 column_batchnorm_op(const Tensor& x, const Tensor& gamma, const std::optional<Tensor>& beta, double eps) {
+  return outputs<4>(column_batchnorm(x, gamma, beta, eps));
+}
+
+Tuple3 column_batchnorm_backward_op(const Tensor& grad_y, const Tensor& x, const Tensor& mean, const Tensor& rstd,
+                                    const Tensor& gamma) {
+  return outputs<3>(column_batchnorm_backward(grad_y, x, mean, rstd, gamma));
+}
+
 template <bool Generic>
 Tuple12 batchnorm_lstm_forward_op(const Tensor& xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
                                   const Tensor& h0, const Tensor& c0, const Tensor& gamma_hidden,
@@ -188,6 +198,10 @@ TORCH_LIBRARY(regbench, m) {
   m.def("philox_draws(int key, int block, int count) -> Tensor");
   m.def("parallel_threads(int tasks) -> int");
   m.def("add_gaussian_noise(Tensor weight, float sigma) -> Tensor", {at::Tag::nondeterministic_seeded});
+  m.def("column_batchnorm(Tensor x, Tensor gamma, Tensor? beta, float eps) -> (Tensor y, Tensor mean, Tensor var, "
+        "Tensor rstd)");
+  m.def("column_batchnorm_backward(Tensor grad_y, Tensor x, Tensor mean, Tensor rstd, Tensor gamma) -> "
+        "(Tensor grad_x, Tensor grad_gamma, Tensor grad_beta)");
   // std::string schemas: Library::def parses its text at once.
   struct Schemas {
     torch::Library& m;
@@ -246,6 +260,8 @@ TORCH_LIBRARY(regbench, m) {
 TORCH_LIBRARY_IMPL(regbench, CPU, m) {
   REGBENCH_LOOP_KERNELS(m);
   m.impl("add_gaussian_noise", &add_gaussian_noise);
+  m.impl("column_batchnorm", &column_batchnorm_op);
+  m.impl("column_batchnorm_backward", &column_batchnorm_backward_op);
 }
 
 TORCH_LIBRARY_IMPL(regbench, CUDA, m) { REGBENCH_LOOP_KERNELS(m); }
