@@ -389,9 +389,13 @@ def test_ctrl_c_on_a_study_with_workers_is_one_line_and_the_study_resumes(tmp_pa
             "--store", str(store), "--objective", "test_study:held_run", "--epochs", "1", "--heartbeat", "1",
             "--no-prune", "--workers", "2"]
     # Its own process group, as a terminal's foreground job: Ctrl-C reaches every process in it.
+    # Ctrl-C's default action in the study, as in a terminal, whatever this process's: an ignored
+    # signal stays ignored across exec, and code run earlier in the suite may have left it ignored
+    # (in the full suite the study then never saw the Ctrl-C and the test timed out).
     study = subprocess.Popen([sys.executable, "-m", "benchmark.study", *argv], cwd=tmp_path,
                              env={**_env(), "REGBENCH_TEST_HOLD": str(hold)},
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         # each worker holds its first trial for a minute: two files are two workers mid-trial
         assert _holding(hold, 2, study) and len(_workers_holding(hold)) == 2, "both workers should hold a trial"
