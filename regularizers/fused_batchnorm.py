@@ -214,6 +214,6 @@ def column_batch_norm_applies(x: torch.Tensor) -> bool:
 def column_batch_norm(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor | None, eps: float):
     """``γ ⊙ BN(x) + β`` over the rows of a 2-D CPU matrix with the batch's statistics, as
     ``F.batch_norm(x, training=True)``: ``(y, mean, biased var)``, the statistics for the caller's
-    running averages. The native column passes run recurrent_batchnorm's wide (batch, steps × gates)
-    matrices several times faster than ATen's batch norm, whose channels-last kernels they go to."""
+    running averages. The native column passes take recurrent_batchnorm's wide (batch, steps × gates)
+    matrices in 0.6-0.9x of the time of ATen's batch norm, whose channels-last kernels they go to."""
     return _ColumnBatchNorm.apply(x, gamma, beta, float(eps))

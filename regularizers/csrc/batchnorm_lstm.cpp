@@ -604,9 +604,10 @@ std::vector<std::optional<Tensor>> batchnorm_lstm_backward(
 //
 // recurrent_batchnorm normalizes the input projection of every step before the loop, as one batch
 // norm over a (batch, steps × gates) matrix whose columns are the (step, gate) pairs. ATen's CPU
-// batch norm takes such a wide matrix through its channels-last kernels at 2-3 ns an element each
-// way (at digits/cpu-v1, 4 of the layer's 14.6 ms); these column passes are the same arithmetic,
-// a block of columns at a time so that the block's rows stay in cache between the passes.
+// batch norm takes such a wide matrix through its channels-last kernels (at digits/cpu-v1's
+// (32, 25,600), one thread: 0.78 ms forward and 0.90 ms backward, against these passes' 0.52 and
+// 0.80 ms); these column passes are the same arithmetic, a block of columns at a time so that the
+// block's rows stay in cache between the passes.
 
 constexpr int64_t kColumnBlock = 1024;
 
