@@ -133,6 +133,41 @@ def test_batchnorm_loops_agree(compiled, mask_set, training):
            compiled.batchnorm_lstm_backward(grad_h, grad_c, *saved, True, training, fused._ONEDNN_LINEAR))
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("mask_set", ["per-step", "broadcast"])
+def test_batchnorm_loops_split_over_threads_agree(compiled, mask_set, threads):
+    """At 300 rows the compiled batch-norm loop shares each step's passes out over the threads (its
+    row passes by rows, its statistics by columns; a small batch keeps them on one thread), and 37
+    units fit no vector width: with 1 and 2 threads it equals the Python loop, masks of every
+    shape included (a pass that read a buffer another task of the same step writes would not)."""
+    steps, batch, units = 3, 300, 37
+    generator = torch.Generator().manual_seed(11)
+    make = lambda *shape: torch.randn(*shape, generator=generator)  # noqa: E731
+    mask = lambda *shape: (torch.rand(shape, generator=generator) > 0.3).float() * 1.4  # noqa: E731
+    shapes = {"per-step": [(steps, batch, units)] * 5,
+              "broadcast": [(1, batch, units), (steps, batch, 1), (1, batch, units), (1, 1, 1), (steps, batch, 1)]}
+    order = [mask(*shape) for shape in shapes[mask_set]]
+    order[3] = order[3].clamp(max=1)
+    order[4] = order[4].clamp(max=1)
+    xp, w, b = make(steps, batch, 4 * units), make(4 * units, units) * 0.3, make(4 * units)
+    h0, c0 = make(batch, units), make(batch, units)
+    gamma_h, gamma_c, beta_c = torch.full((4 * units,), 0.1), torch.full((units,), 0.1), make(units) * 0.1
+    args = (xp, w, b, h0, c0, gamma_h, gamma_c, beta_c, None, 1e-5, *order, fused._ONEDNN_LINEAR)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        python_out = fused_batchnorm.batchnorm_lstm_forward(*args)
+        _close(python_out, compiled.batchnorm_lstm_forward(*args))
+        hidden, cells, *_, gates, n_hidden, n_cells, rstd_hidden, rstd_cells, tanh_cells = python_out
+        grad_h, grad_c = torch.randn_like(hidden), torch.randn_like(cells)
+        saved = (w, h0, c0, gamma_h, gamma_c, gates, n_hidden, n_cells, rstd_hidden, rstd_cells, tanh_cells, cells,
+                 hidden, *order)
+        _close(fused_batchnorm.batchnorm_lstm_backward(grad_h, grad_c, *saved, True, True, fused._ONEDNN_LINEAR),
+               compiled.batchnorm_lstm_backward(grad_h, grad_c, *saved, True, True, fused._ONEDNN_LINEAR))
+    finally:
+        torch.set_num_threads(previous)
+
+
 def test_disabled_native_falls_back_to_python(monkeypatch):
     monkeypatch.setenv("REGBENCH_NATIVE", "0")
     assert native.loops() is None
