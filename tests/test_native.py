@@ -122,6 +122,11 @@ def test_batchnorm_loops_agree(compiled, mask_set, training):
     running = None if training else [torch.randn(T, 4 * H), torch.rand(T, 4 * H) + 0.5,
                                      torch.randn(T, H), torch.rand(T, H) + 0.5]
     order = [masks.get(k) for k in ("hidden_input", "candidate", "cell", "cell_update", "hidden_update")]
+    _check_batchnorm_loops(compiled, xp, w, b, h0, c0, gamma_h, gamma_c, beta_c, running, order)
+
+
+def _check_batchnorm_loops(compiled, xp, w, b, h0, c0, gamma_h, gamma_c, beta_c, running, order):
+    """The compiled batch-norm loop's forward and backward equal the Python loop's."""
     args = (xp, w, b, h0, c0, gamma_h, gamma_c, beta_c, running, 1e-5, *order, fused._ONEDNN_LINEAR)
     python_out = fused_batchnorm.batchnorm_lstm_forward(*args)
     _close(python_out, compiled.batchnorm_lstm_forward(*args))
@@ -129,6 +134,7 @@ def test_batchnorm_loops_agree(compiled, mask_set, training):
     grad_h, grad_c = torch.randn_like(hidden), torch.randn_like(cells)
     saved = (w, h0, c0, gamma_h, gamma_c, gates, n_hidden, n_cells, rstd_hidden, rstd_cells, tanh_cells, cells,
              hidden, *order)
+    training = running is None
     _close(fused_batchnorm.batchnorm_lstm_backward(grad_h, grad_c, *saved, True, training, fused._ONEDNN_LINEAR),
            compiled.batchnorm_lstm_backward(grad_h, grad_c, *saved, True, training, fused._ONEDNN_LINEAR))
 
@@ -152,18 +158,10 @@ def test_batchnorm_loops_split_over_threads_agree(compiled, mask_set, threads):
     xp, w, b = make(steps, batch, 4 * units), make(4 * units, units) * 0.3, make(4 * units)
     h0, c0 = make(batch, units), make(batch, units)
     gamma_h, gamma_c, beta_c = torch.full((4 * units,), 0.1), torch.full((units,), 0.1), make(units) * 0.1
-    args = (xp, w, b, h0, c0, gamma_h, gamma_c, beta_c, None, 1e-5, *order, fused._ONEDNN_LINEAR)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        python_out = fused_batchnorm.batchnorm_lstm_forward(*args)
-        _close(python_out, compiled.batchnorm_lstm_forward(*args))
-        hidden, cells, *_, gates, n_hidden, n_cells, rstd_hidden, rstd_cells, tanh_cells = python_out
-        grad_h, grad_c = torch.randn_like(hidden), torch.randn_like(cells)
-        saved = (w, h0, c0, gamma_h, gamma_c, gates, n_hidden, n_cells, rstd_hidden, rstd_cells, tanh_cells, cells,
-                 hidden, *order)
-        _close(fused_batchnorm.batchnorm_lstm_backward(grad_h, grad_c, *saved, True, True, fused._ONEDNN_LINEAR),
-               compiled.batchnorm_lstm_backward(grad_h, grad_c, *saved, True, True, fused._ONEDNN_LINEAR))
+        _check_batchnorm_loops(compiled, xp, w, b, h0, c0, gamma_h, gamma_c, beta_c, None, order)
     finally:
         torch.set_num_threads(previous)
 
