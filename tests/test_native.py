@@ -7,6 +7,7 @@ plain ones), so that the Python fallback stays exact where the compiled loops ar
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -31,15 +32,21 @@ def _mask(shape, scale=1.0, seed=0):
     return (torch.rand(shape, generator=generator) > 0.3).float() * scale
 
 
-MASK_SETS = {
-    "none": {},
-    "per-step": {"hidden_input": _mask((T, B, H), 1.4, 1), "candidate": _mask((T, B, H), 1.4, 2),
-                 "cell": _mask((T, B, H), 1.4, 3), "cell_update": _mask((T, B, H), 1, 4),
-                 "hidden_update": _mask((T, B, H), 1, 5)},
-    "broadcast": {"hidden_input": _mask((1, B, H), 1.4, 6), "candidate": _mask((T, B, 1), 1.4, 7),
-                  "cell": _mask((1, B, H), 1.4, 8), "cell_update": torch.full((1, 1, 1), 0.7),
-                  "hidden_update": _mask((T, B, 1), 1, 9)},
-}
+def _mask_sets(steps, batch, units):
+    return {
+        "none": {},
+        "per-step": {"hidden_input": _mask((steps, batch, units), 1.4, 1),
+                     "candidate": _mask((steps, batch, units), 1.4, 2),
+                     "cell": _mask((steps, batch, units), 1.4, 3), "cell_update": _mask((steps, batch, units), 1, 4),
+                     "hidden_update": _mask((steps, batch, units), 1, 5)},
+        "broadcast": {"hidden_input": _mask((1, batch, units), 1.4, 6), "candidate": _mask((steps, batch, 1), 1.4, 7),
+                      "cell": _mask((1, batch, units), 1.4, 8), "cell_update": torch.full((1, 1, 1), 0.7),
+                      "hidden_update": _mask((steps, batch, 1), 1, 9)},
+    }
+
+
+MASK_SETS = _mask_sets(T, B, H)
+LSTM_MASKS = ("hidden_input", "candidate", "cell", "cell_update", "hidden_update")  # the LSTM loops' order
 LSTM_ONLY = ("cell", "cell_update")
 
 
@@ -47,6 +54,17 @@ def _inputs(gates, seed=0):
     generator = torch.Generator().manual_seed(seed)
     make = lambda *shape: torch.randn(*shape, generator=generator)  # noqa: E731
     return make(T, B, gates * H), make(gates * H, H) * 0.5, make(gates * H), make(B, H), make(B, H)
+
+
+@contextlib.contextmanager
+def _threads(count):
+    """torch's thread count set to `count` for the block, restored after it."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _close(left, right):
@@ -66,7 +84,7 @@ def test_lstm_loops_agree(compiled, mask_set, bias, onednn):
         pytest.skip("torch was built without oneDNN")
     masks = MASK_SETS[mask_set]
     xp, w, b, h0, c0 = _inputs(4)
-    order = [masks.get(k) for k in ("hidden_input", "candidate", "cell", "cell_update", "hidden_update")]
+    order = [masks.get(k) for k in LSTM_MASKS]
     python_out = fused.lstm_forward(xp, w, b if bias else None, h0, c0, *order, onednn)
     native_out = compiled.lstm_forward(xp, w, b if bias else None, h0, c0, *order, onednn)
     _close(python_out, native_out)
@@ -121,7 +139,7 @@ def test_batchnorm_loops_agree(compiled, mask_set, training):
     gamma_h, gamma_c, beta_c = torch.full((4 * H,), 0.1), torch.full((H,), 0.1), torch.randn(H) * 0.1
     running = None if training else [torch.randn(T, 4 * H), torch.rand(T, 4 * H) + 0.5,
                                      torch.randn(T, H), torch.rand(T, H) + 0.5]
-    order = [masks.get(k) for k in ("hidden_input", "candidate", "cell", "cell_update", "hidden_update")]
+    order = [masks.get(k) for k in LSTM_MASKS]
     _check_batchnorm_loops(compiled, xp, w, b, h0, c0, gamma_h, gamma_c, beta_c, running, order)
 
 
@@ -149,21 +167,13 @@ def test_batchnorm_loops_split_over_threads_agree(compiled, mask_set, threads):
     steps, batch, units = 3, 300, 37
     generator = torch.Generator().manual_seed(11)
     make = lambda *shape: torch.randn(*shape, generator=generator)  # noqa: E731
-    mask = lambda *shape: (torch.rand(shape, generator=generator) > 0.3).float() * 1.4  # noqa: E731
-    shapes = {"per-step": [(steps, batch, units)] * 5,
-              "broadcast": [(1, batch, units), (steps, batch, 1), (1, batch, units), (1, 1, 1), (steps, batch, 1)]}
-    order = [mask(*shape) for shape in shapes[mask_set]]
-    order[3] = order[3].clamp(max=1)
-    order[4] = order[4].clamp(max=1)
+    masks = _mask_sets(steps, batch, units)[mask_set]
+    order = [masks.get(k) for k in LSTM_MASKS]
     xp, w, b = make(steps, batch, 4 * units), make(4 * units, units) * 0.3, make(4 * units)
     h0, c0 = make(batch, units), make(batch, units)
     gamma_h, gamma_c, beta_c = torch.full((4 * units,), 0.1), torch.full((units,), 0.1), make(units) * 0.1
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with _threads(threads):
         _check_batchnorm_loops(compiled, xp, w, b, h0, c0, gamma_h, gamma_c, beta_c, None, order)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def test_disabled_native_falls_back_to_python(monkeypatch):
@@ -245,7 +255,7 @@ def test_fast_path_equals_generic_path_with_strided_gradients(compiled, mask_set
     tolerance = {"rtol": 1e-4, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-12}
     masks = {k: (v.to(dtype) if v is not None else None) for k, v in MASK_SETS[mask_set].items()}
     xp, w, b, h0, c0 = (t.to(dtype) for t in _inputs(4))
-    order = [masks.get(k) for k in ("hidden_input", "candidate", "cell", "cell_update", "hidden_update")]
+    order = [masks.get(k) for k in LSTM_MASKS]
     fast_out = compiled.lstm_forward(xp, w, b, h0, c0, *order, False)
     generic_out = compiled.lstm_forward_generic(xp, w, b, h0, c0, *order, False)
     for a, e in zip(fast_out, generic_out):
@@ -325,9 +335,7 @@ def test_rows_split_over_threads_give_the_same_loops(compiled, batch, onednn):
     steps, hidden = 6, 16
     mask = (torch.rand(steps, batch, hidden, generator=generator) > 0.2).float() * 1.25
     update = (torch.rand(steps, batch, hidden, generator=generator) > 0.5).float()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
+    with _threads(2):
         for gates in (4, 3, 1):
             xp, w, b, h0, c0 = make(steps, batch, gates * hidden), make(gates * hidden, hidden) * 0.3, \
                 make(gates * hidden), make(batch, hidden), make(batch, hidden)
@@ -356,8 +364,6 @@ def test_rows_split_over_threads_give_the_same_loops(compiled, batch, onednn):
                 torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-5)
             for a, e in zip(getattr(compiled, backward)(*args), getattr(compiled, backward + "_generic")(*args)):
                 torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-5)
-    finally:
-        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("batch, hidden", [(1, 3), (7, 9), (13, 33), (6, 40)])
@@ -405,14 +411,10 @@ def test_gaussian_noise_is_standard_normal_seeded_and_independent_of_threads(com
     assert stats.kstest(z.numpy(), "norm").pvalue > 1e-3
     assert abs(torch.corrcoef(torch.stack([z[0:-1:2], z[1::2]]))[0, 1].item()) < 0.01  # the two of a pair
     assert z.abs().max().item() < 5.8  # 24-bit uniforms: |z| ≤ sqrt(48 ln 2)
-    threads = torch.get_num_threads()
-    try:
-        for count in (1, 2):
-            torch.set_num_threads(count)
+    for count in (1, 2):
+        with _threads(count):
             torch.manual_seed(3)
             assert torch.equal(compiled.add_gaussian_noise(weight, 0.5), noisy)
-    finally:
-        torch.set_num_threads(threads)
     assert not torch.equal(compiled.add_gaussian_noise(weight, 0.5), noisy)  # a new key every call
     exact = compiled.add_gaussian_noise(weight.double(), 0.0)
     assert torch.equal(exact, weight.double())
@@ -479,7 +481,7 @@ def test_fast_path_reads_a_batch_major_input_projection_in_place(compiled):
     xp, w, b, h0, c0 = _inputs(4, seed=4)
     batch_major = xp.transpose(0, 1).contiguous().transpose(0, 1)
     assert not batch_major.is_contiguous()
-    masks = [MASK_SETS["per-step"].get(k) for k in ("hidden_input", "candidate", "cell", "cell_update", "hidden_update")]
+    masks = [MASK_SETS["per-step"].get(k) for k in LSTM_MASKS]
     for strided, plain in zip(compiled.lstm_forward(batch_major, w, b, h0, c0, *masks, False),
                               compiled.lstm_forward(xp, w, b, h0, c0, *masks, False)):
         assert torch.equal(strided, plain)
