@@ -27,6 +27,7 @@ run such a mask through the reference loop instead); each is ``None`` or a tenso
 from __future__ import annotations
 
 import sys
+from typing import NamedTuple
 
 import torch
 
@@ -39,60 +40,95 @@ _ONEDNN_LINEAR = torch_internals.onednn_available()
 
 
 class _InputProjection(torch.autograd.Function):
-    """``x @ weight.T + bias`` for every step at once, through oneDNN (float32 on the CPU).
+    """``(x ⊙ mask) @ weight.T + bias`` for every step at once (``mask``: variational dropout's input
+    mask, or None), through oneDNN where it is faster (float32 on the CPU).
 
-    The same as ``F.linear``, faster here: ATen's float32 matrix product is MKL's, which on this
-    project's CPUs runs these shapes (a short inner dimension, or a long one for the weight
-    gradient) at about half oneDNN's speed. The gradient that arrives from the native loops is
-    laid out transposed, ``(4H, T·B)`` in memory, which is exactly the left factor of the
-    weight gradient, so that product needs no copy.
+    The same as ``F.linear(x * mask, ...)`` with two differences. It is faster here: ATen's float32
+    matrix product is MKL's, which on this project's CPUs runs these shapes (a short inner
+    dimension, or a long one for the weight gradient) at about half oneDNN's speed. And it keeps
+    ``x`` and the mask for the backward pass, not their product, which it makes again there: the
+    product is a copy of the whole sequence's input, which autograd would hold from the forward
+    pass to the backward (``x`` is held anyway, by the caller or by the layer below). The gradient
+    that arrives from the native loops is laid out transposed, ``(4H, T·B)`` in memory, which is
+    exactly the left factor of the weight gradient, so that product needs no copy.
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias):
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        flat = x.reshape(-1, x.size(-1))
-        return torch_internals.linear_pointwise(flat, weight, bias).view(*x.shape[:-1], -1)
+    def forward(ctx, x, weight, bias, mask):
+        ctx.save_for_backward(x, weight, mask)
+        ctx.has_bias, ctx.onednn = bias is not None, use_onednn(x)
+        inputs = masked(x, mask).reshape(-1, x.size(-1))
+        if ctx.onednn:
+            return torch_internals.linear_pointwise(inputs, weight, bias).view(*x.shape[:-1], -1)
+        return torch.nn.functional.linear(inputs, weight, bias).view(*x.shape[:-1], -1)
 
     @staticmethod
     def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
+        x, weight, mask = ctx.saved_tensors
         flat_grad = grad.reshape(-1, grad.size(-1))
         grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
             grad_x = (flat_grad @ weight).view(x.shape)
+            if mask is not None:
+                grad_x.mul_(mask)
         if ctx.needs_input_grad[1]:
-            flat_x = x.reshape(-1, x.size(-1))
-            if flat_grad.t().is_contiguous():
-                grad_weight = _input_weight_gradient(flat_grad.t(), flat_x)
-            elif flat_grad.is_contiguous():
-                # A row-major gradient (the batch-normalized loop's): oneDNN takes it as the weight
-                # operand in place, for the transposed product, at twice MKL's speed here.
-                grad_weight = torch_internals.linear_pointwise(flat_x.t().contiguous(), flat_grad.t(), None).t().contiguous()
-            else:
-                grad_weight = flat_grad.t() @ flat_x
+            grad_weight = _projection_weight_gradient(flat_grad, x, mask, ctx.onednn)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = flat_grad.sum(0)
-        return grad_x, grad_weight, grad_bias
+        return grad_x, grad_weight, grad_bias, None
 
 
-def _input_weight_gradient(grad_t: torch.Tensor, flat_x: torch.Tensor) -> torch.Tensor:
-    """``grad_t @ flat_x`` ((out, rows) by (rows, in)). oneDNN wants x transposed, and where the input
-    is as wide as the output (the tanh-RNN's layers above the first, a language model's embedding)
-    that copy of the whole sequence's input was the backward pass's largest allocation, and ATen's
-    product, which reads x as it lies, is as fast there (4.6 against 6.4 ms at char_ptb/cpu-v1's
-    256 by 3,200 by 256). Wider outputs (the LSTM's and GRU's gates) keep oneDNN, up to 1.5x faster."""
-    if grad_t.size(0) > flat_x.size(1):
-        return torch_internals.linear_pointwise(grad_t, flat_x.t().contiguous(), None)
-    return grad_t @ flat_x
+def _projection_weight_gradient(flat_grad: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None,
+                                onednn: bool) -> torch.Tensor:
+    """``flat_grad.T @ (x ⊙ mask)``, by the fastest product for the gradient's layout."""
+    if onednn and flat_grad.t().is_contiguous():
+        return _input_weight_gradient(flat_grad.t(), x, mask)
+    flat_x = masked(x, mask).reshape(-1, x.size(-1))
+    if onednn and flat_grad.is_contiguous():
+        # A row-major gradient (the batch-normalized loop's): oneDNN takes it as the weight operand
+        # in place, for the transposed product, at twice MKL's speed here.
+        return torch_internals.linear_pointwise(flat_x.t().contiguous(), flat_grad.t(), None).t().contiguous()
+    return flat_grad.t() @ flat_x
 
 
-def project_inputs(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``F.linear(x, weight, bias)``, through oneDNN where it is faster (see ``_InputProjection``)."""
-    if use_onednn(x) and x.dim() >= 2 and x.numel() > 0:
-        return _InputProjection.apply(x, weight, bias)
-    return torch.nn.functional.linear(x, weight, bias)
+def _input_weight_gradient(grad_t: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``grad_t @ (x ⊙ mask)`` ((out, rows) by (rows, in), x of any shape with rows × in entries).
+    oneDNN wants the right factor transposed, and where the input is as wide as the output (the
+    tanh-RNN's layers above the first, a language model's embedding) that copy of the whole
+    sequence's input was the backward pass's largest allocation, and ATen's product, which reads x
+    as it lies, is as fast there (4.6 against 6.4 ms at char_ptb/cpu-v1's 256 by 3,200 by 256).
+    Wider outputs (the LSTM's and GRU's gates) keep oneDNN, up to 1.5x faster; the masked input is
+    then written transposed at once, not masked and then transposed (one sequence-sized copy less)."""
+    rows, width = grad_t.size(1), x.size(-1)
+    if grad_t.size(0) > width:
+        x_t = x.new_empty((width, rows))
+        torch.mul(x, 1.0 if mask is None else mask, out=x_t.t().view(x.shape))
+        return torch_internals.linear_pointwise(grad_t, x_t, None)
+    if mask is None or x.dim() != 3:
+        return grad_t @ masked(x, mask).reshape(-1, width)
+    # x ⊙ mask an eighth of the steps at a time, not as a copy of the whole sequence's input: the
+    # tanh-RNN's peak memory at char_ptb/cpu-v1 with variational dropout went from 1.03x torch's to under.
+    grad = grad_t.new_zeros((grad_t.size(0), width))
+    steps, batch = x.shape[:2]
+    chunk = -(-steps // 8)
+    for first in range(0, steps, chunk):
+        last = min(first + chunk, steps)
+        part = x[first:last] * (mask[first:last] if mask.size(0) > 1 else mask)
+        grad.addmm_(grad_t[:, first * batch:last * batch], part.reshape(-1, width))
+    return grad
+
+
+def project_inputs(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                   mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x * mask, weight, bias)`` (``mask`` None: ``F.linear(x, weight, bias)``), through
+    oneDNN where it is faster, keeping no product of x and the mask (see ``_InputProjection``).
+    A mask that needs a gradient (a learned one) is refused: multiply it in with autograd."""
+    if mask is not None and torch.is_grad_enabled() and mask.requires_grad:
+        raise ValueError("project_inputs gives the mask no gradient, and this one requires one; pass "
+                         "F.linear(x * mask, weight, bias) instead")
+    if x.dim() >= 2 and x.numel() > 0 and (mask is not None or use_onednn(x)):
+        return _InputProjection.apply(x, weight, bias, mask)
+    return torch.nn.functional.linear(masked(x, mask), weight, bias)
 
 
 def _weight_grads(d_recurrent: torch.Tensor, h0: torch.Tensor, hidden: torch.Tensor,
@@ -343,15 +379,15 @@ def _loops():
 
 class _LSTMRecurrence(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, xp, w_hh, b_hh, h0, c0, m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, w_hr):
+    def forward(ctx, xp, w_hh, b_hh, h0, c0, m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, w_hr, kept):
         masks = (m_hidden_input, m_candidate, m_cell, u_cell, u_hidden)
         # The compiled loops have no projection: a projected LSTM (w_hr) runs the Python loops.
         ctx.loops = _loops() if w_hr is None else _PythonLoops()
-        ctx.onednn, ctx.has_bias = use_onednn(xp), b_hh is not None
+        ctx.onednn, ctx.has_bias, ctx.kept = use_onednn(xp), b_hh is not None, kept
         ctx.set_materialize_grads(False)  # an unused output's gradient arrives as None, not as zeros to add
         projection = () if w_hr is None else (w_hr,)
         hidden, cells, gates, tanh_cells = ctx.loops.lstm_forward(xp, w_hh, b_hh, h0, c0, *masks, ctx.onednn,
-                                                                  *projection)
+                                                                  *projection, **kept)
         ctx.save_for_backward(w_hh, h0, c0, gates, cells, tanh_cells, hidden, *masks, *projection)
         ctx.projected = w_hr is not None
         return hidden, cells
@@ -361,60 +397,98 @@ class _LSTMRecurrence(torch.autograd.Function):
         saved = list(ctx.saved_tensors)
         projection = saved[-1:] if ctx.projected else []
         saved = saved[:len(saved) - len(projection)]
-        grads = ctx.loops.lstm_backward(grad_hidden, grad_cells, *saved, ctx.has_bias, ctx.onednn, *projection)
+        grads = ctx.loops.lstm_backward(grad_hidden, grad_cells, *saved, ctx.has_bias, ctx.onednn, *projection,
+                                        **ctx.kept)
         d_xp, d_w_hh, d_b_hh, d_h0, d_c0, *d_w_hr = grads
-        return (d_xp, d_w_hh, d_b_hh, d_h0, d_c0, None, None, None, None, None, *(d_w_hr or [None]))
+        return (d_xp, d_w_hh, d_b_hh, d_h0, d_c0, None, None, None, None, None, *(d_w_hr or [None]), None)
 
 
 class _GRURecurrence(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden):
+    def forward(ctx, xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, kept):
         masks = (m_hidden_input, m_candidate, u_hidden)
-        ctx.loops, ctx.onednn, ctx.has_bias = _loops(), use_onednn(xp), b_hh is not None
-        hidden, activations, hidden_n = ctx.loops.gru_forward(xp, w_hh, b_hh, h0, *masks, ctx.onednn)
+        ctx.loops, ctx.onednn, ctx.has_bias, ctx.kept = _loops(), use_onednn(xp), b_hh is not None, kept
+        hidden, activations, hidden_n = ctx.loops.gru_forward(xp, w_hh, b_hh, h0, *masks, ctx.onednn, **kept)
         ctx.save_for_backward(w_hh, h0, activations, hidden_n, hidden, *masks)
         return hidden
 
     @staticmethod
     def backward(ctx, grad_hidden):
-        grads = ctx.loops.gru_backward(grad_hidden, *ctx.saved_tensors, ctx.has_bias, ctx.onednn)
-        return (*grads, None, None, None)
+        grads = ctx.loops.gru_backward(grad_hidden, *ctx.saved_tensors, ctx.has_bias, ctx.onednn, **ctx.kept)
+        return (*grads, None, None, None, None)
 
 
 class _RNNRecurrence(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden):
+    def forward(ctx, xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, kept):
         masks = (m_hidden_input, m_candidate, u_hidden)
-        ctx.loops, ctx.onednn, ctx.has_bias = _loops(), use_onednn(xp), b_hh is not None
-        hidden = ctx.loops.rnn_forward(xp, w_hh, b_hh, h0, *masks, ctx.onednn)
+        ctx.loops, ctx.onednn, ctx.has_bias, ctx.kept = _loops(), use_onednn(xp), b_hh is not None, kept
+        hidden = ctx.loops.rnn_forward(xp, w_hh, b_hh, h0, *masks, ctx.onednn, **kept)
         ctx.save_for_backward(w_hh, h0, hidden, *masks)
         return hidden
 
     @staticmethod
     def backward(ctx, grad_hidden):
-        grads = ctx.loops.rnn_backward(grad_hidden, *ctx.saved_tensors, ctx.has_bias, ctx.onednn)
-        return (*grads, None, None, None)
+        grads = ctx.loops.rnn_backward(grad_hidden, *ctx.saved_tensors, ctx.has_bias, ctx.onednn, **ctx.kept)
+        return (*grads, None, None, None, None)
+
+
+class CompactMask(NamedTuple):
+    """A mask in the compact form the compiled loops read (``compact_masks``): uint8 ``flags`` that
+    stand for ``kept`` where set and for 0 elsewhere."""
+    flags: torch.Tensor
+    kept: float
+
+
+def compact_masks(masks: dict[str, torch.Tensor | CompactMask]) -> None:
+    """In place: the per-step masks of ``masks`` whose entries are 0 or one value (every dropout and
+    zoneout mask) become ``CompactMask``, a byte an entry, where the compiled loops run (CPU, float32
+    or float64). The float masks are then freed, as no one else holds them: the loops keep a quarter
+    of the float32 masks' memory from the forward pass to the backward. For the tanh-RNN, whose
+    loops keep nothing else of a sequence's size but its hidden states, the float masks kept its
+    peak memory above torch.nn.RNN's (up to 1.15x at word_ptb/medium, measured by ``regbench perf``).
+    Only for ``fused_recurrence`` with the compiled loops; nothing changes without them, or while
+    the layer is traced (whether a mask is two-valued is in its data)."""
+    compact = getattr(_loops(), "compact_mask", None)  # the Python loops have none
+    if compact is None or torch.compiler.is_compiling():
+        return
+    for site, mask in list(masks.items()):
+        if (site != "input" and isinstance(mask, torch.Tensor) and mask.dim() == 3 and mask.size(0) > 1
+                and mask.device.type == "cpu" and mask.dtype in (torch.float32, torch.float64)
+                and not mask.requires_grad):
+            flags, kept = compact(mask)
+            if flags.numel() > 0:
+                masks[site] = CompactMask(flags, kept)
 
 
 def fused_recurrence(cell_type: str, xp: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor | None,
-                     h0: torch.Tensor, c0: torch.Tensor | None, masks: dict[str, torch.Tensor | None],
+                     h0: torch.Tensor, c0: torch.Tensor | None, masks: dict[str, torch.Tensor | CompactMask | None],
                      normalize=None, w_hr: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Drop-in for ``reference.reference_recurrence`` without ``normalize``."""
+    """Drop-in for ``reference.reference_recurrence`` without ``normalize``. ``masks`` may hold
+    ``CompactMask`` (``compact_masks``) where the compiled loops run, not with ``w_hr``."""
     if normalize is not None:
         raise ValueError("the fused recurrence does not support normalize hooks; use reference_recurrence")
     if w_hr is not None and cell_type != "lstm":
         raise ValueError("only an LSTM has a projection w_hr")
-    if torch.is_grad_enabled() and any(m is not None and m.requires_grad for m in masks.values()):
+    if torch.is_grad_enabled() and any(isinstance(m, torch.Tensor) and m.requires_grad for m in masks.values()):
         raise ValueError("the fused recurrence gives masks no gradient, and a mask here requires one; use "
                          "reference_recurrence (the layers do so by themselves)")
-    get = masks.get
+    if cell_type not in _MASK_ORDER:
+        raise ValueError(f"unknown cell type {cell_type!r}")
+    ordered = [masks.get(site) for site in _MASK_ORDER[cell_type]]
+    tensors = [m.flags if isinstance(m, CompactMask) else m for m in ordered]
+    kept = {}  # the loops' keyword argument: the value each mask stands for (1 but for compact ones)
+    if any(isinstance(m, CompactMask) for m in ordered):
+        if w_hr is not None:
+            raise ValueError("a projected LSTM (w_hr) runs the Python loops, which take no compact masks")
+        kept = {"kept_values": [m.kept if isinstance(m, CompactMask) else 1.0 for m in ordered]}
     if cell_type == "lstm":
-        return _LSTMRecurrence.apply(xp, w_hh, b_hh, h0, c0, get("hidden_input"), get("candidate"),
-                                     get("cell"), get("cell_update"), get("hidden_update"), w_hr)
-    if cell_type == "gru":
-        return _GRURecurrence.apply(xp, w_hh, b_hh, h0, get("hidden_input"), get("candidate"),
-                                    get("hidden_update")), None
-    if cell_type == "rnn":
-        return _RNNRecurrence.apply(xp, w_hh, b_hh, h0, get("hidden_input"), get("candidate"),
-                                    get("hidden_update")), None
-    raise ValueError(f"unknown cell type {cell_type!r}")
+        return _LSTMRecurrence.apply(xp, w_hh, b_hh, h0, c0, *tensors, w_hr, kept)
+    recurrence = _GRURecurrence if cell_type == "gru" else _RNNRecurrence
+    return recurrence.apply(xp, w_hh, b_hh, h0, *tensors, kept), None
+
+
+# The loops' mask arguments, in their order.
+_MASK_ORDER = {"lstm": ("hidden_input", "candidate", "cell", "cell_update", "hidden_update"),
+               "gru": ("hidden_input", "candidate", "hidden_update"),
+               "rnn": ("hidden_input", "candidate", "hidden_update")}

@@ -26,7 +26,8 @@ from torch.nn.utils.rnn import PackedSequence
 
 from . import registry, torch_internals
 from .base import LSTM_ONLY_SITES, MASK_SITES, LayerOutputs, Regularizer, SequenceContext
-from .fused import fused_recurrence, project_inputs
+from .fused import compact_masks, fused_recurrence, project_inputs
+from .fused_common import masked
 from .reference import reference_recurrence
 
 RegularizerLike = Regularizer | str
@@ -343,8 +344,6 @@ class RegularizedRecurrent(nn.Module):
         weights = self._weights(layer, direction)
         for regularizer in self.regularizers:
             weights = regularizer.transform_weights(weights, ctx)
-        if "input" in masks:
-            x = x * masks["input"]
         hidden, cells, last_cell = self._recurrence(x, weights, h0, c0, masks, ctx)
 
         penalty = None
@@ -358,17 +357,29 @@ class RegularizedRecurrent(nn.Module):
     def _recurrence(self, x, weights, h0, c0, masks, ctx):
         """Pick the loop: torch's kernel, the fused loop, a regularizer's own, or the reference."""
         changers = [r for r in self.regularizers if r.changes_cell]
+        input_mask = masks.get("input")
         if not changers and self.use_fused and not set(masks) - {"input"} and not self._needs_cells():
             # Nothing acts inside the recurrence: torch's own fused kernel computes exactly it.
-            return _torch_recurrence(self.cell_type, x, weights, h0, c0, self.training)
+            return _torch_recurrence(self.cell_type, masked(x, input_mask), weights, h0, c0, self.training)
         # The fused loops give masks no gradient: a mask that needs one (a learned rate) takes the
-        # autograd loop. The input mask is applied outside the loops, by autograd, in every case.
+        # autograd loop.
         w_hr = weights["weight_hr"]  # LSTM's projection (proj_size), or None
         fused = self.use_fused and not _needs_grad(m for site, m in masks.items() if site != "input")
         if not changers:
-            # One matrix product for the input projections of all steps, outside the loop.
-            project = project_inputs if fused else F.linear
-            xp = project(x, weights["weight_ih"], weights["bias_ih"])
+            if fused and self.cell_type == "rnn":
+                # In place, before the input projection: the compiled loops' compact masks, which free
+                # the float ones (this dict holds the only references to them). Only the tanh-RNN's:
+                # its float masks set its peak memory above torch's, where the LSTM's and GRU's stay
+                # under it (0.5-1.0x), and reading bytes cost the LSTM 3-12% of a step at the CPU tracks.
+                compact_masks(masks)
+            # One matrix product for the input projections of all steps, outside the loop. The fused
+            # one takes the input mask (unless it is learned: autograd multiplies that one in) and
+            # keeps no masked copy of x for the backward pass.
+            if fused and not _needs_grad([input_mask] if input_mask is not None else []):
+                xp = project_inputs(x, weights["weight_ih"], weights["bias_ih"], input_mask)
+            else:
+                project = project_inputs if fused else F.linear
+                xp = project(masked(x, input_mask), weights["weight_ih"], weights["bias_ih"])
             args = (self.cell_type, xp, weights["weight_hh"], weights["bias_hh"], h0, c0, masks)
             loop = fused_recurrence if fused else reference_recurrence
             hidden, cells = loop(*args, w_hr=w_hr)
@@ -379,6 +390,7 @@ class RegularizedRecurrent(nn.Module):
                 value = regularizer.normalize(site, value, step, ctx)
             return value
 
+        x = masked(x, input_mask)
         own_loop = getattr(changers[0], "fused_recurrence", None) if len(changers) == 1 else None
         if fused and own_loop is not None and w_hr is None:
             # The regularizer's own loop runs the whole layer, input projection included, so that

@@ -27,7 +27,7 @@ NAMESPACE = "regbench"
 # The operators, in the order of csrc/ops.cpp.
 LOOPS = ("lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "rnn_forward", "rnn_backward",
          "batchnorm_lstm_forward", "batchnorm_lstm_backward")
-NAMES = ("bernoulli_mask", "philox_draws", "parallel_threads", "add_gaussian_noise", "column_batchnorm",
+NAMES = ("bernoulli_mask", "philox_draws", "parallel_threads", "add_gaussian_noise", "compact_mask", "column_batchnorm",
          "column_batchnorm_backward", *LOOPS, *(f"{name}_generic" for name in LOOPS))
 
 _registered = False
@@ -83,22 +83,24 @@ def operators() -> Operators:
 
 # -- which kernel runs: the vectorized CPU rows, or the generic ATen loops ----------------------------
 
-def _mask_fits(mask, steps, batch, H, dtype) -> bool:
+def _mask_fits(mask, steps, batch, H, dtype, compact: bool) -> bool:
     if mask is None:
         return True
-    return (mask.device.type == "cpu" and mask.dtype == dtype and mask.dim() == 3 and mask.size(0) in (1, steps)
+    dtypes = (dtype, torch.uint8) if compact else (dtype,)
+    return (mask.device.type == "cpu" and mask.dtype in dtypes and mask.dim() == 3 and mask.size(0) in (1, steps)
             and mask.size(1) in (1, batch) and mask.size(2) in (1, H))
 
 
-def _fits(reference, tensors, masks, steps, batch, H) -> bool:
+def _fits(reference, tensors, masks, steps, batch, H, compact_masks: bool = False) -> bool:
     """The C++ ``fast::fits``: CPU float32 or float64 tensors of the reference's dtype, masks of
-    shape (1 or steps, 1 or batch, 1 or H)."""
+    shape (1 or steps, 1 or batch, 1 or H), of that dtype or (a backward pass's, ``compact_masks``)
+    compact ones (uint8)."""
     dtype = reference.dtype
     if reference.device.type != "cpu" or dtype not in (torch.float32, torch.float64):
         return False
     if any(t is not None and (t.device.type != "cpu" or t.dtype != dtype) for t in tensors):
         return False
-    return all(_mask_fits(m, steps, batch, H, dtype) for m in masks)
+    return all(_mask_fits(m, steps, batch, H, dtype, compact_masks) for m in masks)
 
 
 def _gate_gradients(reference, steps, batch, width, fast: bool, batch_major: bool = False):
@@ -118,7 +120,8 @@ def _bias_gradient(reference, width, has_bias):
 
 # -- the fakes ----------------------------------------------------------------------------------------
 
-def _lstm_forward_fake(xp, w_hh, b_hh, h0, c0, m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, onednn):
+def _lstm_forward_fake(xp, w_hh, b_hh, h0, c0, m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, onednn,
+                       kept_values=()):
     steps, batch, width = xp.shape
     H = width // 4
     return (xp.new_empty((steps, batch, H)), xp.new_empty((steps, batch, H)), xp.new_empty((steps, batch, width)),
@@ -127,19 +130,19 @@ def _lstm_forward_fake(xp, w_hh, b_hh, h0, c0, m_hidden_input, m_candidate, m_ce
 
 def _lstm_backward(generic: bool):
     def fake(grad_hidden, grad_cells, w_hh, h0, c0, gates, cells, tanh_cells, hidden, m_hidden_input, m_candidate,
-             m_cell, u_cell, u_hidden, has_bias, onednn):
+             m_cell, u_cell, u_hidden, has_bias, onednn, kept_values=()):
         steps, batch, width = gates.shape
         H = width // 4
         masks = (m_hidden_input, m_candidate, m_cell, u_cell, u_hidden)
         fast = (not generic and _fits(gates, (grad_hidden, grad_cells, w_hh, h0, c0, cells, tanh_cells, hidden), masks,
-                                      steps, batch, H)
+                                      steps, batch, H, compact_masks=True)
                 and all(t.is_contiguous() for t in (gates, cells, tanh_cells, hidden)))
         return (_gate_gradients(gates, steps, batch, width, fast), gates.new_empty((width, H)),
                 _bias_gradient(gates, width, has_bias), gates.new_empty((batch, H)), gates.new_empty((batch, H)))
     return fake
 
 
-def _gru_forward_fake(xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn):
+def _gru_forward_fake(xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn, kept_values=()):
     steps, batch, width = xp.shape
     H = width // 3
     return xp.new_empty((steps, batch, H)), xp.new_empty((steps, batch, width)), xp.new_empty((steps, batch, H))
@@ -147,26 +150,26 @@ def _gru_forward_fake(xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden,
 
 def _gru_backward(generic: bool):
     def fake(grad_hidden, w_hh, h0, activations, hidden_n, hidden, m_hidden_input, m_candidate, u_hidden, has_bias,
-             onednn):
+             onednn, kept_values=()):
         steps, batch, width = activations.shape
         H = width // 3
         fast = (not generic and _fits(activations, (grad_hidden, w_hh, h0, hidden_n, hidden),
-                                      (m_hidden_input, m_candidate, u_hidden), steps, batch, H)
+                                      (m_hidden_input, m_candidate, u_hidden), steps, batch, H, compact_masks=True)
                 and all(t.is_contiguous() for t in (activations, hidden_n, hidden)))
         return (_gate_gradients(activations, steps, batch, width, fast), activations.new_empty((width, H)),
                 _bias_gradient(activations, width, has_bias), activations.new_empty((batch, H)))
     return fake
 
 
-def _rnn_forward_fake(xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn):
+def _rnn_forward_fake(xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn, kept_values=()):
     return xp.new_empty(xp.shape)  # hidden; the backward pass recovers a_t from it
 
 
 def _rnn_backward(generic: bool):
-    def fake(grad_hidden, w_hh, h0, hidden, m_hidden_input, m_candidate, u_hidden, has_bias, onednn):
+    def fake(grad_hidden, w_hh, h0, hidden, m_hidden_input, m_candidate, u_hidden, has_bias, onednn, kept_values=()):
         steps, batch, H = hidden.shape
         fast = (not generic and _fits(hidden, (grad_hidden, w_hh, h0), (m_hidden_input, m_candidate, u_hidden),
-                                      steps, batch, H)
+                                      steps, batch, H, compact_masks=True)
                 and hidden.is_contiguous())
         return (_gate_gradients(hidden, steps, batch, H, fast), hidden.new_empty((H, H)),
                 _bias_gradient(hidden, H, has_bias), hidden.new_empty((batch, H)))
@@ -204,6 +207,12 @@ def _bernoulli_mask_fake(sizes, keep_probability, kept_value, dtype):
     return torch.empty(sizes, dtype=dtype, device="cpu")
 
 
+def _compact_mask_fake(mask):
+    # Whether a mask is two-valued is in its data, which a fake tensor has not: fused.py compacts no
+    # mask while it is traced.
+    raise torch._subclasses.fake_tensor.DynamicOutputShapeException(torch.ops.regbench.compact_mask.default)
+
+
 def _add_gaussian_noise_fake(weight, sigma):
     return torch.empty_like(weight, memory_format=torch.contiguous_format)
 
@@ -224,7 +233,8 @@ def _philox_draws_fake(key, block, count):
 
 def _fakes():
     fakes = {"bernoulli_mask": _bernoulli_mask_fake, "philox_draws": _philox_draws_fake,
-             "add_gaussian_noise": _add_gaussian_noise_fake, "column_batchnorm": _column_batchnorm_fake,
+             "add_gaussian_noise": _add_gaussian_noise_fake, "compact_mask": _compact_mask_fake,
+             "column_batchnorm": _column_batchnorm_fake,
              "column_batchnorm_backward": _column_batchnorm_backward_fake}
     for generic, suffix in ((False, ""), (True, "_generic")):
         fakes[f"lstm_forward{suffix}"] = _lstm_forward_fake

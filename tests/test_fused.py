@@ -506,3 +506,72 @@ def test_column_batch_norm_equals_torch_batch_norm(dtype, with_beta):
                  for t in inputs]
         assert torch.autograd.gradcheck(lambda *a: column_batch_norm(a[0], a[1], a[2] if with_beta else None, 1e-5)[0],
                                         small)
+
+
+def _recurrence_node(output):
+    """The fused recurrence's autograd node behind a layer's output."""
+    seen, todo = set(), [output.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if "Recurrence" in type(node).__name__:
+            return node
+        todo.extend(next_node for next_node, _ in node.next_functions)
+    raise AssertionError("no fused recurrence behind this output")
+
+
+@pytest.mark.parametrize("cell", ["rnn"])
+def test_the_compiled_loops_keep_per_step_masks_compact(cell):
+    """With the compiled loops, a tanh-RNN's training step keeps zoneout's per-step masks as one byte
+    an entry (csrc/masks.cpp), and gives the gradients of the float masks (the reference loop's)."""
+    from regularizers import native
+
+    if native.loops() is None:
+        pytest.skip("the native loops are not built here (no compiler, or REGBENCH_NATIVE=0)")
+    torch.manual_seed(0)
+    spec = "zoneout:z_states=0.3" + (",z_cells=0.3" if cell == "lstm" else "")
+    layer = CLASSES[cell](5, 7, num_layers=2, regularizers=[spec])
+    x = torch.randn(9, 4, 5)
+    torch.manual_seed(1)
+    output, _ = layer(x)
+    saved = [t for t in _recurrence_node(output).saved_tensors if t is not None]
+    assert any(t.dtype == torch.uint8 for t in saved)
+    assert not any(t.is_floating_point() and t.shape == (9, 4, 7) and set(t.unique().tolist()) <= {0.0, 1.0}
+                   for t in saved)  # no float mask
+    output.sum().backward()
+    fused_grads = [p.grad.clone() for p in layer.parameters()]
+    layer.zero_grad()
+    layer.use_fused = False  # the reference loop, on the same masks (the same seed draws them)
+    torch.manual_seed(1)
+    reference_output, _ = layer(x)
+    reference_output.sum().backward()
+    torch.testing.assert_close(output, reference_output)
+    for fused_grad, p in zip(fused_grads, layer.parameters()):
+        torch.testing.assert_close(fused_grad, p.grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("width", [3, 40], ids=["narrow-output", "wide-output"])
+def test_project_inputs_with_a_mask_is_linear_of_the_masked_input(width, dtype):
+    """project_inputs(x, W, b, mask) keeps x and the mask, not their product, and gives what
+    autograd gives for F.linear(x * mask, W, b): every branch of its weight gradient (oneDNN with
+    a transposed masked copy where the output is wider than the input, ATen's product a chunk of
+    steps at a time where it is not; float64 without oneDNN)."""
+    from regularizers.fused import project_inputs
+
+    torch.manual_seed(0)
+    x = torch.randn(17, 3, 10, dtype=dtype, requires_grad=True)
+    weight = torch.randn(width, 10, dtype=dtype, requires_grad=True)
+    bias = torch.randn(width, dtype=dtype, requires_grad=True)
+    for mask in ((torch.rand(1, 3, 10, dtype=dtype) > 0.4) * 1.7, (torch.rand(17, 3, 10, dtype=dtype) > 0.4) * 1.7):
+        grad = torch.randn(17, 3, width, dtype=dtype)
+        results = []
+        for fn in (lambda: project_inputs(x, weight, bias, mask), lambda: torch.nn.functional.linear(x * mask, weight, bias)):
+            out = fn()
+            results.append((out, *torch.autograd.grad(out, (x, weight, bias), grad)))
+        for got, expected in zip(*results):
+            torch.testing.assert_close(got, expected)
+        kept = {t.data_ptr() for t in project_inputs(x, weight, bias, mask).grad_fn.saved_tensors}
+        assert kept == {x.data_ptr(), weight.data_ptr(), mask.data_ptr()}  # no product of x and the mask

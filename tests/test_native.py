@@ -131,6 +131,63 @@ def test_rnn_loops_agree(compiled, mask_set, bias, onednn):
     _close(fused.rnn_backward(grad_h, *saved, bias, onednn), compiled.rnn_backward(grad_h, *saved, bias, onednn))
 
 
+def test_compact_mask_keeps_two_valued_masks_only(compiled):
+    mask = _mask((T, B, H), 1.4, 1)
+    flags, kept = compiled.compact_mask(mask)
+    assert flags.dtype == torch.uint8 and flags.shape == mask.shape and kept == torch.tensor(1.4).item()
+    assert torch.equal(flags.bool(), mask != 0)
+    assert torch.equal(compiled.compact_mask(torch.zeros(T, B, H))[0], torch.zeros(T, B, H, dtype=torch.uint8))
+    three_valued = mask.clone()
+    three_valued[0, 0, mask[0, 0] != 0] = 2.0
+    for not_two_valued in (three_valued, mask * torch.rand(T, B, H) + mask):
+        assert compiled.compact_mask(not_two_valued)[0].numel() == 0
+    assert compiled.compact_mask(mask.double())[1] == pytest.approx(1.4)
+
+
+def _compacted(compiled, order):
+    """The loops' masks with each per-step one in its compact form, and the loops' kept_values."""
+    masks, kept = [], []
+    for mask in order:
+        flags, value = compiled.compact_mask(mask) if mask is not None and mask.size(0) > 1 else (None, 1.0)
+        masks.append(mask if flags is None else flags)
+        kept.append(value)
+    assert any(m is not None and m.dtype == torch.uint8 for m in masks)
+    return masks, kept
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["fast", "generic"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_compact_masks_give_what_the_float_masks_give(compiled, cell, generic):
+    """The loops read compact masks (uint8 flags and the value they stand for) as the float masks
+    they stand for: the same results, bit for bit, forward and backward, in the fast rows and the
+    generic loops."""
+    suffix = "_generic" if generic else ""
+    sites = LSTM_MASKS if cell == "lstm" else ("hidden_input", "candidate", "hidden_update")
+    order = [MASK_SETS["per-step"][site] for site in sites]
+    compact, kept = _compacted(compiled, order)
+    forward, backward = getattr(compiled, cell + "_forward" + suffix), getattr(compiled, cell + "_backward" + suffix)
+    xp, w, b, h0, c0 = _inputs({"lstm": 4, "gru": 3, "rnn": 1}[cell])
+    states = (h0, c0) if cell == "lstm" else (h0,)
+    outputs = forward(xp, w, b, *states, *order, False)
+    outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+    compact_outputs = forward(xp, w, b, *states, *compact, False, kept_values=kept)
+    compact_outputs = compact_outputs if isinstance(compact_outputs, (tuple, list)) else (compact_outputs,)
+    for a, e in zip(compact_outputs, outputs):
+        assert torch.equal(a, e)
+    if cell == "lstm":
+        hidden, cells, gates, tanh_cells = outputs
+        head = (torch.randn_like(hidden), torch.randn_like(cells), w, h0, c0, gates, cells, tanh_cells, hidden)
+    elif cell == "gru":
+        hidden, activations, hidden_n = outputs
+        head = (torch.randn_like(hidden), w, h0, activations, hidden_n, hidden)
+    else:
+        head = (torch.randn_like(outputs[0]), w, h0, outputs[0])
+    grads = backward(*head, *order, True, False)
+    compact_grads = backward(*head, *compact, True, False, kept_values=kept)
+    for a, e in zip(compact_grads, grads):
+        assert torch.equal(a, e)
+
+
 @pytest.mark.parametrize("training", [True, False], ids=["batch-statistics", "running-statistics"])
 @pytest.mark.parametrize("mask_set", list(MASK_SETS))
 def test_batchnorm_loops_agree(compiled, mask_set, training):

@@ -84,7 +84,7 @@ def test_every_operator_is_registered(ops):
         # The loops have CPU (and CUDA) kernels; the mask sampler and its draws, which take no tensor,
         # one kernel for every device.
         key = "CompositeExplicitAutograd" if name in ("bernoulli_mask", "philox_draws", "parallel_threads") else "CPU"
-        if name in ("add_gaussian_noise", "column_batchnorm", "column_batchnorm_backward"):
+        if name in ("add_gaussian_noise", "compact_mask", "column_batchnorm", "column_batchnorm_backward"):
             # CPU kernels only: weight noise draws with torch, and recurrent_batchnorm uses F.batch_norm, elsewhere
             assert not torch._C._dispatch_has_kernel_for_dispatch_key(f"regbench::{name}", "CUDA")
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"regbench::{name}", key), name

@@ -19,6 +19,7 @@
 #include <cstring>
 #include <mutex>
 #include <optional>
+#include <tuple>
 #include <vector>
 
 using at::Tensor;
@@ -36,6 +37,29 @@ inline Tensor masked(const Tensor& value, const Tensor& mask) { return mask.defi
 inline Tensor masked(const Tensor& value, const Mask& mask) {
   return mask.has_value() && mask->defined() ? value * *mask : value;
 }
+
+// The masks a backward pass is handed may be compact (compact_mask, masks.cpp): uint8 flags, saved in
+// place of a float mask that held one value where it was not 0, that value kept_values[i] (the i-th
+// mask's; an empty list when no mask is compact). The fast rows read them as they are (SequenceRows);
+// ATen's calls take them back as the float mask they stood for.
+inline double kept_at(at::ArrayRef<double> kept_values, size_t i) {
+  return i < kept_values.size() ? kept_values[i] : 1.0;
+}
+
+inline Mask expanded(const Mask& mask, double kept, at::ScalarType dtype) {
+  if (!mask.has_value() || !mask->defined() || mask->scalar_type() != at::kByte) return mask;
+  return mask->to(dtype).mul_(kept);
+}
+
+// Step t of a mask that may be compact, as the float mask it stands for.
+inline Tensor at_step(const Mask& mask, int64_t t, double kept, at::ScalarType dtype) {
+  const Tensor step = at_step(mask, t);
+  return step.defined() && step.scalar_type() == at::kByte ? step.to(dtype).mul_(kept) : step;
+}
+
+// The compact form of a mask whose entries are 0 or one value v ≠ 0 (a dropout or zoneout mask,
+// even after products with 0/1 masks): (uint8 flags of its shape, v); else (an empty tensor, 0).
+std::tuple<Tensor, double> compact_mask(const Tensor& mask);
 
 // [x_0, x_1, .., x_{T-1}] from the initial state and the states x_1..x_T.
 inline Tensor previous(const Tensor& initial, const Tensor& sequence) {
@@ -160,26 +184,49 @@ std::vector<std::optional<Tensor>> gru_backward_generic(const Tensor& grad_hidde
                                                 const Mask& m_candidate, const Mask& u_hidden, bool has_bias,
                                                 bool onednn);
 
+// The generic loops on masks that may be compact (the entry points' fallback and the `_generic`
+// operators): they call the loops above with the float masks the compact ones stand for.
+std::vector<std::optional<Tensor>> lstm_backward_generic(
+    const std::optional<Tensor>& grad_hidden, const std::optional<Tensor>& grad_cells, const Tensor& w_hh,
+    const Tensor& h0, const Tensor& c0, const Tensor& gates, const Tensor& cells, const Tensor& tanh_cells,
+    const Tensor& hidden, const Mask& m_hidden_input, const Mask& m_candidate, const Mask& m_cell,
+    const Mask& u_cell, const Mask& u_hidden, bool has_bias, bool onednn, at::ArrayRef<double> kept_values);
+
+std::vector<std::optional<Tensor>> gru_backward_generic(const Tensor& grad_hidden, const Tensor& w_hh, const Tensor& h0,
+                                                        const Tensor& activations, const Tensor& hidden_n,
+                                                        const Tensor& hidden, const Mask& m_hidden_input,
+                                                        const Mask& m_candidate, const Mask& u_hidden, bool has_bias,
+                                                        bool onednn, at::ArrayRef<double> kept_values);
+
+std::vector<Tensor> lstm_forward_generic(const Tensor& xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
+                                         const Tensor& h0, const Tensor& c0, const Mask& m_hidden_input,
+                                         const Mask& m_candidate, const Mask& m_cell, const Mask& u_cell,
+                                         const Mask& u_hidden, bool onednn, at::ArrayRef<double> kept_values);
+
+std::vector<Tensor> gru_forward_generic(const Tensor& xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
+                                        const Tensor& h0, const Mask& m_hidden_input, const Mask& m_candidate,
+                                        const Mask& u_hidden, bool onednn, at::ArrayRef<double> kept_values);
+
 std::vector<Tensor> lstm_forward(const Tensor& xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
                                  const Tensor& h0, const Tensor& c0, const Mask& m_hidden_input,
                                  const Mask& m_candidate, const Mask& m_cell, const Mask& u_cell, const Mask& u_hidden,
-                                 bool onednn);
+                                 bool onednn, at::ArrayRef<double> kept_values);
 
 std::vector<std::optional<Tensor>> lstm_backward(
     const std::optional<Tensor>& grad_hidden, const std::optional<Tensor>& grad_cells, const Tensor& w_hh,
     const Tensor& h0, const Tensor& c0, const Tensor& gates, const Tensor& cells, const Tensor& tanh_cells,
     const Tensor& hidden, const Mask& m_hidden_input, const Mask& m_candidate, const Mask& m_cell,
-    const Mask& u_cell, const Mask& u_hidden, bool has_bias, bool onednn);
+    const Mask& u_cell, const Mask& u_hidden, bool has_bias, bool onednn, at::ArrayRef<double> kept_values);
 
 std::vector<Tensor> gru_forward(const Tensor& xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
                                 const Tensor& h0, const Mask& m_hidden_input, const Mask& m_candidate,
-                                const Mask& u_hidden, bool onednn);
+                                const Mask& u_hidden, bool onednn, at::ArrayRef<double> kept_values);
 
 std::vector<std::optional<Tensor>> gru_backward(const Tensor& grad_hidden, const Tensor& w_hh, const Tensor& h0,
                                                 const Tensor& activations, const Tensor& hidden_n,
                                                 const Tensor& hidden, const Mask& m_hidden_input,
                                                 const Mask& m_candidate, const Mask& u_hidden, bool has_bias,
-                                                bool onednn);
+                                                bool onednn, at::ArrayRef<double> kept_values);
 
 // The tanh-RNN (rnn.cpp): the generic loops and the entry points that pick the fast rows or them.
 Tensor rnn_forward_generic(const Tensor& xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh, const Tensor& h0,
@@ -190,13 +237,24 @@ std::vector<std::optional<Tensor>> rnn_backward_generic(const Tensor& grad_hidde
                                                         const Mask& m_hidden_input, const Mask& m_candidate,
                                                         const Mask& u_hidden, bool has_bias, bool onednn);
 
+std::vector<std::optional<Tensor>> rnn_backward_generic(const Tensor& grad_hidden, const Tensor& w_hh,
+                                                        const Tensor& h0, const Tensor& hidden,
+                                                        const Mask& m_hidden_input, const Mask& m_candidate,
+                                                        const Mask& u_hidden, bool has_bias, bool onednn,
+                                                        at::ArrayRef<double> kept_values);
+
+Tensor rnn_forward_generic(const Tensor& xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh, const Tensor& h0,
+                           const Mask& m_hidden_input, const Mask& m_candidate, const Mask& u_hidden, bool onednn,
+                           at::ArrayRef<double> kept_values);
+
 Tensor rnn_forward(const Tensor& xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh, const Tensor& h0,
-                   const Mask& m_hidden_input, const Mask& m_candidate, const Mask& u_hidden, bool onednn);
+                   const Mask& m_hidden_input, const Mask& m_candidate, const Mask& u_hidden, bool onednn,
+                   at::ArrayRef<double> kept_values);
 
 std::vector<std::optional<Tensor>> rnn_backward(const Tensor& grad_hidden, const Tensor& w_hh, const Tensor& h0,
                                                 const Tensor& hidden, const Mask& m_hidden_input,
                                                 const Mask& m_candidate, const Mask& u_hidden, bool has_bias,
-                                                bool onednn);
+                                                bool onednn, at::ArrayRef<double> kept_values);
 
 std::vector<Tensor> batchnorm_lstm_forward_generic(Tensor xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
                                            const Tensor& h0, const Tensor& c0, const Tensor& gamma_hidden,

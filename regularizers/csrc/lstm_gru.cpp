@@ -144,7 +144,7 @@ template <typename T>
 std::vector<Tensor> lstm_forward(const Tensor& xp_in, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
                                  const Tensor& h0, const Tensor& c0, const Mask& m_hidden_input,
                                  const Mask& m_candidate, const Mask& m_cell, const Mask& u_cell, const Mask& u_hidden,
-                                 bool onednn) {
+                                 bool onednn, at::ArrayRef<double> kept_values) {
   at::NoGradGuard no_grad;
   // Read in place whatever the step and batch strides (recurrent_batchnorm hands over a batch-major view).
   const Tensor xp = xp_in.stride(2) == 1 ? xp_in : xp_in.contiguous();
@@ -155,12 +155,14 @@ std::vector<Tensor> lstm_forward(const Tensor& xp_in, const Tensor& w_hh, const 
   Tensor cells = at::empty({steps, batch, H}, options);
   Tensor tanh_cells = at::empty({steps, batch, H}, options);
   Tensor hidden = at::empty({steps, batch, H}, options);
-  const SequenceRows<T> mh(m_hidden_input), mc(m_candidate), mcell(m_cell), uc(u_cell), uh(u_hidden);
+  const SequenceRows<T> mh(m_hidden_input, kept_at(kept_values, 0)), mc(m_candidate, kept_at(kept_values, 1)),
+      mcell(m_cell, kept_at(kept_values, 2)), uc(u_cell, kept_at(kept_values, 3)), uh(u_hidden, kept_at(kept_values, 4));
   std::vector<T> ones(gate_width, T(1)), zeros(gate_width, T(0));
   const Tensor bias = b_hh.has_value() && b_hh->defined() ? b_hh->contiguous() : Tensor();
   const T* bias_data = bias.defined() ? bias.data_ptr<T>() : zeros.data();
   const Tensor h0c = h0.contiguous(), c0c = c0.contiguous();
-  Tensor next_input = mh.present() ? masked(h0c, at_step(m_hidden_input, 0)).contiguous() : Tensor();
+  Tensor next_input =
+      mh.present() ? masked(h0c, at_step(m_hidden_input, 0, kept_at(kept_values, 0), h0c.scalar_type())).contiguous() : Tensor();
   const int64_t block = row_block(batch, H, sizeof(T));
   RecurrentProduct recurrent_product(w_hh, block, std::nullopt, onednn);
   const T *xp_data = xp.data_ptr<T>(), *c0_data = c0c.data_ptr<T>();
@@ -196,11 +198,12 @@ std::vector<std::optional<Tensor>> lstm_backward(const std::optional<Tensor>& gr
                                                  const Tensor& cells, const Tensor& tanh_cells, const Tensor& hidden,
                                                  const Mask& m_hidden_input, const Mask& m_candidate,
                                                  const Mask& m_cell, const Mask& u_cell, const Mask& u_hidden,
-                                                 bool has_bias, bool onednn) {
+                                                 bool has_bias, bool onednn, at::ArrayRef<double> kept_values) {
   at::NoGradGuard no_grad;
   const int64_t steps = gates.size(0), batch = gates.size(1), gate_width = gates.size(2), H = gate_width / 4;
   const SequenceRows<T> gh(grad_hidden), gc(grad_cells);
-  const SequenceRows<T> mh(m_hidden_input), mc(m_candidate), mcell(m_cell), uc(u_cell), uh(u_hidden);
+  const SequenceRows<T> mh(m_hidden_input, kept_at(kept_values, 0)), mc(m_candidate, kept_at(kept_values, 1)),
+      mcell(m_cell, kept_at(kept_values, 2)), uc(u_cell, kept_at(kept_values, 3)), uh(u_hidden, kept_at(kept_values, 4));
   std::vector<T> ones(H, T(1)), zeros(H, T(0));
   const Tensor c0c = c0.contiguous();
   auto options = gates.options();
@@ -212,8 +215,10 @@ std::vector<std::optional<Tensor>> lstm_backward(const std::optional<Tensor>& gr
   // ∂L/∂(masked h_t) from step t+1's recurrent product; after the loop, that of step 0 (for h0).
   Tensor d_product = at::zeros({batch, H}, options);
   const int64_t block = row_block(batch, H, sizeof(T));
-  RecurrentProduct backward_product(w_hh.t(), block, std::nullopt, onednn);
-  backward_time_loop<T>(steps, batch, block, gate_width, backward_product, d_gates_step, d_product,
+  // The product, its packed weight as large as the weight, is a temporary: freed before the
+  // weight gradient is made.
+  backward_time_loop<T>(steps, batch, block, gate_width, RecurrentProduct(w_hh.t(), block, std::nullopt, onednn),
+                        d_gates_step, d_product,
                         [&](int64_t t, int64_t first, int64_t last, const T* product) {
     const T* c_prev = t == 0 ? c0c.data_ptr<T>() : cells.data_ptr<T>() + (t - 1) * batch * H;
     std::vector<T> scratch(7 * H);
@@ -238,7 +243,7 @@ std::vector<std::optional<Tensor>> lstm_backward(const std::optional<Tensor>& gr
     transpose_rows(d_gates_step.data_ptr<T>() + first * gate_width, gate_width, last - first, gate_width,
                    d_gates_t.data_ptr<T>() + t * batch + first, steps * batch);
   });
-  Tensor d_h0 = masked(d_product, at_step(m_hidden_input, 0)) + carry;
+  Tensor d_h0 = masked(d_product, at_step(m_hidden_input, 0, kept_at(kept_values, 0), gates.scalar_type())) + carry;
   Tensor grad_w = recurrent_weight_gradient<T>(d_gates_t, h0, hidden, mh);
   std::optional<Tensor> grad_b;
   if (has_bias) grad_b = d_gates_t.sum(1);
@@ -251,7 +256,7 @@ std::vector<std::optional<Tensor>> lstm_backward(const std::optional<Tensor>& gr
 template <typename T>
 std::vector<Tensor> gru_forward(const Tensor& xp_in, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
                                 const Tensor& h0, const Mask& m_hidden_input, const Mask& m_candidate,
-                                const Mask& u_hidden, bool onednn) {
+                                const Mask& u_hidden, bool onednn, at::ArrayRef<double> kept_values) {
   at::NoGradGuard no_grad;
   // Read in place whatever the step and batch strides (recurrent_batchnorm hands over a batch-major view).
   const Tensor xp = xp_in.stride(2) == 1 ? xp_in : xp_in.contiguous();
@@ -261,10 +266,12 @@ std::vector<Tensor> gru_forward(const Tensor& xp_in, const Tensor& w_hh, const s
   Tensor activations = at::empty({steps, batch, gate_width}, options);
   Tensor hidden_n = at::empty({steps, batch, H}, options);
   Tensor hidden = at::empty({steps, batch, H}, options);
-  const SequenceRows<T> mh(m_hidden_input), mc(m_candidate), uh(u_hidden);
+  const SequenceRows<T> mh(m_hidden_input, kept_at(kept_values, 0)), mc(m_candidate, kept_at(kept_values, 1)),
+      uh(u_hidden, kept_at(kept_values, 2));
   std::vector<T> ones(H, T(1));
   const Tensor h0c = h0.contiguous();
-  Tensor next_input = mh.present() ? masked(h0c, at_step(m_hidden_input, 0)).contiguous() : Tensor();
+  Tensor next_input =
+      mh.present() ? masked(h0c, at_step(m_hidden_input, 0, kept_at(kept_values, 0), h0c.scalar_type())).contiguous() : Tensor();
   const int64_t block = row_block(batch, H, sizeof(T));
   RecurrentProduct recurrent_product(w_hh, block, b_hh, onednn);
   const T* xp_data = xp.data_ptr<T>();
@@ -292,13 +299,14 @@ std::vector<std::optional<Tensor>> gru_backward(const Tensor& grad_hidden, const
                                                 const Tensor& activations, const Tensor& hidden_n,
                                                 const Tensor& hidden, const Mask& m_hidden_input,
                                                 const Mask& m_candidate, const Mask& u_hidden, bool has_bias,
-                                                bool onednn) {
+                                                bool onednn, at::ArrayRef<double> kept_values) {
   at::NoGradGuard no_grad;
   const int64_t steps = activations.size(0), batch = activations.size(1), gate_width = activations.size(2),
                 H = gate_width / 3;
   const SequenceRows<T> gh(grad_hidden);
   const Tensor h0c = h0.contiguous();
-  const SequenceRows<T> mh(m_hidden_input), mc(m_candidate), uh(u_hidden);
+  const SequenceRows<T> mh(m_hidden_input, kept_at(kept_values, 0)), mc(m_candidate, kept_at(kept_values, 1)),
+      uh(u_hidden, kept_at(kept_values, 2));
   std::vector<T> ones(H, T(1)), zeros(H, T(0));
   auto options = activations.options();
   // Transposed, as in the LSTM: column t·B + b is row b of step t.
@@ -307,8 +315,10 @@ std::vector<std::optional<Tensor>> gru_backward(const Tensor& grad_hidden, const
   Tensor carry = at::zeros({batch, H}, options);
   Tensor d_product = at::zeros({batch, H}, options);  // after the loop: ∂L/∂(masked h0) from step 0's product
   const int64_t block = row_block(batch, H, sizeof(T));
-  RecurrentProduct backward_product(w_hh.t(), block, std::nullopt, onednn);
-  backward_time_loop<T>(steps, batch, block, gate_width, backward_product, d_recurrent, d_product,
+  // The product, its packed weight as large as the weight, is a temporary: freed before the
+  // weight gradient is made.
+  backward_time_loop<T>(steps, batch, block, gate_width, RecurrentProduct(w_hh.t(), block, std::nullopt, onednn),
+                        d_recurrent, d_product,
                         [&](int64_t t, int64_t first, int64_t last, const T* product) {
     const T* h_prev = t == 0 ? h0c.data_ptr<T>() : hidden.data_ptr<T>() + (t - 1) * batch * H;
     std::vector<T> scratch(4 * H);
@@ -330,7 +340,7 @@ std::vector<std::optional<Tensor>> gru_backward(const Tensor& grad_hidden, const
     transpose_rows(d_input_step.data_ptr<T>() + first * gate_width, gate_width, last - first, gate_width,
                    d_input_t.data_ptr<T>() + t * batch + first, steps * batch);
   });
-  Tensor d_h0 = masked(d_product, at_step(m_hidden_input, 0)) + carry;
+  Tensor d_h0 = masked(d_product, at_step(m_hidden_input, 0, kept_at(kept_values, 0), activations.scalar_type())) + carry;
   Tensor d_rz_t = d_input_t.narrow(0, 0, 2 * H);
   Tensor grad_w = at::zeros({gate_width, H}, options);
   Tensor grad_w_rz = grad_w.narrow(0, 0, 2 * H), grad_w_n = grad_w.narrow(0, 2 * H, H);
@@ -368,72 +378,124 @@ std::vector<std::optional<Tensor>> gru_backward(const Tensor& grad_hidden, const
 std::vector<Tensor> lstm_forward(const Tensor& xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
                                  const Tensor& h0, const Tensor& c0, const Mask& m_hidden_input,
                                  const Mask& m_candidate, const Mask& m_cell, const Mask& u_cell, const Mask& u_hidden,
-                                 bool onednn) {
+                                 bool onednn, at::ArrayRef<double> kept_values) {
   const int64_t H = xp.size(2) / 4;
   const Tensor no_tensor;
   if (fast::fits(xp, {&w_hh, b_hh.has_value() ? &*b_hh : &no_tensor, &h0, &c0},
-                 {&m_hidden_input, &m_candidate, &m_cell, &u_cell, &u_hidden}, xp.size(0), xp.size(1), H)) {
+                 {&m_hidden_input, &m_candidate, &m_cell, &u_cell, &u_hidden}, xp.size(0), xp.size(1), H,
+                 /*compact_masks=*/true)) {
     if (xp.scalar_type() == at::kFloat)
       return fast::lstm_forward<float>(xp, w_hh, b_hh, h0, c0, m_hidden_input, m_candidate, m_cell, u_cell,
-                                       u_hidden, onednn);
+                                       u_hidden, onednn, kept_values);
     return fast::lstm_forward<double>(xp, w_hh, b_hh, h0, c0, m_hidden_input, m_candidate, m_cell, u_cell, u_hidden,
-                                      onednn);
+                                      onednn, kept_values);
   }
-  return lstm_forward_generic(xp, w_hh, b_hh, h0, c0, m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, onednn);
+  return lstm_forward_generic(xp, w_hh, b_hh, h0, c0, m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, onednn,
+                              kept_values);
+}
+
+std::vector<Tensor> lstm_forward_generic(const Tensor& xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
+                                         const Tensor& h0, const Tensor& c0, const Mask& m_hidden_input,
+                                         const Mask& m_candidate, const Mask& m_cell, const Mask& u_cell,
+                                         const Mask& u_hidden, bool onednn, at::ArrayRef<double> kept_values) {
+  const auto dtype = xp.scalar_type();
+  return lstm_forward_generic(xp, w_hh, b_hh, h0, c0, expanded(m_hidden_input, kept_at(kept_values, 0), dtype),
+                              expanded(m_candidate, kept_at(kept_values, 1), dtype),
+                              expanded(m_cell, kept_at(kept_values, 2), dtype),
+                              expanded(u_cell, kept_at(kept_values, 3), dtype),
+                              expanded(u_hidden, kept_at(kept_values, 4), dtype), onednn);
 }
 
 std::vector<std::optional<Tensor>> lstm_backward(
     const std::optional<Tensor>& grad_hidden, const std::optional<Tensor>& grad_cells, const Tensor& w_hh,
     const Tensor& h0, const Tensor& c0, const Tensor& gates, const Tensor& cells, const Tensor& tanh_cells,
     const Tensor& hidden, const Mask& m_hidden_input, const Mask& m_candidate, const Mask& m_cell,
-    const Mask& u_cell, const Mask& u_hidden, bool has_bias, bool onednn) {
+    const Mask& u_cell, const Mask& u_hidden, bool has_bias, bool onednn, at::ArrayRef<double> kept_values) {
   const int64_t H = gates.size(2) / 4;
   const Tensor no_tensor;
   const Tensor& gh = grad_hidden.has_value() ? *grad_hidden : no_tensor;
   const Tensor& gc = grad_cells.has_value() ? *grad_cells : no_tensor;
   if (fast::fits(gates, {&gh, &gc, &w_hh, &h0, &c0, &cells, &tanh_cells, &hidden},
-                 {&m_hidden_input, &m_candidate, &m_cell, &u_cell, &u_hidden}, gates.size(0), gates.size(1), H) &&
+                 {&m_hidden_input, &m_candidate, &m_cell, &u_cell, &u_hidden}, gates.size(0), gates.size(1), H,
+                 /*compact_masks=*/true) &&
       gates.is_contiguous() && cells.is_contiguous() && tanh_cells.is_contiguous() && hidden.is_contiguous()) {
     auto run = [&](auto tag) {
       using T = decltype(tag);
       return fast::lstm_backward<T>(grad_hidden, grad_cells, w_hh, h0, c0, gates, cells, tanh_cells, hidden,
-                                    m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, has_bias, onednn);
+                                    m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, has_bias, onednn,
+                                    kept_values);
     };
     return gates.scalar_type() == at::kFloat ? run(float()) : run(double());
   }
   return lstm_backward_generic(grad_hidden, grad_cells, w_hh, h0, c0, gates, cells, tanh_cells, hidden, m_hidden_input,
-                               m_candidate, m_cell, u_cell, u_hidden, has_bias, onednn);
+                               m_candidate, m_cell, u_cell, u_hidden, has_bias, onednn, kept_values);
+}
+
+std::vector<std::optional<Tensor>> lstm_backward_generic(
+    const std::optional<Tensor>& grad_hidden, const std::optional<Tensor>& grad_cells, const Tensor& w_hh,
+    const Tensor& h0, const Tensor& c0, const Tensor& gates, const Tensor& cells, const Tensor& tanh_cells,
+    const Tensor& hidden, const Mask& m_hidden_input, const Mask& m_candidate, const Mask& m_cell,
+    const Mask& u_cell, const Mask& u_hidden, bool has_bias, bool onednn, at::ArrayRef<double> kept_values) {
+  const auto dtype = gates.scalar_type();
+  return lstm_backward_generic(grad_hidden, grad_cells, w_hh, h0, c0, gates, cells, tanh_cells, hidden,
+                               expanded(m_hidden_input, kept_at(kept_values, 0), dtype),
+                               expanded(m_candidate, kept_at(kept_values, 1), dtype),
+                               expanded(m_cell, kept_at(kept_values, 2), dtype),
+                               expanded(u_cell, kept_at(kept_values, 3), dtype),
+                               expanded(u_hidden, kept_at(kept_values, 4), dtype), has_bias, onednn);
 }
 
 std::vector<Tensor> gru_forward(const Tensor& xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
                                 const Tensor& h0, const Mask& m_hidden_input, const Mask& m_candidate,
-                                const Mask& u_hidden, bool onednn) {
+                                const Mask& u_hidden, bool onednn, at::ArrayRef<double> kept_values) {
   const int64_t H = xp.size(2) / 3;
   const Tensor no_tensor;
   if (fast::fits(xp, {&w_hh, b_hh.has_value() ? &*b_hh : &no_tensor, &h0},
-                 {&m_hidden_input, &m_candidate, &u_hidden}, xp.size(0), xp.size(1), H)) {
+                 {&m_hidden_input, &m_candidate, &u_hidden}, xp.size(0), xp.size(1), H, /*compact_masks=*/true)) {
     if (xp.scalar_type() == at::kFloat)
-      return fast::gru_forward<float>(xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn);
-    return fast::gru_forward<double>(xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn);
+      return fast::gru_forward<float>(xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn, kept_values);
+    return fast::gru_forward<double>(xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn, kept_values);
   }
-  return gru_forward_generic(xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn);
+  return gru_forward_generic(xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn, kept_values);
+}
+
+std::vector<Tensor> gru_forward_generic(const Tensor& xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
+                                        const Tensor& h0, const Mask& m_hidden_input, const Mask& m_candidate,
+                                        const Mask& u_hidden, bool onednn, at::ArrayRef<double> kept_values) {
+  const auto dtype = xp.scalar_type();
+  return gru_forward_generic(xp, w_hh, b_hh, h0, expanded(m_hidden_input, kept_at(kept_values, 0), dtype),
+                             expanded(m_candidate, kept_at(kept_values, 1), dtype),
+                             expanded(u_hidden, kept_at(kept_values, 2), dtype), onednn);
 }
 
 std::vector<std::optional<Tensor>> gru_backward(const Tensor& grad_hidden, const Tensor& w_hh, const Tensor& h0,
                                                 const Tensor& activations, const Tensor& hidden_n,
                                                 const Tensor& hidden, const Mask& m_hidden_input,
                                                 const Mask& m_candidate, const Mask& u_hidden, bool has_bias,
-                                                bool onednn) {
+                                                bool onednn, at::ArrayRef<double> kept_values) {
   const int64_t H = activations.size(2) / 3;
   if (fast::fits(activations, {&grad_hidden, &w_hh, &h0, &hidden_n, &hidden},
-                 {&m_hidden_input, &m_candidate, &u_hidden}, activations.size(0), activations.size(1), H) &&
+                 {&m_hidden_input, &m_candidate, &u_hidden}, activations.size(0), activations.size(1), H,
+                 /*compact_masks=*/true) &&
       activations.is_contiguous() && hidden_n.is_contiguous() && hidden.is_contiguous()) {
     if (activations.scalar_type() == at::kFloat)
       return fast::gru_backward<float>(grad_hidden, w_hh, h0, activations, hidden_n, hidden, m_hidden_input,
-                                       m_candidate, u_hidden, has_bias, onednn);
+                                       m_candidate, u_hidden, has_bias, onednn, kept_values);
     return fast::gru_backward<double>(grad_hidden, w_hh, h0, activations, hidden_n, hidden, m_hidden_input,
-                                      m_candidate, u_hidden, has_bias, onednn);
+                                      m_candidate, u_hidden, has_bias, onednn, kept_values);
   }
   return gru_backward_generic(grad_hidden, w_hh, h0, activations, hidden_n, hidden, m_hidden_input, m_candidate,
-                              u_hidden, has_bias, onednn);
+                              u_hidden, has_bias, onednn, kept_values);
+}
+
+std::vector<std::optional<Tensor>> gru_backward_generic(const Tensor& grad_hidden, const Tensor& w_hh, const Tensor& h0,
+                                                        const Tensor& activations, const Tensor& hidden_n,
+                                                        const Tensor& hidden, const Mask& m_hidden_input,
+                                                        const Mask& m_candidate, const Mask& u_hidden, bool has_bias,
+                                                        bool onednn, at::ArrayRef<double> kept_values) {
+  const auto dtype = activations.scalar_type();
+  return gru_backward_generic(grad_hidden, w_hh, h0, activations, hidden_n, hidden,
+                              expanded(m_hidden_input, kept_at(kept_values, 0), dtype),
+                              expanded(m_candidate, kept_at(kept_values, 1), dtype),
+                              expanded(u_hidden, kept_at(kept_values, 2), dtype), has_bias, onednn);
 }

@@ -80,8 +80,9 @@ using Grads4 = std::tuple<Tensor, Tensor, Tensor, Tensor>;
 template <bool Generic>
 Forward4 lstm_forward_op(const Tensor& xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh, const Tensor& h0,
                          const Tensor& c0, const Mask& m_hidden_input, const Mask& m_candidate, const Mask& m_cell,
-                         const Mask& u_cell, const Mask& u_hidden, bool onednn) {
-  return outputs<4>(REGBENCH_PICK(lstm_forward, xp, w_hh, b_hh, h0, c0, m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, onednn));
+                         const Mask& u_cell, const Mask& u_hidden, bool onednn, at::ArrayRef<double> kept_values) {
+  return outputs<4>(REGBENCH_PICK(lstm_forward, xp, w_hh, b_hh, h0, c0, m_hidden_input, m_candidate, m_cell, u_cell,
+                                  u_hidden, onednn, kept_values));
 }
 
 template <bool Generic>
@@ -89,41 +90,46 @@ Tuple5 lstm_backward_op(const std::optional<Tensor>& grad_hidden, const std::opt
                         const Tensor& w_hh, const Tensor& h0, const Tensor& c0, const Tensor& gates,
                         const Tensor& cells, const Tensor& tanh_cells, const Tensor& hidden,
                         const Mask& m_hidden_input, const Mask& m_candidate, const Mask& m_cell, const Mask& u_cell,
-                        const Mask& u_hidden, bool has_bias, bool onednn) {
-  return gradients<5>(REGBENCH_PICK(lstm_backward, grad_hidden, grad_cells, w_hh, h0, c0, gates, cells, tanh_cells, hidden, m_hidden_input,
-                          m_candidate, m_cell, u_cell, u_hidden, has_bias, onednn));
+                        const Mask& u_hidden, bool has_bias, bool onednn, at::ArrayRef<double> kept_values) {
+  return gradients<5>(REGBENCH_PICK(lstm_backward, grad_hidden, grad_cells, w_hh, h0, c0, gates, cells, tanh_cells,
+                                    hidden, m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, has_bias, onednn,
+                                    kept_values));
 }
 
 // -- GRU -------------------------------------------------------------------------------------------
 
 template <bool Generic>
 Tuple3 gru_forward_op(const Tensor& xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh, const Tensor& h0,
-                      const Mask& m_hidden_input, const Mask& m_candidate, const Mask& u_hidden, bool onednn) {
-  return outputs<3>(REGBENCH_PICK(gru_forward, xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn));
+                      const Mask& m_hidden_input, const Mask& m_candidate, const Mask& u_hidden, bool onednn,
+                      at::ArrayRef<double> kept_values) {
+  return outputs<3>(REGBENCH_PICK(gru_forward, xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn,
+                                  kept_values));
 }
 
 template <bool Generic>
 Grads4 gru_backward_op(const Tensor& grad_hidden, const Tensor& w_hh, const Tensor& h0, const Tensor& activations,
                        const Tensor& hidden_n, const Tensor& hidden, const Mask& m_hidden_input,
-                       const Mask& m_candidate, const Mask& u_hidden, bool has_bias, bool onednn) {
-  return gradients<4>(REGBENCH_PICK(gru_backward, grad_hidden, w_hh, h0, activations, hidden_n, hidden, m_hidden_input, m_candidate, u_hidden,
-                          has_bias, onednn));
+                       const Mask& m_candidate, const Mask& u_hidden, bool has_bias, bool onednn,
+                       at::ArrayRef<double> kept_values) {
+  return gradients<4>(REGBENCH_PICK(gru_backward, grad_hidden, w_hh, h0, activations, hidden_n, hidden, m_hidden_input,
+                                    m_candidate, u_hidden, has_bias, onednn, kept_values));
 }
 
 // -- tanh-RNN --------------------------------------------------------------------------------------
 
 template <bool Generic>
 Tensor rnn_forward_op(const Tensor& xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh, const Tensor& h0,
-                      const Mask& m_hidden_input, const Mask& m_candidate, const Mask& u_hidden, bool onednn) {
-  return REGBENCH_PICK(rnn_forward, xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn);
+                      const Mask& m_hidden_input, const Mask& m_candidate, const Mask& u_hidden, bool onednn,
+                      at::ArrayRef<double> kept_values) {
+  return REGBENCH_PICK(rnn_forward, xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn, kept_values);
 }
 
 template <bool Generic>
 Grads4 rnn_backward_op(const Tensor& grad_hidden, const Tensor& w_hh, const Tensor& h0, const Tensor& hidden,
                        const Mask& m_hidden_input, const Mask& m_candidate, const Mask& u_hidden, bool has_bias,
-                       bool onednn) {
+                       bool onednn, at::ArrayRef<double> kept_values) {
   return gradients<4>(REGBENCH_PICK(rnn_backward, grad_hidden, w_hh, h0, hidden, m_hidden_input, m_candidate, u_hidden,
-                                    has_bias, onednn));
+                                    has_bias, onednn, kept_values));
 }
 
 // -- the batch-normalized LSTM ---------------------------------------------------------------------
@@ -162,7 +168,9 @@ Tuple8 batchnorm_lstm_backward_op(const std::optional<Tensor>& grad_hidden, cons
                           m_candidate, m_cell, u_cell, u_hidden, has_bias, batch_statistics, onednn));
 }
 
-// -- the masks' sampler ----------------------------------------------------------------------------
+// -- the masks' sampler and their compact form ----------------------------------------------------
+
+std::tuple<Tensor, double> compact_mask_op(const Tensor& mask) { return compact_mask(mask); }
 
 Tensor bernoulli_mask_op(at::IntArrayRef sizes, double keep_probability, double kept_value, at::ScalarType dtype) {
   return bernoulli_mask(sizes.vec(), keep_probability, kept_value, dtype);
@@ -191,11 +199,15 @@ int64_t parallel_threads_op(int64_t tasks) {
 #define REGBENCH_MASKS_LSTM "Tensor? m_hidden_input, Tensor? m_candidate, Tensor? m_cell, Tensor? u_cell, Tensor? u_hidden"
 #define REGBENCH_MASKS_GRU "Tensor? m_hidden_input, Tensor? m_candidate, Tensor? u_hidden"
 #define REGBENCH_MASKS_RNN REGBENCH_MASKS_GRU  // the tanh-RNN has the GRU's mask sites
+// The loops' masks may be compact (uint8 flags, compact_mask): the value each stands for, one per
+// mask in the order above; empty when none is.
+#define REGBENCH_KEPT_VALUES "float[] kept_values=[]"
 
 TORCH_LIBRARY(regbench, m) {
   m.def("bernoulli_mask(int[] sizes, float keep_probability, float kept_value, ScalarType dtype) -> Tensor",
         {at::Tag::nondeterministic_seeded});
   m.def("philox_draws(int key, int block, int count) -> Tensor");
+  m.def("compact_mask(Tensor mask) -> (Tensor flags, float kept_value)");
   m.def("parallel_threads(int tasks) -> int");
   m.def("add_gaussian_noise(Tensor weight, float sigma) -> Tensor", {at::Tag::nondeterministic_seeded});
   m.def("column_batchnorm(Tensor x, Tensor gamma, Tensor? beta, float eps) -> (Tensor y, Tensor mean, Tensor var, "
@@ -210,21 +222,21 @@ TORCH_LIBRARY(regbench, m) {
   for (const char* suffix : {"", "_generic"}) {
     const std::string s(suffix);
     schemas.def("lstm_forward" + s + "(Tensor xp, Tensor w_hh, Tensor? b_hh, Tensor h0, Tensor c0, " REGBENCH_MASKS_LSTM
-          ", bool onednn) -> (Tensor hidden, Tensor cells, Tensor gates, Tensor tanh_cells)");
+          ", bool onednn, " REGBENCH_KEPT_VALUES ") -> (Tensor hidden, Tensor cells, Tensor gates, Tensor tanh_cells)");
     schemas.def("lstm_backward" + s + "(Tensor? grad_hidden, Tensor? grad_cells, Tensor w_hh, Tensor h0, Tensor c0, "
           "Tensor gates, Tensor cells, Tensor tanh_cells, Tensor hidden, " REGBENCH_MASKS_LSTM
-          ", bool has_bias, bool onednn) -> (Tensor grad_xp, Tensor grad_w_hh, Tensor grad_b_hh, Tensor grad_h0, "
-          "Tensor grad_c0)");
+          ", bool has_bias, bool onednn, " REGBENCH_KEPT_VALUES ") -> (Tensor grad_xp, Tensor grad_w_hh, "
+          "Tensor grad_b_hh, Tensor grad_h0, Tensor grad_c0)");
     schemas.def("gru_forward" + s + "(Tensor xp, Tensor w_hh, Tensor? b_hh, Tensor h0, " REGBENCH_MASKS_GRU
-          ", bool onednn) -> (Tensor hidden, Tensor activations, Tensor hidden_n)");
+          ", bool onednn, " REGBENCH_KEPT_VALUES ") -> (Tensor hidden, Tensor activations, Tensor hidden_n)");
     schemas.def("gru_backward" + s + "(Tensor grad_hidden, Tensor w_hh, Tensor h0, Tensor activations, Tensor hidden_n, "
-          "Tensor hidden, " REGBENCH_MASKS_GRU ", bool has_bias, bool onednn) -> (Tensor grad_xp, Tensor grad_w_hh, "
-          "Tensor grad_b_hh, Tensor grad_h0)");
+          "Tensor hidden, " REGBENCH_MASKS_GRU ", bool has_bias, bool onednn, " REGBENCH_KEPT_VALUES ") -> "
+          "(Tensor grad_xp, Tensor grad_w_hh, Tensor grad_b_hh, Tensor grad_h0)");
     schemas.def("rnn_forward" + s + "(Tensor xp, Tensor w_hh, Tensor? b_hh, Tensor h0, " REGBENCH_MASKS_RNN
-          ", bool onednn) -> Tensor hidden");
+          ", bool onednn, " REGBENCH_KEPT_VALUES ") -> Tensor hidden");
     schemas.def("rnn_backward" + s + "(Tensor grad_hidden, Tensor w_hh, Tensor h0, Tensor hidden, "
-          REGBENCH_MASKS_RNN ", bool has_bias, bool onednn) -> (Tensor grad_xp, Tensor grad_w_hh, Tensor grad_b_hh, "
-          "Tensor grad_h0)");
+          REGBENCH_MASKS_RNN ", bool has_bias, bool onednn, " REGBENCH_KEPT_VALUES ") -> (Tensor grad_xp, "
+          "Tensor grad_w_hh, Tensor grad_b_hh, Tensor grad_h0)");
     schemas.def("batchnorm_lstm_forward" + s + "(Tensor xp, Tensor w_hh, Tensor? b_hh, Tensor h0, Tensor c0, "
           "Tensor gamma_hidden, Tensor gamma_cell, Tensor beta_cell, Tensor[]? running, float eps, " REGBENCH_MASKS_LSTM
           ", bool onednn) -> (Tensor hidden, Tensor cells, Tensor mean_hidden, Tensor var_hidden, Tensor mean_cells, "
@@ -260,6 +272,7 @@ TORCH_LIBRARY(regbench, m) {
 TORCH_LIBRARY_IMPL(regbench, CPU, m) {
   REGBENCH_LOOP_KERNELS(m);
   m.impl("add_gaussian_noise", &add_gaussian_noise);
+  m.impl("compact_mask", &compact_mask_op);
   m.impl("column_batchnorm", &column_batchnorm_op);
   m.impl("column_batchnorm_backward", &column_batchnorm_backward_op);
 }

@@ -127,14 +127,26 @@ void panel_product_rows(int64_t M, int64_t N, int64_t K, const float* A, int64_t
 }
 
 PanelWeight::PanelWeight(const Tensor& weight, const std::optional<Tensor>& bias_in) {
-  const Tensor w = weight.contiguous();  // (N, K): C = A · wᵀ
+  // (N, K): C = A · wᵀ. Read as it lies, in the order of its memory: the backward passes hand over
+  // Wᵀ as a transposed view, whose contiguous copy was as large as a tanh-RNN layer's hidden states
+  // at word_ptb/medium and set its peak memory.
+  const Tensor& w = weight;
   N = w.size(0), K = w.size(1);
   const int64_t count = (N + kPanel - 1) / kPanel;
   panels = at::zeros({count * K * kPanel}, w.options());
   const float* source = w.data_ptr<float>();
+  const int64_t row_stride = w.stride(0), column_stride = w.stride(1);
   float* target = panels.data_ptr<float>();
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t k = 0; k < K; ++k) target[(n / kPanel) * K * kPanel + k * kPanel + n % kPanel] = source[n * K + k];
+  auto place = [&](int64_t n, int64_t k) {
+    target[(n / kPanel) * K * kPanel + k * kPanel + n % kPanel] = source[n * row_stride + k * column_stride];
+  };
+  if (column_stride == 1 || row_stride != 1) {
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t k = 0; k < K; ++k) place(n, k);
+  } else {
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t n = 0; n < N; ++n) place(n, k);
+  }
   if (bias_in.has_value() && bias_in->defined()) {
     bias = at::zeros({count * kPanel}, w.options());
     bias.narrow(0, 0, N).copy_(*bias_in);

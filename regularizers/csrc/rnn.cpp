@@ -142,20 +142,23 @@ void run_row(int64_t H, const RNNBackwardRow<double>& a) { rnn_backward_row(H, a
 
 template <typename T>
 Tensor rnn_forward(const Tensor& xp_in, const Tensor& w_hh, const std::optional<Tensor>& b_hh, const Tensor& h0,
-                   const Mask& m_hidden_input, const Mask& m_candidate, const Mask& u_hidden, bool onednn) {
+                   const Mask& m_hidden_input, const Mask& m_candidate, const Mask& u_hidden, bool onednn,
+                   at::ArrayRef<double> kept_values) {
   at::NoGradGuard no_grad;
   // Read in place whatever the step and batch strides, as the LSTM's and GRU's do.
   const Tensor xp = xp_in.stride(2) == 1 ? xp_in : xp_in.contiguous();
   const int64_t xp_step_stride = xp.stride(0), xp_row_stride = xp.stride(1);
   const int64_t steps = xp.size(0), batch = xp.size(1), H = xp.size(2);
   auto options = xp.options();
-  const SequenceRows<T> mh(m_hidden_input), mc(m_candidate), uh(u_hidden);
+  const SequenceRows<T> mh(m_hidden_input, kept_at(kept_values, 0)), mc(m_candidate, kept_at(kept_values, 1)),
+      uh(u_hidden, kept_at(kept_values, 2));
   Tensor hidden = at::empty({steps, batch, H}, options);
   std::vector<T> ones(H, T(1)), zeros(H, T(0));
   const Tensor bias = b_hh.has_value() && b_hh->defined() ? b_hh->contiguous() : Tensor();
   const T* bias_data = bias.defined() ? bias.data_ptr<T>() : zeros.data();
   const Tensor h0c = h0.contiguous();
-  Tensor next_input = mh.present() ? masked(h0c, at_step(m_hidden_input, 0)).contiguous() : Tensor();
+  Tensor next_input =
+      mh.present() ? masked(h0c, at_step(m_hidden_input, 0, kept_at(kept_values, 0), h0c.scalar_type())).contiguous() : Tensor();
   const int64_t block = row_block(batch, H, sizeof(T), 1);
   RecurrentProduct recurrent_product(w_hh, block, std::nullopt, onednn);
   const T* xp_data = xp.data_ptr<T>();
@@ -180,10 +183,11 @@ template <typename T>
 std::vector<std::optional<Tensor>> rnn_backward(const Tensor& grad_hidden, const Tensor& w_hh, const Tensor& h0,
                                                 const Tensor& hidden, const Mask& m_hidden_input,
                                                 const Mask& m_candidate, const Mask& u_hidden, bool has_bias,
-                                                bool onednn) {
+                                                bool onednn, at::ArrayRef<double> kept_values) {
   at::NoGradGuard no_grad;
   const int64_t steps = hidden.size(0), batch = hidden.size(1), H = hidden.size(2);
-  const SequenceRows<T> gh(grad_hidden), mh(m_hidden_input), mc(m_candidate), uh(u_hidden);
+  const SequenceRows<T> gh(grad_hidden), mh(m_hidden_input, kept_at(kept_values, 0)),
+      mc(m_candidate, kept_at(kept_values, 1)), uh(u_hidden, kept_at(kept_values, 2));
   std::vector<T> ones(H, T(1)), zeros(H, T(0));
   auto options = hidden.options();
   const Tensor h0c = h0.contiguous();
@@ -196,8 +200,10 @@ std::vector<std::optional<Tensor>> rnn_backward(const Tensor& grad_hidden, const
   Tensor carry = at::zeros({batch, H}, options);
   Tensor d_product = at::zeros({batch, H}, options);  // after the loop: ∂L/∂(masked h0) from step 0's product
   const int64_t block = row_block(batch, H, sizeof(T), 1);
-  RecurrentProduct backward_product(w_hh.t(), block, std::nullopt, onednn);
-  backward_time_loop<T>(steps, batch, block, H, backward_product, d_pre_step, d_product,
+  // The product, its packed weight as large as the weight, is a temporary: freed before the
+  // weight gradient is made.
+  backward_time_loop<T>(steps, batch, block, H, RecurrentProduct(w_hh.t(), block, std::nullopt, onednn),
+                        d_pre_step, d_product,
                         [&](int64_t t, int64_t first, int64_t last, const T* product) {
     std::vector<T> scratch(4 * H);
     for (int64_t b = first; b < last; ++b) {
@@ -215,7 +221,7 @@ std::vector<std::optional<Tensor>> rnn_backward(const Tensor& grad_hidden, const
     transpose_rows(d_pre_step.data_ptr<T>() + first * H, H, last - first, H,
                    d_pre_t.data_ptr<T>() + t * batch + first, steps * batch);
   });
-  Tensor d_h0 = masked(d_product, at_step(m_hidden_input, 0)) + carry;
+  Tensor d_h0 = masked(d_product, at_step(m_hidden_input, 0, kept_at(kept_values, 0), hidden.scalar_type())) + carry;
   Tensor grad_w = recurrent_weight_gradient<T>(d_pre_t, h0, hidden, mh);
   std::optional<Tensor> grad_b;
   if (has_bias) grad_b = d_pre_t.sum(1);
@@ -229,29 +235,51 @@ std::vector<std::optional<Tensor>> rnn_backward(const Tensor& grad_hidden, const
 // -- the entry points: the fast rows where the arguments fit them, else the generic loops -----------
 
 Tensor rnn_forward(const Tensor& xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh, const Tensor& h0,
-                   const Mask& m_hidden_input, const Mask& m_candidate, const Mask& u_hidden, bool onednn) {
+                   const Mask& m_hidden_input, const Mask& m_candidate, const Mask& u_hidden, bool onednn,
+                   at::ArrayRef<double> kept_values) {
   const Tensor no_tensor;
   if (fast::fits(xp, {&w_hh, b_hh.has_value() ? &*b_hh : &no_tensor, &h0}, {&m_hidden_input, &m_candidate, &u_hidden},
-                 xp.size(0), xp.size(1), xp.size(2))) {
+                 xp.size(0), xp.size(1), xp.size(2), /*compact_masks=*/true)) {
     if (xp.scalar_type() == at::kFloat)
-      return fast::rnn_forward<float>(xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn);
-    return fast::rnn_forward<double>(xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn);
+      return fast::rnn_forward<float>(xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn, kept_values);
+    return fast::rnn_forward<double>(xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn, kept_values);
   }
-  return rnn_forward_generic(xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn);
+  return rnn_forward_generic(xp, w_hh, b_hh, h0, m_hidden_input, m_candidate, u_hidden, onednn, kept_values);
+}
+
+Tensor rnn_forward_generic(const Tensor& xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh, const Tensor& h0,
+                           const Mask& m_hidden_input, const Mask& m_candidate, const Mask& u_hidden, bool onednn,
+                           at::ArrayRef<double> kept_values) {
+  const auto dtype = xp.scalar_type();
+  return rnn_forward_generic(xp, w_hh, b_hh, h0, expanded(m_hidden_input, kept_at(kept_values, 0), dtype),
+                             expanded(m_candidate, kept_at(kept_values, 1), dtype),
+                             expanded(u_hidden, kept_at(kept_values, 2), dtype), onednn);
 }
 
 std::vector<std::optional<Tensor>> rnn_backward(const Tensor& grad_hidden, const Tensor& w_hh, const Tensor& h0,
                                                 const Tensor& hidden, const Mask& m_hidden_input,
                                                 const Mask& m_candidate, const Mask& u_hidden, bool has_bias,
-                                                bool onednn) {
+                                                bool onednn, at::ArrayRef<double> kept_values) {
   if (fast::fits(hidden, {&grad_hidden, &w_hh, &h0}, {&m_hidden_input, &m_candidate, &u_hidden}, hidden.size(0),
-                 hidden.size(1), hidden.size(2)) &&
+                 hidden.size(1), hidden.size(2), /*compact_masks=*/true) &&
       hidden.is_contiguous()) {
     if (hidden.scalar_type() == at::kFloat)
       return fast::rnn_backward<float>(grad_hidden, w_hh, h0, hidden, m_hidden_input, m_candidate, u_hidden, has_bias,
-                                       onednn);
+                                       onednn, kept_values);
     return fast::rnn_backward<double>(grad_hidden, w_hh, h0, hidden, m_hidden_input, m_candidate, u_hidden, has_bias,
-                                      onednn);
+                                      onednn, kept_values);
   }
-  return rnn_backward_generic(grad_hidden, w_hh, h0, hidden, m_hidden_input, m_candidate, u_hidden, has_bias, onednn);
+  return rnn_backward_generic(grad_hidden, w_hh, h0, hidden, m_hidden_input, m_candidate, u_hidden, has_bias, onednn,
+                              kept_values);
+}
+
+std::vector<std::optional<Tensor>> rnn_backward_generic(const Tensor& grad_hidden, const Tensor& w_hh,
+                                                        const Tensor& h0, const Tensor& hidden,
+                                                        const Mask& m_hidden_input, const Mask& m_candidate,
+                                                        const Mask& u_hidden, bool has_bias, bool onednn,
+                                                        at::ArrayRef<double> kept_values) {
+  const auto dtype = hidden.scalar_type();
+  return rnn_backward_generic(grad_hidden, w_hh, h0, hidden, expanded(m_hidden_input, kept_at(kept_values, 0), dtype),
+                              expanded(m_candidate, kept_at(kept_values, 1), dtype),
+                              expanded(u_hidden, kept_at(kept_values, 2), dtype), has_bias, onednn);
 }

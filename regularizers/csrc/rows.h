@@ -59,23 +59,42 @@ REGBENCH_INLINE double tanh_of(double x) { return std::tanh(x); }
 
 // A mask of shape (T or 1, B or 1, H or 1), or a gradient of shape (T, B, H), read row by row in
 // place, whatever its strides: no contiguous copy (an expanded gradient such as that of a sum
-// would otherwise become a full (T, B, H) tensor).
+// would otherwise become a full (T, B, H) tensor). A backward pass also reads masks in their compact
+// form (compact_mask, masks.cpp): uint8 flags that stand for `kept` where set and for 0 elsewhere.
 template <typename T>
 struct SequenceRows {
-  const T* data = nullptr;  // null: absent
+  const T* data = nullptr;  // null: absent (or compact)
+  const uint8_t* flags = nullptr;  // a compact mask's
+  T kept = T(1);
   int64_t step_stride = 0, batch_stride = 0, unit_stride = 0;  // 0 along a dimension of size 1
 
-  SequenceRows(const std::optional<Tensor>& tensor) {
+  SequenceRows(const std::optional<Tensor>& tensor, double kept_value = 1.0) {
     if (!tensor.has_value() || !tensor->defined()) return;
     const Tensor& x = *tensor;
-    data = x.data_ptr<T>();
+    if (x.scalar_type() == at::kByte) {
+      flags = x.data_ptr<uint8_t>();
+      kept = T(kept_value);
+    } else {
+      data = x.data_ptr<T>();
+    }
     step_stride = x.size(0) > 1 ? x.stride(0) : 0;
     batch_stride = x.size(1) > 1 ? x.stride(1) : 0;
     unit_stride = x.size(2) > 1 ? x.stride(2) : 0;
   }
-  bool present() const { return data != nullptr; }
+  bool present() const { return data != nullptr || flags != nullptr; }
   // Row b at step t: H values (gathered into `scratch` unless they lie contiguous); `absent` if absent.
   const T* row(int64_t t, int64_t b, int64_t H, const T* absent, T* scratch) const {
+    if (flags != nullptr) {
+      const uint8_t* set = flags + t * step_stride + b * batch_stride;
+      // A product, not a select, so that it vectorizes (the flags are 0 or 1): the select took a
+      // third of the tanh-RNN's step at pmnist/cpu-v1.
+      if (unit_stride == 1) {
+        for (int64_t j = 0; j < H; ++j) scratch[j] = kept * static_cast<T>(set[j]);
+      } else {
+        for (int64_t j = 0; j < H; ++j) scratch[j] = kept * static_cast<T>(set[j * unit_stride]);
+      }
+      return scratch;
+    }
     if (data == nullptr) return absent;
     const T* values = data + t * step_stride + b * batch_stride;
     if (unit_stride == 1 || H == 1) return values;
@@ -84,22 +103,25 @@ struct SequenceRows {
   }
 };
 
-// Whether a mask fits SequenceRows for a sequence of `steps` × `batch` × `H`.
-inline bool mask_fits(const Mask& mask, int64_t steps, int64_t batch, int64_t H, at::ScalarType dtype) {
+// Whether a mask fits SequenceRows for a sequence of `steps` × `batch` × `H` (`compact`: a backward
+// pass's, which reads compact masks too).
+inline bool mask_fits(const Mask& mask, int64_t steps, int64_t batch, int64_t H, at::ScalarType dtype,
+                      bool compact = false) {
   if (!mask.has_value() || !mask->defined()) return true;
   const Tensor& m = *mask;
-  return m.device().is_cpu() && m.scalar_type() == dtype && m.dim() == 3 && (m.size(0) == 1 || m.size(0) == steps) &&
-         (m.size(1) == 1 || m.size(1) == batch) && (m.size(2) == 1 || m.size(2) == H);
+  return m.device().is_cpu() && (m.scalar_type() == dtype || (compact && m.scalar_type() == at::kByte)) &&
+         m.dim() == 3 && (m.size(0) == 1 || m.size(0) == steps) && (m.size(1) == 1 || m.size(1) == batch) &&
+         (m.size(2) == 1 || m.size(2) == H);
 }
 
 inline bool fits(const Tensor& reference, std::initializer_list<const Tensor*> tensors, std::initializer_list<const Mask*> masks,
-          int64_t steps, int64_t batch, int64_t H) {
+          int64_t steps, int64_t batch, int64_t H, bool compact_masks = false) {
   const auto dtype = reference.scalar_type();
   if (!reference.device().is_cpu() || (dtype != at::kFloat && dtype != at::kDouble)) return false;
   for (const Tensor* t : tensors)
     if (t->defined() && (!t->device().is_cpu() || t->scalar_type() != dtype)) return false;
   for (const Mask* m : masks)
-    if (!mask_fits(*m, steps, batch, H, dtype)) return false;
+    if (!mask_fits(*m, steps, batch, H, dtype, compact_masks)) return false;
   return true;
 }
 
@@ -214,12 +236,17 @@ Tensor recurrent_input_rows(const Tensor& h0, const Tensor& hidden, const Sequen
 // The recurrent inputs (recurrent_input_rows) handed to use(first_step, steps, rows) a chunk of whole
 // steps at a time, step 0 alone first (so that unmasked chunks are all views), so that they never
 // exist for the whole sequence at once: a copy of them was the largest allocation of the GRU's and
-// tanh-RNN's backward, as large as their saved hidden states.
+// tanh-RNN's backward, as large as their saved hidden states. A chunk is at most kChunkRows rows and
+// at most an eighth of the sequence: a short sequence (word-level PTB's 35 steps of 20 rows) fits in
+// one chunk of 2,048 rows, which made the copy as large as the states again (the 2-layer tanh-RNN's
+// peak at word_ptb/small went from 1.13x torch's to under it with the eighth).
 template <typename T, typename Use>
 void for_each_recurrent_input_chunk(const Tensor& h0, const Tensor& hidden, const SequenceRows<T>& mask, const Use& use) {
   constexpr int64_t kChunkRows = 2048;  // as fast in at::addmm as one product of the whole sequence
+  constexpr int64_t kChunksAtLeast = 8;
   const int64_t steps = hidden.size(0), batch = hidden.size(1);
-  const int64_t per_chunk = std::max<int64_t>(1, kChunkRows / std::max<int64_t>(batch, 1));
+  const int64_t per_chunk = std::max<int64_t>(
+      1, std::min(kChunkRows / std::max<int64_t>(batch, 1), (steps + kChunksAtLeast - 1) / kChunksAtLeast));
   Tensor buffer;
   use(0, 1, recurrent_input_rows<T>(h0, hidden, mask, 0, 1, buffer));
   for (int64_t first = 1; first < steps; first += per_chunk) {
