@@ -2,8 +2,10 @@
 
 One training step (forward, and backward of ``output.sum()``) of every regularizer's layer and of
 ``torch.nn.LSTM`` / ``GRU`` / ``RNN`` at the same shape, interleaved in one process over several
-repetitions so that drifts of the machine hit all of them alike. It reports the median time ratio
-to torch's layer and the peak memory ratio (the most tensor memory a step holds at once beyond
+repetitions so that drifts of the machine hit all of them alike. It reports the time ratio to
+torch's layer (the median over repetitions of each repetition's own ratio, so that a burst of load
+during one repetition moves one sample, not the whole estimate; with its quartiles) and the peak
+memory ratio (the most tensor memory a step holds at once beyond
 what was held before it; CPU: torch's profiler's allocation events, in a separate process per
 shape and cell; CUDA: ``max_memory_allocated``).
 
@@ -113,6 +115,8 @@ class PerfRow:
     ratio: float
     peak_mb: float | None
     memory_ratio: float | None
+    ratio_low: float | None = None  # the quartiles of the per-repetition ratios
+    ratio_high: float | None = None
 
 
 _TORCH_LAYERS = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}
@@ -191,6 +195,17 @@ def _peak_memory(cell: str, names: list[str], shape: Shape, device: torch.device
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def paired_ratios(times: list[float], base_times: list[float]) -> tuple[float, float, float]:
+    """The median and the quartiles of ``times[i] / base_times[i]``: each repetition's time over
+    torch's in the same repetition, measured moments apart, so that load that comes and goes
+    cancels in the pair instead of landing in one layer's median."""
+    ratios = [t / b for t, b in zip(times, base_times, strict=True)]
+    if len(ratios) == 1:
+        return ratios[0], ratios[0], ratios[0]
+    low, _, high = statistics.quantiles(ratios, n=4, method="inclusive")
+    return statistics.median(ratios), low, high
+
+
 def _supported(cell: str, names: list[str] | None) -> list[str]:
     return [n for n in (names or regularizers.available()) if cell in regularizers.get(n).cell_types]
 
@@ -208,6 +223,7 @@ def measure(shapes: list[Shape], cells=("lstm",), names=None, repeats: int = 7, 
             layers = {name: _make_layer(cell, name, shape).to(device) for name in ["torch", *_supported(cell, names)]}
             for layer in layers.values():  # warm-up: allocator, thread pools, lazy init, the native build
                 _step(layer, x)
+                _step(layer, x)  # a second one: the first sizes the buffers the second reuses
             times: dict[str, list[float]] = {name: [] for name in layers}
             for _ in range(repeats):
                 for name, layer in layers.items():
@@ -220,13 +236,13 @@ def measure(shapes: list[Shape], cells=("lstm",), names=None, repeats: int = 7, 
                 if progress is not None:
                     progress.update(1)
             peaks = _peak_memory(cell, list(layers), shape, device) if memory else {}
-            base_time = statistics.median(times["torch"])
             for name in layers:
-                median = statistics.median(times[name])
+                ratio, low, high = paired_ratios(times[name], times["torch"])
                 peak = peaks.get(name)
-                rows.append(PerfRow(shape.name, cell, name, torch.get_num_threads(), median * 1e3, median / base_time,
-                                    None if peak is None else peak / 2**20,
-                                    peak / peaks["torch"] if peak is not None and peaks["torch"] > 0 else None))
+                rows.append(PerfRow(shape.name, cell, name, torch.get_num_threads(), statistics.median(times[name]) * 1e3,
+                                    ratio, None if peak is None else peak / 2**20,
+                                    peak / peaks["torch"] if peak is not None and peaks["torch"] > 0 else None,
+                                    low, high))
     return rows
 
 
@@ -254,11 +270,12 @@ def _number(value: float | None, digits: int) -> str:
 
 
 def format_table(rows: list[PerfRow]) -> str:
-    lines = ["| shape | threads | cell | regularizer | step (ms) | × torch | peak MB | memory × torch |",
-             "|---|---:|---|---|---:|---:|---:|---:|"]
+    lines = ["| shape | threads | cell | regularizer | step (ms) | × torch | quartiles | peak MB | memory × torch |",
+             "|---|---:|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
+        quartiles = "–" if r.ratio_low is None else f"{r.ratio_low:.2f}–{r.ratio_high:.2f}"
         lines.append(f"| {r.shape} | {r.threads} | {r.cell} | {r.regularizer} | {r.median_ms:.1f} | {r.ratio:.2f} | "
-                     f"{_number(r.peak_mb, 1)} | {_number(r.memory_ratio, 2)} |")
+                     f"{quartiles} | {_number(r.peak_mb, 1)} | {_number(r.memory_ratio, 2)} |")
     return "\n".join(lines)
 
 
@@ -374,7 +391,8 @@ def run(args: argparse.Namespace) -> int:
     shapes += [s for sweep in args.sweep for s in SWEEPS[sweep] if s not in shapes]
     thread_counts = args.threads or [torch.get_num_threads()]
     print(f"regbench perf: device {args.device}, {'/'.join(map(str, thread_counts))} thread(s), "
-          f"torch {torch.__version__}, median of {args.repeats} interleaved repetitions")
+          f"torch {torch.__version__}, {args.repeats} interleaved repetitions (ratios: the median of each "
+          "repetition's own)")
     for shape in shapes:
         print(f"  {shape.name}: {shape.describe()}")
     rows = []
@@ -420,12 +438,21 @@ def _write_report(path: Path, report: list[str], thread_counts: list[int], args:
                                         "repeats": args.repeats, "threads": thread_counts,
                                         "no_memory": args.no_memory, "device": args.device},
                                one_flag={"shapes", "sweep", "cells", "regularizers", "threads"})
-    header = ["# Speed of the regularized layers against torch's own", "",
-              f"Measured on {date.today().isoformat()} on {_machine()}, with {'/'.join(map(str, thread_counts))} "
-              f"thread(s), the median of {args.repeats} interleaved repetitions of one training step (forward and "
-              "backward) per layer, in one process. Ratios are to torch's layer of the same cell and shape "
-              "(`torch.nn.LSTM`, `GRU`, `RNN`); `none`, `weight_noise` (mostly) and `norm_stabilizer` run torch's "
-              "own kernel, so their spread around 1.00 is the noise of the measurement. Reproduce with:", "",
+    if args.training:
+        title = "# Speed of a whole training step against a plain PyTorch loop"
+        method = ("each track's own LightningModule trained by Lightning's Trainer (optimizer, gradient clipping, "
+                  "torchmetrics, a CSV logger) against a hand-written loop with `torch.nn.LSTM` of the same size, "
+                  f"on the same synthetic batches: {args.repeats} alternating epochs of 20 steps per side, and the "
+                  "medians of their steps compared. Reproduce with:")
+    else:
+        title = "# Speed of the regularized layers against torch's own"
+        method = (f"{args.repeats} interleaved repetitions of one training step (forward and backward) per layer, in one "
+                  "process. A ratio is the median over repetitions of the layer's time over torch's in the same "
+                  "repetition (the full table gives the quartiles), torch's layer being of the same cell and shape "
+                  "(`torch.nn.LSTM`, `GRU`, `RNN`); `none`, `weight_noise` (mostly) and `norm_stabilizer` run torch's "
+                  "own kernel, so their spread around 1.00 is the noise of the measurement. Reproduce with:")
+    header = [title, "", f"Measured on {date.today().isoformat()} on {_machine()}, with "
+              f"{'/'.join(map(str, thread_counts))} thread(s): {method}", "",
               "```bash", command, "```", ""]
     path.write_text("\n".join(header + report) + "\n")
 

@@ -50,10 +50,11 @@ class Operators:
             index = _HAS_BIAS_ARGUMENT.get(name.removesuffix("_generic"))
             setattr(self, name, op if index is None else _no_bias_gradient_as_none(op, index))
 
-    def philox_draws(self, key: int, block: int, count: int) -> torch.Tensor:
+    def philox_draws(self, key: int, block: int, count: int, portable: bool = False) -> torch.Tensor:
         """The first ``count`` 32-bit draws (as int64) of Philox4x32-10 with this 64-bit key and
-        subsequence; the schema's ints are signed, so unsigned keys and blocks pass as their bits."""
-        return torch.ops.regbench.philox_draws.default(_signed64(key), _signed64(block), count)
+        subsequence (``portable``: by the loop that runs where the CPU has no AVX2); the schema's ints
+        are signed, so unsigned keys and blocks pass as their bits."""
+        return torch.ops.regbench.philox_draws.default(_signed64(key), _signed64(block), count, portable)
 
 
 def _no_bias_gradient_as_none(op, has_bias_index: int):
@@ -227,7 +228,7 @@ def _column_batchnorm_backward_fake(grad_y, x, mean, rstd, gamma):
             x.new_empty((x.size(1),)))
 
 
-def _philox_draws_fake(key, block, count):
+def _philox_draws_fake(key, block, count, portable=False):
     return torch.empty((count,), dtype=torch.int64, device="cpu")
 
 

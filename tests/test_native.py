@@ -488,15 +488,22 @@ def _philox4x32_10(counter, key):
     return c
 
 
-def test_philox_draws_follow_the_published_generator(compiled):
+@pytest.mark.parametrize("portable", [False, True], ids=["dispatched", "portable"])
+def test_philox_draws_follow_the_published_generator(compiled, portable):
+    """Both the loop that runs everywhere and the one this CPU dispatches to (AVX2 where it has it)."""
     # Known-answer test of Random123 for counter 0, key 0.
-    assert compiled.philox_draws(0, 0, 4).tolist() == [0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8]
+    assert compiled.philox_draws(0, 0, 4, portable).tolist() == [0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8]
     key, block = 0x0123456789ABCDEF, 7
-    draws = compiled.philox_draws(key, block, 70).tolist()  # 17 whole counters and a partial one
+    draws = compiled.philox_draws(key, block, 70, portable).tolist()  # 17 whole counters and a partial one
     expected = []
     for group in range(18):
         expected += _philox4x32_10([group, 0, block, 0], [key & 0xFFFFFFFF, key >> 32])
     assert draws == expected[:70]
+
+
+def test_the_dispatched_philox_draws_are_the_portable_ones(compiled):
+    for key, block in [(0, 0), (0xFEDCBA9876543210, 3), (12345, 0xFFFFFFFF00000001)]:
+        assert torch.equal(compiled.philox_draws(key, block, 16384), compiled.philox_draws(key, block, 16384, True))
 
 
 def test_bernoulli_mask_has_the_asked_probability_and_values(compiled):
@@ -531,6 +538,22 @@ def test_bernoulli_mask_is_seeded_by_torch_and_independent_of_threads(compiled):
     # Blocks are independent streams: no block repeats another.
     blocks = first.flatten()[: 5 * 16384].view(5, 16384)
     assert all(not torch.equal(blocks[i], blocks[j]) for i in range(5) for j in range(i + 1, 5))
+
+
+@pytest.mark.parametrize("count", [5, 70, 16384 + 37])
+@pytest.mark.parametrize("keep", [0.0, 0.3, 1.0])
+def test_float32_masks_threshold_the_same_draws_as_float64_ones(compiled, keep, count):
+    """float32 masks are thresholded in the sampler's registers (AVX2 where the CPU has it), float64
+    ones from the stored draws: from one seed the two agree element for element, up to a tail that is
+    not a whole group of draws, and a mask is the start of a longer one drawn with the same key."""
+    torch.manual_seed(11)
+    single = compiled.bernoulli_mask([count], keep, 2.0, torch.float32)
+    torch.manual_seed(11)
+    double = compiled.bernoulli_mask([count], keep, 2.0, torch.float64)
+    torch.manual_seed(11)
+    longer = compiled.bernoulli_mask([count + 100], keep, 2.0, torch.float32)
+    assert torch.equal(single.double(), double) and torch.equal(longer[:count], single)
+    assert set(single.unique().tolist()) <= {0.0, 2.0}
 
 
 def test_fast_path_reads_a_batch_major_input_projection_in_place(compiled):

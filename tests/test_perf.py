@@ -1,6 +1,7 @@
 """``regbench perf``: its named shapes, what it measures and reports (no timing is asserted)."""
 
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,19 @@ def test_measure_reports_ratios_to_torch_and_memory():
     assert all(r.median_ms > 0 and r.peak_mb is not None and r.peak_mb >= 0 for r in rows)
     for cell in ("lstm", "rnn"):
         z = by[cell, "zoneout"]
-        assert z.ratio == pytest.approx(z.median_ms / by[cell, "torch"].median_ms)
+        assert z.ratio_low <= z.ratio <= z.ratio_high and z.ratio > 0
+        assert by[cell, "torch"].ratio_low == by[cell, "torch"].ratio_high == 1.0
+
+
+def test_a_ratio_pairs_each_repetition_with_torchs_in_the_same_repetition():
+    """A burst of load that slows one repetition of every layer leaves the paired ratio alone; the
+    ratio of the two medians would move (here from 1.1 to 1.25)."""
+    torch_times = [10.0, 10.0, 40.0, 10.0, 10.0]
+    layer_times = [11.0, 11.0, 44.0, 12.5, 12.5]  # the burst in repetition 3 hits both alike
+    ratio, low, high = perf.paired_ratios(layer_times, torch_times)
+    assert ratio == pytest.approx(1.1) and statistics.median(layer_times) / statistics.median(torch_times) == 1.25
+    assert (low, high) == (pytest.approx(1.1), pytest.approx(1.25))
+    assert perf.paired_ratios([3.0], [2.0]) == (1.5, 1.5, 1.5)
 
 
 def test_growth_is_the_slope_of_the_ratio_per_doubling():
@@ -109,12 +122,12 @@ def test_the_readmes_speed_table_is_the_summary_of_the_committed_measurement():
     measured = (root / "leaderboards" / "speed.md").read_text()
     assert "\n" + table + "\n\n" in measured
     rows = []
-    for line in measured.splitlines():  # | shape | threads | cell | regularizer | ms | × torch | MB | memory × |
+    for line in measured.splitlines():  # | shape | threads | cell | regularizer | ms | × torch | quartiles | MB | memory × |
         fields = [field.strip() for field in line.strip().strip("|").split("|")]
-        if len(fields) == 8 and fields[1].isdigit():
+        if len(fields) == 9 and fields[1].isdigit():
             number = lambda text: None if text == "–" else float(text)  # noqa: E731
             rows.append(PerfRow(fields[0], fields[2], fields[3], int(fields[1]), float(fields[4]), float(fields[5]),
-                                number(fields[6]), number(fields[7])))
+                                number(fields[7]), number(fields[8])))
     assert len(rows) > 100 and summary_table(rows) == table
 
 

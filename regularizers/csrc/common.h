@@ -298,4 +298,4 @@ std::vector<Tensor> column_batchnorm(const Tensor& x, const Tensor& gamma, const
 std::vector<Tensor> column_batchnorm_backward(const Tensor& grad_y, const Tensor& x, const Tensor& mean,
                                               const Tensor& rstd, const Tensor& gamma);
 
-Tensor philox_draws(uint64_t key, uint64_t block, int64_t count);
+Tensor philox_draws(uint64_t key, uint64_t block, int64_t count, bool portable);

@@ -176,8 +176,8 @@ Tensor bernoulli_mask_op(at::IntArrayRef sizes, double keep_probability, double 
   return bernoulli_mask(sizes.vec(), keep_probability, kept_value, dtype);
 }
 
-Tensor philox_draws_op(int64_t key, int64_t block, int64_t count) {
-  return philox_draws(static_cast<uint64_t>(key), static_cast<uint64_t>(block), count);
+Tensor philox_draws_op(int64_t key, int64_t block, int64_t count, bool portable) {
+  return philox_draws(static_cast<uint64_t>(key), static_cast<uint64_t>(block), count, portable);
 }
 
 // How many threads at::parallel_for hands `tasks` one-element tasks to, as compiled into this library:
@@ -206,7 +206,7 @@ int64_t parallel_threads_op(int64_t tasks) {
 TORCH_LIBRARY(regbench, m) {
   m.def("bernoulli_mask(int[] sizes, float keep_probability, float kept_value, ScalarType dtype) -> Tensor",
         {at::Tag::nondeterministic_seeded});
-  m.def("philox_draws(int key, int block, int count) -> Tensor");
+  m.def("philox_draws(int key, int block, int count, bool portable=False) -> Tensor");
   m.def("compact_mask(Tensor mask) -> (Tensor flags, float kept_value)");
   m.def("parallel_threads(int tasks) -> int");
   m.def("add_gaussian_noise(Tensor weight, float sigma) -> Tensor", {at::Tag::nondeterministic_seeded});
