@@ -544,8 +544,8 @@ def test_bernoulli_mask_is_seeded_by_torch_and_independent_of_threads(compiled):
 @pytest.mark.parametrize("keep", [0.0, 0.3, 1.0])
 def test_float32_masks_threshold_the_same_draws_as_float64_ones(compiled, keep, count):
     """float32 masks are thresholded in the sampler's registers (AVX2 where the CPU has it), float64
-    ones from the stored draws: from one seed the two agree element for element, up to a tail that is
-    not a whole group of draws, and a mask is the start of a longer one drawn with the same key."""
+    ones from the stored draws: from one seed the two agree element for element, a last partial group
+    of draws included, and a mask is the start of a longer one drawn with the same key."""
     torch.manual_seed(11)
     single = compiled.bernoulli_mask([count], keep, 2.0, torch.float32)
     torch.manual_seed(11)
