@@ -49,6 +49,26 @@ def test_measure_reports_ratios_to_torch_and_memory():
         assert by[cell, "torch"].ratio_low == by[cell, "torch"].ratio_high == 1.0
 
 
+def test_measure_divides_each_layers_repetition_by_torchs_in_the_same_one(monkeypatch):
+    """measure's pairing and its direction, on a clock that each step moves by a set amount: torch's
+    steps cost 1, 2, 3 and zoneout's 2, 2, 6 in the three repetitions, so the paired ratios are 2, 1, 2
+    (median 2, quartiles 1.5 and 2) where the ratio of the two medians would be 1."""
+    from types import SimpleNamespace
+
+    costs = {"torch": iter([0, 0, 1, 2, 3]), "zoneout": iter([0, 0, 2, 2, 6])}  # two warm-up steps first
+    clock = [0.0]
+
+    def step(layer, x):
+        clock[0] += next(costs["torch" if isinstance(layer, torch.nn.LSTM) else "zoneout"])
+
+    monkeypatch.setattr(perf, "_step", step)
+    monkeypatch.setattr(perf, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    rows = perf.measure([perf.Shape("test/tiny", 2, 3, 4, 5)], names=["zoneout"], repeats=3, memory=False)
+    zoneout = next(r for r in rows if r.regularizer == "zoneout")
+    assert (zoneout.ratio, zoneout.ratio_low, zoneout.ratio_high) == (2.0, 1.5, 2.0)
+    assert zoneout.median_ms == 2000.0
+
+
 def test_a_ratio_pairs_each_repetition_with_torchs_in_the_same_repetition():
     """A burst of load that slows one repetition of every layer leaves the paired ratio alone; the
     ratio of the two medians would move (here from 1.1 to 1.25)."""
