@@ -63,7 +63,6 @@ static void philox_draws_portable(uint64_t key, uint64_t block, int64_t count, u
   }
 }
 
-
 #if defined(REGBENCH_X86_CLONES)
 // The same draws with AVX2 in 32-bit lanes, 3.5x as fast as the portable loop (which the compiler
 // vectorizes in 64-bit lanes only, and spills): two sets of 8 counters per group of 16, each
@@ -177,7 +176,7 @@ __attribute__((target("avx2"))) static void mask_block_avx2(uint64_t key, uint64
 }
 #endif
 
-// The dispatch: AVX2 where the CPU has it (counters beyond 2^32 never occur in a block).
+// The dispatch: AVX2 where the CPU has it.
 static bool cpu_has_avx2() {
 #if defined(REGBENCH_X86_CLONES)
   static const bool has_avx2 = __builtin_cpu_supports("avx2");

@@ -103,8 +103,8 @@ struct SequenceRows {
   }
 };
 
-// Whether a mask fits SequenceRows for a sequence of `steps` × `batch` × `H` (`compact`: a backward
-// pass's, which reads compact masks too).
+// Whether a mask fits SequenceRows for a sequence of `steps` × `batch` × `H` (`compact`: a loop that
+// takes kept_values, and so reads compact masks too; batch norm's loops take none).
 inline bool mask_fits(const Mask& mask, int64_t steps, int64_t batch, int64_t H, at::ScalarType dtype,
                       bool compact = false) {
   if (!mask.has_value() || !mask->defined()) return true;
