@@ -216,12 +216,16 @@ def _check_batchnorm_loops(compiled, xp, w, b, h0, c0, gamma_h, gamma_c, beta_c,
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("mask_set", ["per-step", "broadcast"])
-def test_batchnorm_loops_split_over_threads_agree(compiled, mask_set, threads):
-    """At 300 rows the compiled batch-norm loop shares each step's passes out over the threads (its
-    row passes by rows, its statistics by columns; a small batch keeps them on one thread), and 37
-    units fit no vector width: with 1 and 2 threads it equals the Python loop, masks of every
-    shape included (a pass that read a buffer another task of the same step writes would not)."""
-    steps, batch, units = 3, 300, 37
+@pytest.mark.parametrize("batch", [300, 9, 6])
+@pytest.mark.parametrize("training", [True, False], ids=["batch-statistics", "running-statistics"])
+def test_batchnorm_loops_split_over_threads_agree(compiled, mask_set, threads, batch, training):
+    """With 2 threads the compiled batch-norm loop runs on a team, each thread on its own block of
+    rows (300: 150 each; 9: a ragged 5 and 4), meeting the other where the statistics need every row;
+    6 rows are too few to split (its passes then share themselves out, as with 1 thread). 37 units
+    fit no vector width, and 5 steps make 5 chunks of the weight gradient. Every case equals the
+    Python loop, masks of every shape and running statistics included (a thread that read a row or
+    a partial sum before its writer had written it would not)."""
+    steps, units = 5, 37
     generator = torch.Generator().manual_seed(11)
     make = lambda *shape: torch.randn(*shape, generator=generator)  # noqa: E731
     masks = _mask_sets(steps, batch, units)[mask_set]
@@ -229,8 +233,10 @@ def test_batchnorm_loops_split_over_threads_agree(compiled, mask_set, threads):
     xp, w, b = make(steps, batch, 4 * units), make(4 * units, units) * 0.3, make(4 * units)
     h0, c0 = make(batch, units), make(batch, units)
     gamma_h, gamma_c, beta_c = torch.full((4 * units,), 0.1), torch.full((units,), 0.1), make(units) * 0.1
+    running = None if training else [make(steps, 4 * units), torch.rand(steps, 4 * units, generator=generator) + 0.5,
+                                     make(steps, units), torch.rand(steps, units, generator=generator) + 0.5]
     with _threads(threads):
-        _check_batchnorm_loops(compiled, xp, w, b, h0, c0, gamma_h, gamma_c, beta_c, None, order)
+        _check_batchnorm_loops(compiled, xp, w, b, h0, c0, gamma_h, gamma_c, beta_c, running, order)
 
 
 def test_disabled_native_falls_back_to_python(monkeypatch):

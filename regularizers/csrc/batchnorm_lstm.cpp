@@ -3,6 +3,14 @@
 // between them. Its own file: the statistics passes and the batch-norm gradient are its alone.
 #include "rows.h"
 
+#include <atomic>
+#include <exception>
+#include <mutex>
+#include <utility>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 namespace {
 
 struct Normalized {
@@ -237,6 +245,177 @@ void column_sums(const T* a, const T* x, int64_t rows, int64_t width, T* sum_a, 
                    [&](int64_t begin, int64_t end) { run_column_sums(a, x, rows, width, begin, end, sum_a, sum_ax); });
 }
 
+// -- a team of threads for a whole time loop --------------------------------------------------------
+//
+// A batch norm couples the batch rows at every step, so the plain LSTM's scheme (each thread runs
+// the whole time loop on its own rows, never waiting) does not apply as it is; sharing each pass of
+// each step out over the threads, a fork and a join each, made 2 threads slower than 1 at the CPU
+// tracks' shapes. Here a team of threads runs the whole time loop, each thread on its own block of
+// batch rows (its own products included), and meets the others only where the statistics need all
+// rows: each thread sums its rows into its slot of a shared buffer, waits at the team's barrier, and
+// adds the slots up in rank order itself (the same totals in every thread and from run to run).
+// OpenMP's team barrier where the loops are built with OpenMP (torch's own threads); else, or nested
+// in another parallel region, a team of one, whose passes share themselves out as before.
+
+struct TeamState {
+  std::atomic<bool> failed{false};
+  std::mutex lock;
+  std::exception_ptr error;
+};
+
+struct Team {
+  int64_t size = 1, rank = 0;
+  TeamState* state = nullptr;
+
+  // Runs a stretch of work between barriers. Once any thread has failed, every thread skips its work
+  // but still meets every barrier (a thread that left the loop would leave the others waiting), and
+  // the first error is rethrown after the team has finished.
+  template <typename F>
+  void run(const F& work) const {
+    if (state->failed.load(std::memory_order_relaxed)) return;
+    try {
+      work();
+    } catch (...) {
+      std::lock_guard<std::mutex> guard(state->lock);
+      if (!state->error) state->error = std::current_exception();
+      state->failed.store(true);
+    }
+  }
+
+  void barrier() const {
+#ifdef _OPENMP
+    if (size > 1) {
+#pragma omp barrier
+    }
+#endif
+  }
+
+  // This thread's block of [0, count): the rows of the batch, or the rows of a weight gradient.
+  std::pair<int64_t, int64_t> share(int64_t count) const {
+    const int64_t block = (count + size - 1) / size;
+    const int64_t begin = std::min(count, rank * block);
+    return {begin, std::min(count, begin + block)};
+  }
+};
+
+// Runs body(team) on a team of torch's threads where `split` (else on this thread, a team of one).
+template <typename F>
+void run_team(bool split, const F& body) {
+  TeamState state;
+#ifdef _OPENMP
+  if (split && at::get_num_threads() > 1 && !at::in_parallel_region()) {
+#pragma omp parallel num_threads(at::get_num_threads())
+    {
+      at::NoGradGuard no_grad;  // grad mode is per thread
+      body(Team{omp_get_num_threads(), omp_get_thread_num(), &state});
+    }
+    if (state.error) std::rethrow_exception(state.error);
+    return;
+  }
+#endif
+  body(Team{1, 0, &state});
+  if (state.error) std::rethrow_exception(state.error);
+}
+
+// Per column of a (rows × width) row-major block: the sum, and the sum of squared deviations from
+// `mean`.
+template <typename T>
+REGBENCH_INLINE void column_sum_rows(const T* x, int64_t rows, int64_t width, T* sum) {
+  for (int64_t j = 0; j < width; ++j) sum[j] = T(0);
+  for (int64_t b = 0; b < rows; ++b) {
+    const T* row = x + b * width;
+    REGBENCH_NO_LOOP_ALIASING
+    for (int64_t j = 0; j < width; ++j) sum[j] += row[j];
+  }
+}
+
+template <typename T>
+REGBENCH_INLINE void column_squares_rows(const T* x, int64_t rows, int64_t width, const T* mean, T* squares) {
+  for (int64_t j = 0; j < width; ++j) squares[j] = T(0);
+  for (int64_t b = 0; b < rows; ++b) {
+    const T* row = x + b * width;
+    REGBENCH_NO_LOOP_ALIASING
+    for (int64_t j = 0; j < width; ++j) {
+      const T centered = row[j] - mean[j];
+      squares[j] += centered * centered;
+    }
+  }
+}
+
+// out[j] = scale · Σ_k slots[k · width + j], k in rank order.
+template <typename T>
+REGBENCH_INLINE void add_slots(const T* slots, int64_t count, int64_t width, T scale, T* out) {
+  for (int64_t j = 0; j < width; ++j) out[j] = slots[j];
+  for (int64_t k = 1; k < count; ++k) {
+    const T* slot = slots + k * width;
+    REGBENCH_NO_LOOP_ALIASING
+    for (int64_t j = 0; j < width; ++j) out[j] += slot[j];
+  }
+  for (int64_t j = 0; j < width; ++j) out[j] *= scale;
+}
+
+REGBENCH_CLONES void run_column_sum_rows(const float* x, int64_t rows, int64_t width, float* sum) {
+  column_sum_rows(x, rows, width, sum);
+}
+void run_column_sum_rows(const double* x, int64_t rows, int64_t width, double* sum) {
+  column_sum_rows(x, rows, width, sum);
+}
+REGBENCH_CLONES void run_column_squares_rows(const float* x, int64_t rows, int64_t width, const float* mean,
+                                             float* squares) {
+  column_squares_rows(x, rows, width, mean, squares);
+}
+void run_column_squares_rows(const double* x, int64_t rows, int64_t width, const double* mean, double* squares) {
+  column_squares_rows(x, rows, width, mean, squares);
+}
+REGBENCH_CLONES void run_add_slots(const float* slots, int64_t count, int64_t width, float scale, float* out) {
+  add_slots(slots, count, width, scale, out);
+}
+void run_add_slots(const double* slots, int64_t count, int64_t width, double scale, double* out) {
+  add_slots(slots, count, width, scale, out);
+}
+
+// Shared slots for the team's partial column sums: `sets` sets of team.size × width values.
+template <typename T>
+struct TeamSlots {
+  std::vector<T> values;
+  int64_t width, team_size;
+  TeamSlots(int64_t sets, int64_t team_size_, int64_t width_)
+      : values(size_t(sets * team_size_ * width_)), width(width_), team_size(team_size_) {}
+  T* set(int64_t k) { return values.data() + k * team_size * width; }
+};
+
+// Mean and biased variance per column of the batch, of which `x` is this thread's `rows` rows (the
+// whole batch in a team of one: then shared out over the columns). `sums` and `squares`: the team's
+// slots, each team.size × width; each is written again only after a barrier that follows every read.
+template <typename T>
+void team_mean_var(const Team& team, const T* x, int64_t rows, int64_t batch, int64_t width, T* sums, T* squares,
+                   T* mean, T* var) {
+  if (team.size == 1) return team.run([&] { column_mean_var(x, batch, width, mean, var); });
+  team.run([&] { run_column_sum_rows(x, rows, width, sums + team.rank * width); });
+  team.barrier();
+  team.run([&] {
+    run_add_slots(sums, team.size, width, T(1) / T(batch), mean);
+    run_column_squares_rows(x, rows, width, mean, squares + team.rank * width);
+  });
+  team.barrier();
+  team.run([&] { run_add_slots(squares, team.size, width, T(1) / T(batch), var); });
+}
+
+// Σ_b a[b, j] and Σ_b a[b, j]·x[b, j] over the batch, of which `a` and `x` are this thread's rows;
+// `slots`: 2 × team.size × width.
+template <typename T>
+void team_column_sums(const Team& team, const T* a, const T* x, int64_t rows, int64_t batch, int64_t width, T* slots,
+                      T* sum_a, T* sum_ax) {
+  if (team.size == 1) return team.run([&] { column_sums(a, x, batch, width, sum_a, sum_ax); });
+  T *mine_a = slots + team.rank * width, *mine_ax = slots + (team.size + team.rank) * width;
+  team.run([&] { run_column_sums(a, x, rows, width, 0, width, mine_a, mine_ax); });
+  team.barrier();
+  team.run([&] {
+    run_add_slots(slots, team.size, width, T(1), sum_a);
+    run_add_slots(slots + team.size * width, team.size, width, T(1), sum_ax);
+  });
+}
+
 // The batch-normalized LSTM's row passes, one row each, as the plain LSTM's: every pointer valid
 // (absent masks are rows of ones, absent gradients rows of zeros).
 // Forward, up to ĉ: x̂_h = (W_h h - μ_h)·rstd_h, the activated gates, ĉ = (i·g·m + f·c_{t-1})·m_c.
@@ -393,6 +572,7 @@ std::vector<Tensor> batchnorm_lstm_forward(const Tensor& xp_in, const Tensor& w_
   if (!batch_statistics) {
     mean_h.copy_((*running)[0].narrow(0, 0, steps)), var_h.copy_((*running)[1].narrow(0, 0, steps));
     mean_c.copy_((*running)[2].narrow(0, 0, steps)), var_c.copy_((*running)[3].narrow(0, 0, steps));
+    at::rsqrt_out(rstd_hidden, var_h + eps), at::rsqrt_out(rstd_cells, var_c + eps);
   }
   const SequenceRows<T> mh(m_hidden_input), mc(m_candidate), mcell(m_cell), uc(u_cell), uh(u_hidden);
   std::vector<T> ones(H, T(1)), zeros(gate_width, T(0));
@@ -404,70 +584,106 @@ std::vector<Tensor> batchnorm_lstm_forward(const Tensor& xp_in, const Tensor& w_
   Tensor next_input = mh.present() ? masked(h0c, at_step(m_hidden_input, 0)).contiguous() : Tensor();
   Tensor cell_hat_step = at::empty({batch, H}, options);
   T* cell_hat = cell_hat_step.data_ptr<T>();
-  RecurrentProduct recurrent_product(w_hh, batch, std::nullopt, onednn);
-  const int64_t task_rows = std::max<int64_t>(1, kBatchNormTaskElements / gate_width);
+  const int64_t block = row_block(batch, H, sizeof(T));
+  RecurrentProduct recurrent_product(w_hh, block, std::nullopt, onednn);
   const T epsilon = static_cast<T>(eps);
-  for (int64_t t = 0; t < steps; ++t) {
-    const Tensor projection =
-        recurrent_product(mh.present() ? next_input : (t == 0 ? h0c : hidden.select(0, t - 1))).contiguous();
-    const T* p = projection.data_ptr<T>();
-    T *mu_h = mean_h.data_ptr<T>() + t * gate_width, *v_h = var_h.data_ptr<T>() + t * gate_width;
-    T *mu_c = mean_c.data_ptr<T>() + t * H, *v_c = var_c.data_ptr<T>() + t * H;
-    T *rs_h = rstd_hidden.data_ptr<T>() + t * gate_width, *rs_c = rstd_cells.data_ptr<T>() + t * H;
-    if (batch_statistics) column_mean_var(p, batch, gate_width, mu_h, v_h);
-    for (int64_t j = 0; j < gate_width; ++j) rs_h[j] = T(1) / std::sqrt(v_h[j] + epsilon);
-    const T* x = xp.data_ptr<T>() + t * xp_step_stride;
-    const T* h_prev = t == 0 ? h0c.data_ptr<T>() : hidden.data_ptr<T>() + (t - 1) * batch * H;
-    const T* c_prev = t == 0 ? c0c.data_ptr<T>() : cells.data_ptr<T>() + (t - 1) * batch * H;
-    // Rows, up to ĉ: x̂_h, the gates, ĉ.
-    at::parallel_for(0, batch, task_rows, [&](int64_t begin, int64_t end) {
-      std::vector<T> scratch(2 * H);
-      for (int64_t b = begin; b < end; ++b) {
-        const int64_t row_g = (t * batch + b) * gate_width;
-        BatchNormGatesRow<T> row{p + b * gate_width,
-                                 x + b * xp_row_stride,
-                                 bias_data,
-                                 mu_h,
-                                 rs_h,
-                                 gamma_h,
-                                 mc.row(t, b, H, ones.data(), scratch.data()),
-                                 mcell.row(t, b, H, ones.data(), scratch.data() + H),
-                                 c_prev + b * H,
-                                 normalized_hidden.data_ptr<T>() + row_g,
-                                 gates.data_ptr<T>() + row_g,
-                                 cell_hat + b * H};
-        run_row(H, row);
+  const bool split = block < batch;
+  TeamSlots<T> slots(2, split ? at::get_num_threads() : 1, gate_width);
+  T *x_data = xp.data_ptr<T>(), *gates_data = gates.data_ptr<T>(), *n_h_data = normalized_hidden.data_ptr<T>();
+  T *n_c_data = normalized_cells.data_ptr<T>(), *tanh_data = tanh_cells.data_ptr<T>();
+  T *cells_data = cells.data_ptr<T>(), *hidden_data = hidden.data_ptr<T>();
+  run_team(split, [&](const Team& team) {
+    const auto [begin, end] = team.share(batch);
+    const int64_t rows = end - begin;
+    const bool in_block = team.size > 1;
+    // This thread's statistics of the step (every thread of a team holds the same; rank 0 stores them).
+    std::vector<T> statistics(batch_statistics ? 3 * (gate_width + H) : 0);
+    Tensor projection;
+    for (int64_t t = 0; t < steps; ++t) {
+      const int64_t at_h = t * gate_width, at_c = t * H;
+      T *mu_h = mean_h.data_ptr<T>() + at_h, *v_h = var_h.data_ptr<T>() + at_h, *rs_h = rstd_hidden.data_ptr<T>() + at_h;
+      T *mu_c = mean_c.data_ptr<T>() + at_c, *v_c = var_c.data_ptr<T>() + at_c, *rs_c = rstd_cells.data_ptr<T>() + at_c;
+      if (batch_statistics && team.size > 1) {
+        T* mine = statistics.data();
+        mu_h = mine, v_h = mine + gate_width, rs_h = mine + 2 * gate_width;
+        mu_c = mine + 3 * gate_width, v_c = mu_c + H, rs_c = mu_c + 2 * H;
       }
-    });
-    if (batch_statistics) column_mean_var(cell_hat, batch, H, mu_c, v_c);
-    for (int64_t j = 0; j < H; ++j) rs_c[j] = T(1) / std::sqrt(v_c[j] + epsilon);
-    const bool write_next = mh.present() && t + 1 < steps;
-    T* next = write_next ? next_input.data_ptr<T>() : nullptr;
-    // Rows: x̂_c, tanh, the new cell and hidden state.
-    at::parallel_for(0, batch, task_rows, [&](int64_t begin, int64_t end) {
-      std::vector<T> scratch(3 * H);
-      for (int64_t b = begin; b < end; ++b) {
-        const int64_t row_h = (t * batch + b) * H;
-        BatchNormStateRow<T> row{gates.data_ptr<T>() + (t * batch + b) * gate_width + 3 * H,
-                                 cell_hat + b * H,
-                                 c_prev + b * H,
-                                 h_prev + b * H,
-                                 uc.row(t, b, H, ones.data(), scratch.data()),
-                                 uh.row(t, b, H, ones.data(), scratch.data() + H),
-                                 mu_c,
-                                 rs_c,
-                                 gamma_c,
-                                 beta_c,
-                                 write_next ? mh.row(t + 1, b, H, ones.data(), scratch.data() + 2 * H) : nullptr,
-                                 normalized_cells.data_ptr<T>() + row_h,
-                                 tanh_cells.data_ptr<T>() + row_h,
-                                 cells.data_ptr<T>() + row_h,
-                                 hidden.data_ptr<T>() + row_h,
-                                 write_next ? next + b * H : nullptr};
-        run_row(H, row);
-      }
-    });
-  }
+      const T* h_prev = t == 0 ? h0c.data_ptr<T>() : hidden_data + (t - 1) * batch * H;
+      const T* c_prev = t == 0 ? c0c.data_ptr<T>() : cells_data + (t - 1) * batch * H;
+      team.run([&] {
+        if (rows == 0) return;
+        const Tensor input = mh.present() ? next_input : (t == 0 ? h0c : hidden.select(0, t - 1));
+        projection = recurrent_product(input.narrow(0, begin, rows)).contiguous();
+      });
+      const T* p = rows > 0 && projection.defined() ? projection.data_ptr<T>() : nullptr;  // row b at p + (b - begin)·4H
+      if (batch_statistics) team_mean_var(team, p, rows, batch, gate_width, slots.set(0), slots.set(1), mu_h, v_h);
+      team.run([&] {
+        if (batch_statistics)
+          for (int64_t j = 0; j < gate_width; ++j) rs_h[j] = T(1) / std::sqrt(v_h[j] + epsilon);
+        const T* x = x_data + t * xp_step_stride;
+        // Rows, up to ĉ: x̂_h, the gates, ĉ.
+        for_rows(begin, end, in_block, gate_width, [&](int64_t first, int64_t last) {
+          std::vector<T> scratch(2 * H);
+          for (int64_t b = first; b < last; ++b) {
+            const int64_t row_g = (t * batch + b) * gate_width;
+            BatchNormGatesRow<T> row{p + (b - begin) * gate_width,
+                                     x + b * xp_row_stride,
+                                     bias_data,
+                                     mu_h,
+                                     rs_h,
+                                     gamma_h,
+                                     mc.row(t, b, H, ones.data(), scratch.data()),
+                                     mcell.row(t, b, H, ones.data(), scratch.data() + H),
+                                     c_prev + b * H,
+                                     n_h_data + row_g,
+                                     gates_data + row_g,
+                                     cell_hat + b * H};
+            run_row(H, row);
+          }
+        });
+      });
+      if (batch_statistics)
+        team_mean_var(team, cell_hat + begin * H, rows, batch, H, slots.set(0), slots.set(1), mu_c, v_c);
+      team.run([&] {
+        if (batch_statistics)
+          for (int64_t j = 0; j < H; ++j) rs_c[j] = T(1) / std::sqrt(v_c[j] + epsilon);
+        const bool write_next = mh.present() && t + 1 < steps;
+        T* next = write_next ? next_input.data_ptr<T>() : nullptr;
+        // Rows: x̂_c, tanh, the new cell and hidden state (and this thread's rows of the next product's input).
+        for_rows(begin, end, in_block, H, [&](int64_t first, int64_t last) {
+          std::vector<T> scratch(3 * H);
+          for (int64_t b = first; b < last; ++b) {
+            const int64_t row_h = (t * batch + b) * H;
+            BatchNormStateRow<T> row{gates_data + (t * batch + b) * gate_width + 3 * H,
+                                     cell_hat + b * H,
+                                     c_prev + b * H,
+                                     h_prev + b * H,
+                                     uc.row(t, b, H, ones.data(), scratch.data()),
+                                     uh.row(t, b, H, ones.data(), scratch.data() + H),
+                                     mu_c,
+                                     rs_c,
+                                     gamma_c,
+                                     beta_c,
+                                     write_next ? mh.row(t + 1, b, H, ones.data(), scratch.data() + 2 * H) : nullptr,
+                                     n_c_data + row_h,
+                                     tanh_data + row_h,
+                                     cells_data + row_h,
+                                     hidden_data + row_h,
+                                     write_next ? next + b * H : nullptr};
+            run_row(H, row);
+          }
+        });
+        if (batch_statistics && team.size > 1 && team.rank == 0) {
+          std::memcpy(mean_h.data_ptr<T>() + at_h, mu_h, gate_width * sizeof(T));
+          std::memcpy(var_h.data_ptr<T>() + at_h, v_h, gate_width * sizeof(T));
+          std::memcpy(rstd_hidden.data_ptr<T>() + at_h, rs_h, gate_width * sizeof(T));
+          std::memcpy(mean_c.data_ptr<T>() + at_c, mu_c, H * sizeof(T));
+          std::memcpy(var_c.data_ptr<T>() + at_c, v_c, H * sizeof(T));
+          std::memcpy(rstd_cells.data_ptr<T>() + at_c, rs_c, H * sizeof(T));
+        }
+      });
+    }
+  });
   return {hidden, cells, mean_h, var_h, mean_c, var_c, gates, normalized_hidden, normalized_cells,
           rstd_hidden, rstd_cells, tanh_cells};
 }
@@ -496,102 +712,136 @@ std::vector<std::optional<Tensor>> batchnorm_lstm_backward(
   // layer already keeps three of) is a quarter of the sequence.
   const int64_t chunk_steps = std::max<int64_t>(1, (steps + 3) / 4);
   Tensor d_projection_chunk = at::empty({gate_width * chunk_steps * batch}, options);
-  Tensor input_rows;  // the chunk's recurrent inputs, where they must be built (recurrent_input_rows)
-  Tensor grad_w;
+  Tensor input_rows;    // the chunk's recurrent inputs, where they must be built (recurrent_input_rows)
+  Tensor chunk_inputs;  // this chunk's: a view of h0 or `hidden`, or of input_rows
+  Tensor grad_w = at::zeros({gate_width, H}, options);
   Tensor d_gates_step = at::empty({batch, gate_width}, options), d_projection_step = at::empty({batch, gate_width}, options);
   Tensor d_cell_output = at::empty({batch, H}, options);  // ∂L/∂(γ_c x̂_c + β_c) of this step
   Tensor d_c = at::zeros({batch, H}, options), carry = at::zeros({batch, H}, options);
-  // Column sums of this step, and their totals over the steps (the γ, β and bias gradients).
-  Tensor sums = at::empty({2, gate_width}, options), sums_c = at::empty({2, H}, options);
+  Tensor d_product = at::zeros({batch, H}, options);  // after the loop: ∂L/∂(masked h0)
+  // The γ, β and bias gradients: the per-step column sums, added up over the steps.
   Tensor grad_bias = at::zeros({gate_width}, options), grad_gamma_hidden = at::zeros({gate_width}, options);
   Tensor grad_beta_cell = at::zeros({H}, options), grad_gamma_cell = at::zeros({H}, options);
-  T *sum_dg = sums.data_ptr<T>(), *sum_dg_n = sum_dg + gate_width, *sum_dco = sums_c.data_ptr<T>(), *sum_dco_n = sum_dco + H;
-  Tensor d_product;
-  RecurrentProduct backward_product(w_hh.t(), batch, std::nullopt, onednn);
-  const int64_t task_rows = std::max<int64_t>(1, kBatchNormTaskElements / gate_width);
+  const int64_t block = row_block(batch, H, sizeof(T));
+  RecurrentProduct backward_product(w_hh.t(), block, std::nullopt, onednn);
   const T inverse_batch = T(1) / T(batch);
-  for (int64_t t = steps - 1; t >= 0; --t) {
-    const T* product = d_product.defined() ? d_product.data_ptr<T>() : nullptr;
-    const T* c_prev = t == 0 ? c0c.data_ptr<T>() : cells.data_ptr<T>() + (t - 1) * batch * H;
-    const T *rs_h = rstd_hidden.data_ptr<T>() + t * gate_width, *rs_c = rstd_cells.data_ptr<T>() + t * H;
-    const T* n_c_step = normalized_cells.data_ptr<T>() + t * batch * H;
-    const T* n_h_step = normalized_hidden.data_ptr<T>() + t * batch * gate_width;
-    const int64_t chunk_start = t - t % chunk_steps;
-    const int64_t chunk_columns = (std::min(steps, chunk_start + chunk_steps) - chunk_start) * batch;
-    // Rows: ∂L/∂h_t, ∂L/∂(the cell's normalized output).
-    at::parallel_for(0, batch, task_rows, [&](int64_t begin, int64_t end) {
-      std::vector<T> scratch(3 * H);
-      for (int64_t b = begin; b < end; ++b) {
-        BatchNormCellOutputRow<T> row{product ? product + b * H : zeros.data(),
-                                      product ? mh.row(t + 1, b, H, ones.data(), scratch.data()) : ones.data(),
-                                      gh.row(t, b, H, zeros.data(), scratch.data() + H),
-                                      uh.row(t, b, H, ones.data(), scratch.data() + 2 * H),
-                                      gates.data_ptr<T>() + (t * batch + b) * gate_width + 3 * H,
-                                      tanh_cells.data_ptr<T>() + (t * batch + b) * H,
-                                      d_cell_output.data_ptr<T>() + b * H,
-                                      carry.data_ptr<T>() + b * H};
-        run_row(H, row);
+  const bool split = block < batch;
+  // Two sets of slots, one for each kind of column sum in a step (cell output, gates), so that a set
+  // is written again only after a barrier that follows every read of it.
+  TeamSlots<T> cell_slots(2, split ? at::get_num_threads() : 1, H), gate_slots(2, split ? at::get_num_threads() : 1, gate_width);
+  const T *gates_data = gates.data_ptr<T>(), *tanh_data = tanh_cells.data_ptr<T>(), *cells_data = cells.data_ptr<T>();
+  T *d_gates = d_gates_step.data_ptr<T>(), *d_projection = d_projection_step.data_ptr<T>();
+  T *d_cell_out = d_cell_output.data_ptr<T>(), *d_c_data = d_c.data_ptr<T>(), *carry_data = carry.data_ptr<T>();
+  run_team(split, [&](const Team& team) {
+    const auto [begin, end] = team.share(batch);
+    const int64_t rows = end - begin;
+    const bool in_block = team.size > 1;
+    std::vector<T> sums(2 * (gate_width + H));
+    T *sum_dg = sums.data(), *sum_dg_n = sum_dg + gate_width, *sum_dco = sum_dg_n + gate_width, *sum_dco_n = sum_dco + H;
+    Tensor product_rows;  // this thread's rows of ∂L/∂(masked h_t) from step t+1's product
+    for (int64_t t = steps - 1; t >= 0; --t) {
+      const T* product = product_rows.defined() ? product_rows.data_ptr<T>() - begin * H : nullptr;  // by batch row
+      const T* c_prev = t == 0 ? c0c.data_ptr<T>() : cells_data + (t - 1) * batch * H;
+      const T *rs_h = rstd_hidden.data_ptr<T>() + t * gate_width, *rs_c = rstd_cells.data_ptr<T>() + t * H;
+      const T* n_c_step = normalized_cells.data_ptr<T>() + t * batch * H;
+      const T* n_h_step = normalized_hidden.data_ptr<T>() + t * batch * gate_width;
+      const int64_t chunk_start = t - t % chunk_steps;
+      const int64_t chunk_columns = (std::min(steps, chunk_start + chunk_steps) - chunk_start) * batch;
+      // Rows: ∂L/∂h_t, ∂L/∂(the cell's normalized output).
+      team.run([&] {
+        for_rows(begin, end, in_block, gate_width, [&](int64_t first, int64_t last) {
+          std::vector<T> scratch(3 * H);
+          for (int64_t b = first; b < last; ++b) {
+            BatchNormCellOutputRow<T> row{product ? product + b * H : zeros.data(),
+                                          product ? mh.row(t + 1, b, H, ones.data(), scratch.data()) : ones.data(),
+                                          gh.row(t, b, H, zeros.data(), scratch.data() + H),
+                                          uh.row(t, b, H, ones.data(), scratch.data() + 2 * H),
+                                          gates_data + (t * batch + b) * gate_width + 3 * H,
+                                          tanh_data + (t * batch + b) * H,
+                                          d_cell_out + b * H,
+                                          carry_data + b * H};
+            run_row(H, row);
+          }
+        });
+      });
+      team_column_sums(team, d_cell_out + begin * H, n_c_step + begin * H, rows, batch, H, cell_slots.set(0), sum_dco,
+                       sum_dco_n);
+      // Rows: ∂L/∂ĉ, the gate gradients, ∂L/∂c_{t-1} and the hidden state's carry.
+      team.run([&] {
+        for_rows(begin, end, in_block, gate_width, [&](int64_t first, int64_t last) {
+          std::vector<T> scratch(5 * H);
+          for (int64_t b = first; b < last; ++b) {
+            BatchNormGateGradsRow<T> row{gates_data + (t * batch + b) * gate_width,
+                                         n_c_step + b * H,
+                                         gc.row(t, b, H, zeros.data(), scratch.data()),
+                                         uc.row(t, b, H, ones.data(), scratch.data() + H),
+                                         uh.row(t, b, H, ones.data(), scratch.data() + 2 * H),
+                                         mc.row(t, b, H, ones.data(), scratch.data() + 3 * H),
+                                         mcell.row(t, b, H, ones.data(), scratch.data() + 4 * H),
+                                         d_cell_out + b * H,
+                                         c_prev + b * H,
+                                         tanh_data + (t * batch + b) * H,
+                                         sum_dco,
+                                         sum_dco_n,
+                                         gamma_c,
+                                         rs_c,
+                                         inverse_batch,
+                                         batch_statistics,
+                                         d_gates + b * gate_width,
+                                         d_c_data + b * H,
+                                         carry_data + b * H};
+            run_row(H, row);
+          }
+        });
+      });
+      team_column_sums(team, d_gates + begin * gate_width, n_h_step + begin * gate_width, rows, batch, gate_width,
+                       gate_slots.set(0), sum_dg, sum_dg_n);
+      team.run([&] {
+        // Rows: ∂L/∂(W_h h_{t-1}) through the hidden batch norm, kept transposed for the weight gradient.
+        for_rows(begin, end, in_block, gate_width, [&](int64_t first, int64_t last) {
+          for (int64_t b = first; b < last; ++b) {
+            BatchNormProjectionGradRow<T> row{d_gates + b * gate_width, n_h_step + b * gate_width, sum_dg, sum_dg_n,
+                                              gamma_h, rs_h, inverse_batch, batch_statistics,
+                                              d_projection + b * gate_width};
+            run_row(H, row);
+            std::memcpy(d_gates_by_batch.data_ptr<T>() + (b * steps + t) * gate_width, d_gates + b * gate_width,
+                        gate_width * sizeof(T));
+          }
+          transpose_rows(d_projection + first * gate_width, gate_width, last - first, gate_width,
+                         d_projection_chunk.data_ptr<T>() + (t - chunk_start) * batch + first, chunk_columns);
+        });
+        // The step's column sums into their totals (every thread of a team holds the same sums).
+        if (team.rank == 0) {
+          T *total_bias = grad_bias.data_ptr<T>(), *total_gamma_h = grad_gamma_hidden.data_ptr<T>();
+          T *total_beta_c = grad_beta_cell.data_ptr<T>(), *total_gamma_c = grad_gamma_cell.data_ptr<T>();
+          for (int64_t j = 0; j < gate_width; ++j) total_bias[j] += sum_dg[j], total_gamma_h[j] += sum_dg_n[j];
+          for (int64_t j = 0; j < H; ++j) total_beta_c[j] += sum_dco[j], total_gamma_c[j] += sum_dco_n[j];
+        }
+        if (rows > 0) product_rows = backward_product(d_projection_step.narrow(0, begin, rows)).contiguous();
+      });
+      if (t == chunk_start) {
+        // The chunk's weight gradient, each thread a block of its rows, once every thread has written
+        // its columns of the chunk (and before any writes the next chunk's).
+        team.barrier();
+        team.run([&] {
+          if (team.rank == 0)
+            chunk_inputs = recurrent_input_rows<T>(h0, hidden, mh, chunk_start, chunk_columns / batch, input_rows);
+        });
+        team.barrier();
+        team.run([&] {
+          const auto [first, last] = team.share(gate_width);
+          if (last <= first) return;
+          const Tensor d_chunk =
+              d_projection_chunk.narrow(0, 0, gate_width * chunk_columns).view({gate_width, chunk_columns});
+          grad_w.narrow(0, first, last - first).addmm_(d_chunk.narrow(0, first, last - first), chunk_inputs);
+        });
+        team.barrier();
       }
-    });
-    column_sums(d_cell_output.data_ptr<T>(), n_c_step, batch, H, sum_dco, sum_dco_n);
-    // Rows: ∂L/∂ĉ, the gate gradients, ∂L/∂c_{t-1} and the hidden state's carry.
-    at::parallel_for(0, batch, task_rows, [&](int64_t begin, int64_t end) {
-      std::vector<T> scratch(5 * H);
-      for (int64_t b = begin; b < end; ++b) {
-        BatchNormGateGradsRow<T> row{gates.data_ptr<T>() + (t * batch + b) * gate_width,
-                                     n_c_step + b * H,
-                                     gc.row(t, b, H, zeros.data(), scratch.data()),
-                                     uc.row(t, b, H, ones.data(), scratch.data() + H),
-                                     uh.row(t, b, H, ones.data(), scratch.data() + 2 * H),
-                                     mc.row(t, b, H, ones.data(), scratch.data() + 3 * H),
-                                     mcell.row(t, b, H, ones.data(), scratch.data() + 4 * H),
-                                     d_cell_output.data_ptr<T>() + b * H,
-                                     c_prev + b * H,
-                                     tanh_cells.data_ptr<T>() + (t * batch + b) * H,
-                                     sum_dco,
-                                     sum_dco_n,
-                                     gamma_c,
-                                     rs_c,
-                                     inverse_batch,
-                                     batch_statistics,
-                                     d_gates_step.data_ptr<T>() + b * gate_width,
-                                     d_c.data_ptr<T>() + b * H,
-                                     carry.data_ptr<T>() + b * H};
-        run_row(H, row);
-      }
-    });
-    column_sums(d_gates_step.data_ptr<T>(), n_h_step, batch, gate_width, sum_dg, sum_dg_n);
-    // Rows: ∂L/∂(W_h h_{t-1}) through the hidden batch norm.
-    at::parallel_for(0, batch, task_rows, [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        BatchNormProjectionGradRow<T> row{d_gates_step.data_ptr<T>() + b * gate_width,
-                                          n_h_step + b * gate_width,
-                                          sum_dg,
-                                          sum_dg_n,
-                                          gamma_h,
-                                          rs_h,
-                                          inverse_batch,
-                                          batch_statistics,
-                                          d_projection_step.data_ptr<T>() + b * gate_width};
-        run_row(H, row);
-        std::memcpy(d_gates_by_batch.data_ptr<T>() + (b * steps + t) * gate_width,
-                    d_gates_step.data_ptr<T>() + b * gate_width, gate_width * sizeof(T));
-      }
-      transpose_rows(d_projection_step.data_ptr<T>() + begin * gate_width, gate_width, end - begin, gate_width,
-                     d_projection_chunk.data_ptr<T>() + (t - chunk_start) * batch + begin, chunk_columns);
-    });
-    // The step's column sums into their totals: plain loops, not four ATen calls a step.
-    T *total_bias = grad_bias.data_ptr<T>(), *total_gamma_h = grad_gamma_hidden.data_ptr<T>();
-    T *total_beta_c = grad_beta_cell.data_ptr<T>(), *total_gamma_c = grad_gamma_cell.data_ptr<T>();
-    for (int64_t j = 0; j < gate_width; ++j) total_bias[j] += sum_dg[j], total_gamma_h[j] += sum_dg_n[j];
-    for (int64_t j = 0; j < H; ++j) total_beta_c[j] += sum_dco[j], total_gamma_c[j] += sum_dco_n[j];
-    d_product = backward_product(d_projection_step).contiguous();
-    if (t == chunk_start) {
-      const Tensor d_chunk = d_projection_chunk.narrow(0, 0, gate_width * chunk_columns).view({gate_width, chunk_columns});
-      const Tensor rows = recurrent_input_rows<T>(h0, hidden, mh, chunk_start, chunk_columns / batch, input_rows);
-      grad_w = grad_w.defined() ? grad_w.addmm_(d_chunk, rows) : at::mm(d_chunk, rows);
     }
-  }
+    team.run([&] {
+      if (product_rows.defined()) d_product.narrow(0, begin, rows).copy_(product_rows);
+    });
+  });
   Tensor d_h0 = masked(d_product, at_step(m_hidden_input, 0)) + carry;
   d_projection_chunk.reset();
   std::optional<Tensor> grad_b;
