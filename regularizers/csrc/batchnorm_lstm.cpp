@@ -252,8 +252,10 @@ void column_sums(const T* a, const T* x, int64_t rows, int64_t width, T* sum_a, 
 // each step out over the threads, a fork and a join each, made 2 threads slower than 1 at the CPU
 // tracks' shapes. Here a team of threads runs the whole time loop, each thread on its own block of
 // batch rows (its own products included), and meets the others only where the statistics need all
-// rows: each thread sums its rows into its slot of a shared buffer, waits at the team's barrier, and
-// adds the slots up in rank order itself (the same totals in every thread and from run to run).
+// rows: each thread puts its rows' column sums (or moments) into its slot of a shared buffer, waits
+// at the team's barrier, and combines the slots in rank order itself (the same totals in every
+// thread and from run to run; a different split rounds differently). A step of the forward pass
+// meets twice, one of the backward pass twice, and the weight gradient's chunks three times each.
 // OpenMP's team barrier where the loops are built with OpenMP (torch's own threads); else, or nested
 // in another parallel region, a team of one, whose passes share themselves out as before.
 
@@ -374,7 +376,7 @@ void run_add_slots(const double* slots, int64_t count, int64_t width, double sca
   add_slots(slots, count, width, scale, out);
 }
 
-// Shared slots for the team's partial column sums: `sets` sets of team.size × width values.
+// Shared slots for the team's partial column sums or moments: `sets` sets of team.size × width values.
 template <typename T>
 struct TeamSlots {
   std::vector<T> values;
@@ -384,21 +386,59 @@ struct TeamSlots {
   T* set(int64_t k) { return values.data() + k * team_size * width; }
 };
 
-// Mean and biased variance per column of the batch, of which `x` is this thread's `rows` rows (the
-// whole batch in a team of one: then shared out over the columns). `sums` and `squares`: the team's
-// slots, each team.size × width; each is written again only after a barrier that follows every read.
+// Per column: the mean and biased variance over the batch from each thread's own (count, mean, M2)
+// (M2: the sum of squared deviations from its own mean), by Chan et al.'s pairwise update, in rank
+// order: one barrier, where a global mean first and the squares after it would take two.
 template <typename T>
-void team_mean_var(const Team& team, const T* x, int64_t rows, int64_t batch, int64_t width, T* sums, T* squares,
-                   T* mean, T* var) {
+REGBENCH_INLINE void combine_moments(const T* means, const T* squares, const int64_t* counts, int64_t team_size,
+                                     int64_t width, T* mean, T* var) {
+  T count = T(counts[0]);
+  for (int64_t j = 0; j < width; ++j) mean[j] = means[j], var[j] = squares[j];
+  for (int64_t k = 1; k < team_size; ++k) {
+    const T n_k = T(counts[k]);
+    if (n_k == T(0)) continue;
+    const T total = count + n_k, weight = n_k / total, cross = count * n_k / total;
+    const T *mean_k = means + k * width, *squares_k = squares + k * width;
+    REGBENCH_NO_LOOP_ALIASING
+    for (int64_t j = 0; j < width; ++j) {
+      const T delta = mean_k[j] - mean[j];
+      mean[j] += delta * weight;
+      var[j] += squares_k[j] + delta * delta * cross;
+    }
+    count = total;
+  }
+  for (int64_t j = 0; j < width; ++j) var[j] /= count;
+}
+
+REGBENCH_CLONES void run_combine_moments(const float* means, const float* squares, const int64_t* counts,
+                                         int64_t team_size, int64_t width, float* mean, float* var) {
+  combine_moments(means, squares, counts, team_size, width, mean, var);
+}
+void run_combine_moments(const double* means, const double* squares, const int64_t* counts, int64_t team_size,
+                         int64_t width, double* mean, double* var) {
+  combine_moments(means, squares, counts, team_size, width, mean, var);
+}
+
+// Mean and biased variance per column of the batch, of which `x` is this thread's `rows` rows (the
+// whole batch in a team of one: then shared out over the columns). `means` and `squares`: the team's
+// slots, each team.size × width, written again only after a barrier that follows every read of
+// them (so two calls in a row take two pairs); `counts`: each thread's rows.
+template <typename T>
+void team_mean_var(const Team& team, const T* x, int64_t rows, int64_t batch, int64_t width, T* means, T* squares,
+                   const int64_t* counts, T* mean, T* var) {
   if (team.size == 1) return team.run([&] { column_mean_var(x, batch, width, mean, var); });
-  team.run([&] { run_column_sum_rows(x, rows, width, sums + team.rank * width); });
-  team.barrier();
   team.run([&] {
-    run_add_slots(sums, team.size, width, T(1) / T(batch), mean);
-    run_column_squares_rows(x, rows, width, mean, squares + team.rank * width);
+    T *my_mean = means + team.rank * width, *my_squares = squares + team.rank * width;
+    if (rows == 0) {
+      std::fill(my_mean, my_mean + width, T(0)), std::fill(my_squares, my_squares + width, T(0));
+      return;
+    }
+    run_column_sum_rows(x, rows, width, my_mean);
+    for (int64_t j = 0; j < width; ++j) my_mean[j] /= T(rows);
+    run_column_squares_rows(x, rows, width, my_mean, my_squares);
   });
   team.barrier();
-  team.run([&] { run_add_slots(squares, team.size, width, T(1) / T(batch), var); });
+  team.run([&] { run_combine_moments(means, squares, counts, team.size, width, mean, var); });
 }
 
 // Σ_b a[b, j] and Σ_b a[b, j]·x[b, j] over the batch, of which `a` and `x` are this thread's rows;
@@ -588,7 +628,10 @@ std::vector<Tensor> batchnorm_lstm_forward(const Tensor& xp_in, const Tensor& w_
   RecurrentProduct recurrent_product(w_hh, block, std::nullopt, onednn);
   const T epsilon = static_cast<T>(eps);
   const bool split = block < batch;
-  TeamSlots<T> slots(2, split ? at::get_num_threads() : 1, gate_width);
+  // Two pairs of slots, the hidden statistics' and the cell's (each read before the other is written).
+  const int64_t team_bound = split ? at::get_num_threads() : 1;
+  TeamSlots<T> slots(4, team_bound, gate_width);
+  std::vector<int64_t> counts(team_bound);
   T *x_data = xp.data_ptr<T>(), *gates_data = gates.data_ptr<T>(), *n_h_data = normalized_hidden.data_ptr<T>();
   T *n_c_data = normalized_cells.data_ptr<T>(), *tanh_data = tanh_cells.data_ptr<T>();
   T *cells_data = cells.data_ptr<T>(), *hidden_data = hidden.data_ptr<T>();
@@ -596,6 +639,7 @@ std::vector<Tensor> batchnorm_lstm_forward(const Tensor& xp_in, const Tensor& w_
     const auto [begin, end] = team.share(batch);
     const int64_t rows = end - begin;
     const bool in_block = team.size > 1;
+    counts[team.rank] = rows;  // read after the first barrier
     // This thread's statistics of the step (every thread of a team holds the same; rank 0 stores them).
     std::vector<T> statistics(batch_statistics ? 3 * (gate_width + H) : 0);
     Tensor projection;
@@ -616,7 +660,8 @@ std::vector<Tensor> batchnorm_lstm_forward(const Tensor& xp_in, const Tensor& w_
         projection = recurrent_product(input.narrow(0, begin, rows)).contiguous();
       });
       const T* p = rows > 0 && projection.defined() ? projection.data_ptr<T>() : nullptr;  // row b at p + (b - begin)·4H
-      if (batch_statistics) team_mean_var(team, p, rows, batch, gate_width, slots.set(0), slots.set(1), mu_h, v_h);
+      if (batch_statistics)
+        team_mean_var(team, p, rows, batch, gate_width, slots.set(0), slots.set(1), counts.data(), mu_h, v_h);
       team.run([&] {
         if (batch_statistics)
           for (int64_t j = 0; j < gate_width; ++j) rs_h[j] = T(1) / std::sqrt(v_h[j] + epsilon);
@@ -643,7 +688,7 @@ std::vector<Tensor> batchnorm_lstm_forward(const Tensor& xp_in, const Tensor& w_
         });
       });
       if (batch_statistics)
-        team_mean_var(team, cell_hat + begin * H, rows, batch, H, slots.set(0), slots.set(1), mu_c, v_c);
+        team_mean_var(team, cell_hat + begin * H, rows, batch, H, slots.set(2), slots.set(3), counts.data(), mu_c, v_c);
       team.run([&] {
         if (batch_statistics)
           for (int64_t j = 0; j < H; ++j) rs_c[j] = T(1) / std::sqrt(v_c[j] + epsilon);
@@ -867,16 +912,22 @@ REGBENCH_INLINE void column_batchnorm_range(const T* x, int64_t rows, int64_t wi
                                             const T* gamma, const T* beta, T epsilon, T* y, T* mean, T* var,
                                             T* rstd) {
   column_mean_var_range(x, rows, width, begin, end, mean, var);
-  for (int64_t j = begin; j < end; ++j) rstd[j] = T(1) / std::sqrt(var[j] + epsilon);
+  T scale[kColumnBlock];  // rstd·γ, once a column rather than once an element
+  for (int64_t j = begin; j < end; ++j) {
+    rstd[j] = T(1) / std::sqrt(var[j] + epsilon);
+    scale[j - begin] = rstd[j] * gamma[j];
+  }
   for (int64_t b = 0; b < rows; ++b) {
-    const T* in = x + b * width;
-    T* out = y + b * width;
+    const T* in = x + b * width + begin;
+    T* out = y + b * width + begin;
+    const T* m = mean + begin;
     if (beta != nullptr) {
+      const T* shift = beta + begin;
       REGBENCH_NO_LOOP_ALIASING
-      for (int64_t j = begin; j < end; ++j) out[j] = (in[j] - mean[j]) * (rstd[j] * gamma[j]) + beta[j];
+      for (int64_t j = 0; j < end - begin; ++j) out[j] = (in[j] - m[j]) * scale[j] + shift[j];
     } else {
       REGBENCH_NO_LOOP_ALIASING
-      for (int64_t j = begin; j < end; ++j) out[j] = (in[j] - mean[j]) * (rstd[j] * gamma[j]);
+      for (int64_t j = 0; j < end - begin; ++j) out[j] = (in[j] - m[j]) * scale[j];
     }
   }
 }
