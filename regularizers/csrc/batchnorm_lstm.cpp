@@ -164,18 +164,19 @@ std::vector<std::optional<Tensor>> batchnorm_lstm_backward_generic(
 
 // -- the fast path of the batch-normalized LSTM ------------------------------------------------------
 //
-// Per step: the recurrent product, then statistics over the batch (a pass down the columns), a
-// pass over the rows up to ĉ, statistics of ĉ, and a pass over the rows for the outputs. The
+// Per step: the recurrent product, then statistics over the batch, a pass over the rows up to ĉ,
+// statistics of ĉ, and a pass over the rows for the outputs. The
 // backward pass mirrors it; the per-step column sums it needs for the batch-norm gradient are also
 // the γ, β and bias gradients, accumulated on the way, so no per-step buffer other than ∂L/∂gates
 // and ∂L/∂(recurrent projection) (both transposed, for the weight gradients) is kept.
 
 namespace fast {
 
-// A batch-norm step has four or five short parallel passes; each split costs a thread hand-off,
-// which below this many elements per task costs more than it saves. Measured with the OpenMP build
-// (interleaved, 2 threads, x torch): 65,536 kept every pass of these shapes on one thread (pMNIST
-// cpu-v1 2.02, hidden 128 1.66); 8,192 splits them (1.56, 1.40), and smaller tasks gain no more.
+// Where the rows are not split (a weight too large for a core's cache: see run_team below), a step's
+// statistics passes are shared out over the columns; each split costs a thread hand-off, which
+// below this many elements per task costs more than it saves (measured, 2 threads, before the team
+// took the smaller shapes: 65,536 kept every pass of pMNIST cpu-v1 on one thread, 8,192 split them
+// and smaller tasks gained no more).
 constexpr int64_t kBatchNormTaskElements = 8192;
 
 // Per column j in [begin, end) of a (rows × width) row-major matrix: mean and biased variance
