@@ -320,61 +320,22 @@ void run_team(bool split, const F& body) {
   if (state.error) std::rethrow_exception(state.error);
 }
 
-// Per column of a (rows × width) row-major block: the sum, and the sum of squared deviations from
-// `mean`.
+// out[j] = Σ_k slots[k · width + j], k in rank order.
 template <typename T>
-REGBENCH_INLINE void column_sum_rows(const T* x, int64_t rows, int64_t width, T* sum) {
-  for (int64_t j = 0; j < width; ++j) sum[j] = T(0);
-  for (int64_t b = 0; b < rows; ++b) {
-    const T* row = x + b * width;
-    REGBENCH_NO_LOOP_ALIASING
-    for (int64_t j = 0; j < width; ++j) sum[j] += row[j];
-  }
-}
-
-template <typename T>
-REGBENCH_INLINE void column_squares_rows(const T* x, int64_t rows, int64_t width, const T* mean, T* squares) {
-  for (int64_t j = 0; j < width; ++j) squares[j] = T(0);
-  for (int64_t b = 0; b < rows; ++b) {
-    const T* row = x + b * width;
-    REGBENCH_NO_LOOP_ALIASING
-    for (int64_t j = 0; j < width; ++j) {
-      const T centered = row[j] - mean[j];
-      squares[j] += centered * centered;
-    }
-  }
-}
-
-// out[j] = scale · Σ_k slots[k · width + j], k in rank order.
-template <typename T>
-REGBENCH_INLINE void add_slots(const T* slots, int64_t count, int64_t width, T scale, T* out) {
+REGBENCH_INLINE void add_slots(const T* slots, int64_t count, int64_t width, T* out) {
   for (int64_t j = 0; j < width; ++j) out[j] = slots[j];
   for (int64_t k = 1; k < count; ++k) {
     const T* slot = slots + k * width;
     REGBENCH_NO_LOOP_ALIASING
     for (int64_t j = 0; j < width; ++j) out[j] += slot[j];
   }
-  for (int64_t j = 0; j < width; ++j) out[j] *= scale;
 }
 
-REGBENCH_CLONES void run_column_sum_rows(const float* x, int64_t rows, int64_t width, float* sum) {
-  column_sum_rows(x, rows, width, sum);
+REGBENCH_CLONES void run_add_slots(const float* slots, int64_t count, int64_t width, float* out) {
+  add_slots(slots, count, width, out);
 }
-void run_column_sum_rows(const double* x, int64_t rows, int64_t width, double* sum) {
-  column_sum_rows(x, rows, width, sum);
-}
-REGBENCH_CLONES void run_column_squares_rows(const float* x, int64_t rows, int64_t width, const float* mean,
-                                             float* squares) {
-  column_squares_rows(x, rows, width, mean, squares);
-}
-void run_column_squares_rows(const double* x, int64_t rows, int64_t width, const double* mean, double* squares) {
-  column_squares_rows(x, rows, width, mean, squares);
-}
-REGBENCH_CLONES void run_add_slots(const float* slots, int64_t count, int64_t width, float scale, float* out) {
-  add_slots(slots, count, width, scale, out);
-}
-void run_add_slots(const double* slots, int64_t count, int64_t width, double scale, double* out) {
-  add_slots(slots, count, width, scale, out);
+void run_add_slots(const double* slots, int64_t count, int64_t width, double* out) {
+  add_slots(slots, count, width, out);
 }
 
 // Shared slots for the team's partial column sums or moments: `sets` sets of team.size × width values.
@@ -387,59 +348,54 @@ struct TeamSlots {
   T* set(int64_t k) { return values.data() + k * team_size * width; }
 };
 
-// Per column: the mean and biased variance over the batch from each thread's own (count, mean, M2)
-// (M2: the sum of squared deviations from its own mean), by Chan et al.'s pairwise update, in rank
-// order: one barrier, where a global mean first and the squares after it would take two.
+// Per column: the mean and biased variance over the batch from each thread's own count, mean and
+// biased variance, by Chan et al.'s pairwise update of M2 = count · variance, in rank order: one
+// barrier, where a global mean first and the squares after it would take two.
 template <typename T>
-REGBENCH_INLINE void combine_moments(const T* means, const T* squares, const int64_t* counts, int64_t team_size,
+REGBENCH_INLINE void combine_moments(const T* means, const T* variances, const int64_t* counts, int64_t team_size,
                                      int64_t width, T* mean, T* var) {
   T count = T(counts[0]);
-  for (int64_t j = 0; j < width; ++j) mean[j] = means[j], var[j] = squares[j];
+  for (int64_t j = 0; j < width; ++j) mean[j] = means[j], var[j] = variances[j] * count;
   for (int64_t k = 1; k < team_size; ++k) {
     const T n_k = T(counts[k]);
     if (n_k == T(0)) continue;
     const T total = count + n_k, weight = n_k / total, cross = count * n_k / total;
-    const T *mean_k = means + k * width, *squares_k = squares + k * width;
+    const T *mean_k = means + k * width, *var_k = variances + k * width;
     REGBENCH_NO_LOOP_ALIASING
     for (int64_t j = 0; j < width; ++j) {
       const T delta = mean_k[j] - mean[j];
       mean[j] += delta * weight;
-      var[j] += squares_k[j] + delta * delta * cross;
+      var[j] += var_k[j] * n_k + delta * delta * cross;
     }
     count = total;
   }
   for (int64_t j = 0; j < width; ++j) var[j] /= count;
 }
 
-REGBENCH_CLONES void run_combine_moments(const float* means, const float* squares, const int64_t* counts,
+REGBENCH_CLONES void run_combine_moments(const float* means, const float* variances, const int64_t* counts,
                                          int64_t team_size, int64_t width, float* mean, float* var) {
-  combine_moments(means, squares, counts, team_size, width, mean, var);
+  combine_moments(means, variances, counts, team_size, width, mean, var);
 }
-void run_combine_moments(const double* means, const double* squares, const int64_t* counts, int64_t team_size,
+void run_combine_moments(const double* means, const double* variances, const int64_t* counts, int64_t team_size,
                          int64_t width, double* mean, double* var) {
-  combine_moments(means, squares, counts, team_size, width, mean, var);
+  combine_moments(means, variances, counts, team_size, width, mean, var);
 }
 
 // Mean and biased variance per column of the batch, of which `x` is this thread's `rows` rows (the
-// whole batch in a team of one: then shared out over the columns). `means` and `squares`: the team's
-// slots, each team.size × width, written again only after a barrier that follows every read of
-// them (so two calls in a row take two pairs); `counts`: each thread's rows.
+// whole batch in a team of one: then shared out over the columns). `means` and `variances`: the
+// team's slots, each team.size × width, written again only after a barrier that follows every read
+// of them (so two calls in a row take two pairs); `counts`: each thread's rows.
 template <typename T>
-void team_mean_var(const Team& team, const T* x, int64_t rows, int64_t batch, int64_t width, T* means, T* squares,
+void team_mean_var(const Team& team, const T* x, int64_t rows, int64_t batch, int64_t width, T* means, T* variances,
                    const int64_t* counts, T* mean, T* var) {
   if (team.size == 1) return team.run([&] { column_mean_var(x, batch, width, mean, var); });
   team.run([&] {
-    T *my_mean = means + team.rank * width, *my_squares = squares + team.rank * width;
-    if (rows == 0) {
-      std::fill(my_mean, my_mean + width, T(0)), std::fill(my_squares, my_squares + width, T(0));
-      return;
-    }
-    run_column_sum_rows(x, rows, width, my_mean);
-    for (int64_t j = 0; j < width; ++j) my_mean[j] /= T(rows);
-    run_column_squares_rows(x, rows, width, my_mean, my_squares);
+    T *my_mean = means + team.rank * width, *my_var = variances + team.rank * width;
+    if (rows == 0) return;  // a count of 0: combine_moments skips the slot
+    run_column_mean_var(x, rows, width, 0, width, my_mean, my_var);
   });
   team.barrier();
-  team.run([&] { run_combine_moments(means, squares, counts, team.size, width, mean, var); });
+  team.run([&] { run_combine_moments(means, variances, counts, team.size, width, mean, var); });
 }
 
 // Σ_b a[b, j] and Σ_b a[b, j]·x[b, j] over the batch, of which `a` and `x` are this thread's rows;
@@ -452,8 +408,8 @@ void team_column_sums(const Team& team, const T* a, const T* x, int64_t rows, in
   team.run([&] { run_column_sums(a, x, rows, width, 0, width, mine_a, mine_ax); });
   team.barrier();
   team.run([&] {
-    run_add_slots(slots, team.size, width, T(1), sum_a);
-    run_add_slots(slots + team.size * width, team.size, width, T(1), sum_ax);
+    run_add_slots(slots, team.size, width, sum_a);
+    run_add_slots(slots + team.size * width, team.size, width, sum_ax);
   });
 }
 
