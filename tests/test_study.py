@@ -27,6 +27,7 @@ from benchmark import study as S  # noqa: E402
 from benchmark.store import ResultsStore  # noqa: E402
 from benchmark.studies.objective import process_started, spec_of  # noqa: E402
 from benchmark.studies.study import alive, epochs  # noqa: E402
+from in_process import regbench_in_process  # noqa: E402
 from tiny_objective import TINY, tiny_run  # noqa: E402
 
 
@@ -145,17 +146,28 @@ def _cli(args, cwd):
     (["--storage", "sqlite:///file:s?mode=memory&uri=true"], "is in memory and would vanish"),
     (["--storage", "sqlite+pysqlite:///:memory:"], "is in memory and would vanish"),
 ])
-def test_bad_input_gives_one_line_errors(tmp_path, args, message):
+def test_bad_input_gives_one_line_errors(tmp_path, args, message, monkeypatch, capsys):
     base = {"--task": "digits", "--regularizer": "zoneout", "--trials": "1",
             "--storage": f"sqlite:///{tmp_path}/s.sqlite"}
     for flag, value in zip(args[::2], args[1::2]):
         base[flag] = value
     argv = [x for pair in base.items() for x in pair] + ["--objective", TINY, "--store", str(tmp_path / "r.sqlite")]
+    monkeypatch.setenv("REGBENCH_NATIVE", "0")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = regbench_in_process(["study", *argv], capsys)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("regbench study: error: ") and message in lines[0], lines[0]
+
+
+def test_a_bad_study_input_is_exit_2_and_one_line_from_the_real_command_too(tmp_path):
+    argv = ["--task", "digits", "--regularizer", "zonout", "--trials", "1", "--storage", f"sqlite:///{tmp_path}/s.sqlite",
+            "--objective", TINY, "--store", str(tmp_path / "r.sqlite")]
     result = _cli(argv, tmp_path)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert lines[0].startswith("regbench study: error: ") and message in lines[0], lines[0]
+    assert len(lines) == 1 and lines[0].startswith("regbench study: error: unknown regularizer 'zonout'"), result.stderr
 
 
 def test_from_study_without_trials_is_a_clear_error(tmp_path, capsys):
