@@ -352,7 +352,7 @@ std::vector<std::optional<Tensor>> gru_backward(const Tensor& grad_hidden, const
   const T* d_n_t = d_input_t.data_ptr<T>() + 2 * H * columns;
   const T* r = activations.data_ptr<T>();
   Tensor d_recurrent_n;
-  for_each_recurrent_input_chunk<T>(h0, hidden, mh, [&](int64_t first_step, int64_t count, const Tensor& rows) {
+  for_each_recurrent_input_chunk<T>(h0, hidden, mh, gate_width, [&](int64_t first_step, int64_t count, const Tensor& rows) {
     const int64_t first = first_step * batch, width = count * batch;
     grad_w_rz.addmm_(d_rz_t.narrow(1, first, width), rows);
     if (!d_recurrent_n.defined() || d_recurrent_n.size(1) < width) d_recurrent_n = at::empty({H, width}, options);

@@ -234,37 +234,49 @@ Tensor recurrent_input_rows(const Tensor& h0, const Tensor& hidden, const Sequen
 }
 
 // The recurrent inputs (recurrent_input_rows) handed to use(first_step, steps, rows) a chunk of whole
-// steps at a time, step 0 alone first (so that unmasked chunks are all views), so that they never
-// exist for the whole sequence at once: a copy of them was the largest allocation of the GRU's and
-// tanh-RNN's backward, as large as their saved hidden states. A chunk is at most kChunkRows rows and
-// at most an eighth of the sequence: a short sequence (word-level PTB's 35 steps of 20 rows) fits in
-// one chunk of 2,048 rows, which made the copy as large as the states again (the 2-layer tanh-RNN's
-// peak at word_ptb/small went from 1.13x torch's to under it with the eighth).
+// steps at a time, so that they never exist for the whole sequence at once: a copy of them was the
+// largest allocation of the GRU's and tanh-RNN's backward, as large as their saved hidden states. A
+// chunk is at most kChunkRows rows and at most an eighth of the sequence: a short sequence
+// (word-level PTB's 35 steps of 20 rows) fits in one chunk of 2,048 rows, which made the copy as
+// large as the states again (the 2-layer tanh-RNN's peak at word_ptb/small went from 1.13x torch's
+// to under it with the eighth). But where the weight gradient the chunks are multiplied into
+// (`gradient_rows` × H) outgrows a core's cache, each chunk reads and writes all of it, and a chunk
+// of few rows is slow: at word_ptb/medium (2,600 × 650) an eighth is 5 steps of 20 rows, and the
+// product of the whole sequence's 700 rows took 45 ms in chunks of 700, 54 ms in chunks of 100 and
+// 166 ms in chunks of 20. There a chunk has at least kLargeGradientChunkRows rows. Step 0 (h0)
+// opens the first chunk rather than going alone (20 rows against a 6.8 MB gradient: 4.7 ms).
 template <typename T, typename Use>
-void for_each_recurrent_input_chunk(const Tensor& h0, const Tensor& hidden, const SequenceRows<T>& mask, const Use& use) {
+void for_each_recurrent_input_chunk(const Tensor& h0, const Tensor& hidden, const SequenceRows<T>& mask,
+                                    int64_t gradient_rows, const Use& use) {
   constexpr int64_t kChunkRows = 2048;  // as fast in at::addmm as one product of the whole sequence
   constexpr int64_t kChunksAtLeast = 8;
-  const int64_t steps = hidden.size(0), batch = hidden.size(1);
-  const int64_t per_chunk = std::max<int64_t>(
-      1, std::min(kChunkRows / std::max<int64_t>(batch, 1), (steps + kChunksAtLeast - 1) / kChunksAtLeast));
+  constexpr int64_t kLargeGradientChunkRows = 256;
+  constexpr size_t kCacheBytes = size_t(2) << 20;  // as row_block's
+  const int64_t steps = hidden.size(0), batch = std::max<int64_t>(hidden.size(1), 1), H = hidden.size(2);
+  int64_t per_chunk = std::min(kChunkRows / batch, (steps + kChunksAtLeast - 1) / kChunksAtLeast);
+  if (size_t(gradient_rows) * size_t(H) * sizeof(T) > kCacheBytes)
+    per_chunk = std::max(per_chunk, (kLargeGradientChunkRows + batch - 1) / batch);
+  per_chunk = std::max<int64_t>(per_chunk, 1);
   Tensor buffer;
-  use(0, 1, recurrent_input_rows<T>(h0, hidden, mask, 0, 1, buffer));
-  for (int64_t first = 1; first < steps; first += per_chunk) {
+  for (int64_t first = 0; first < steps; first += per_chunk) {
     const int64_t count = std::min(per_chunk, steps - first);
     use(first, count, recurrent_input_rows<T>(h0, hidden, mask, first, count, buffer));
+    if (!mask.present()) buffer = Tensor();  // unmasked, only the chunk with h0 is a copy
   }
 }
 
 // ∂L/∂W_hh = Σ_t d_t · (h_{t-1} ⊙ m_t): d_t holds the rows of W_hh × the steps·B columns (column
 // t·B + b is row b of step t), times the recurrent inputs chunk by chunk (at::addmm takes the
-// strided column block of d_t as it is).
+// strided column block of d_t as it is; the first chunk's product is the gradient's first value).
 template <typename T>
 Tensor recurrent_weight_gradient(const Tensor& d_t, const Tensor& h0, const Tensor& hidden, const SequenceRows<T>& mask) {
   const int64_t batch = hidden.size(1);
-  Tensor grad = at::zeros({d_t.size(0), hidden.size(2)}, hidden.options());
-  for_each_recurrent_input_chunk<T>(h0, hidden, mask, [&](int64_t first, int64_t count, const Tensor& rows) {
-    grad.addmm_(d_t.narrow(1, first * batch, count * batch), rows);
+  Tensor grad;
+  for_each_recurrent_input_chunk<T>(h0, hidden, mask, d_t.size(0), [&](int64_t first, int64_t count, const Tensor& rows) {
+    const Tensor d = d_t.narrow(1, first * batch, count * batch);
+    if (grad.defined()) grad.addmm_(d, rows); else grad = at::mm(d, rows);
   });
+  if (!grad.defined()) grad = at::zeros({d_t.size(0), hidden.size(2)}, hidden.options());  // no steps
   return grad;
 }
 
