@@ -214,7 +214,7 @@ def _compact_mask_fake(mask):
     raise torch._subclasses.fake_tensor.DynamicOutputShapeException(torch.ops.regbench.compact_mask.default)
 
 
-def _add_gaussian_noise_fake(weight, sigma):
+def _add_gaussian_noise_fake(weight, sigma, portable=False):
     return torch.empty_like(weight, memory_format=torch.contiguous_format)
 
 

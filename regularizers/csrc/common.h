@@ -288,7 +288,7 @@ std::vector<std::optional<Tensor>> batchnorm_lstm_backward(
 
 Tensor bernoulli_mask(std::vector<int64_t> sizes, double keep_probability, double kept_value, at::ScalarType dtype);
 
-Tensor add_gaussian_noise(const Tensor& weight, double sigma);
+Tensor add_gaussian_noise(const Tensor& weight, double sigma, bool portable);
 
 // recurrent_batchnorm's input normalization (batchnorm_lstm.cpp): a batch norm of a (rows × columns)
 // CPU matrix over its rows, with batch statistics: (y, mean, biased var, rstd), and its gradient

@@ -209,7 +209,7 @@ TORCH_LIBRARY(regbench, m) {
   m.def("philox_draws(int key, int block, int count, bool portable=False) -> Tensor");
   m.def("compact_mask(Tensor mask) -> (Tensor flags, float kept_value)");
   m.def("parallel_threads(int tasks) -> int");
-  m.def("add_gaussian_noise(Tensor weight, float sigma) -> Tensor", {at::Tag::nondeterministic_seeded});
+  m.def("add_gaussian_noise(Tensor weight, float sigma, bool portable=False) -> Tensor", {at::Tag::nondeterministic_seeded});
   m.def("column_batchnorm(Tensor x, Tensor gamma, Tensor? beta, float eps) -> (Tensor y, Tensor mean, Tensor var, "
         "Tensor rstd)");
   m.def("column_batchnorm_backward(Tensor grad_y, Tensor x, Tensor mean, Tensor rstd, Tensor gamma) -> "
