@@ -165,7 +165,7 @@ struct StoreMask {
 // words 0 and 1 of each counter are one pair (u1, u2), words 2 and 3 the next, as in the stream's
 // order, and the four results go back into that order (store_by_counter) beside the weight's values.
 // noise_block's loop vectorizes only after a pass that writes all the block's draws out and reads them
-// back as pairs; here draws, transform and sum stay in registers and a 32-value scratch (2.4 -> 1.3 ns
+// back as pairs; here draws, transform and sum stay in registers and a 32-value scratch (2.37 -> 1.87 ns
 // an element at float32 on one thread, measured on the 2600 x 650 word-PTB weight).
 struct StoreNoise {
   const float* in;
