@@ -1,10 +1,10 @@
 """The fast recurrence of a batch-normalized LSTM (Cooijmans et al. 2016), as one autograd Function.
 
-Equations (the input projection ``BN(W_x x_t; γ_x) + b`` is normalized before the loop,
-for all steps at once, and arrives here as ``xp``)::
+Equations (``xp`` is the input projection ``W_x x_t`` of every step; given ``γ_x``, this
+Function normalizes it, ``BN_t(W_x x_t; γ_x) + b``, else ``xp`` arrives normalized)::
 
     â_t = W_h h_{t-1}                     (the recurrent projection)
-    (i, f, g, o) = act(xp_t + γ_h ⊙ BN_t(â_t))
+    (i, f, g, o) = act(γ_x ⊙ BN_t(xp_t) + b + γ_h ⊙ BN_t(â_t))
     ĉ_t = f⊙c_{t-1} + i⊙g                 (with the LSTM's masks, as in fused.py)
     h_t = o⊙tanh(γ_c ⊙ BN_t(ĉ_t) + β_c)
 
@@ -12,8 +12,13 @@ for all steps at once, and arrives here as ``xp``)::
 given running statistics in eval (then it is an affine map with no coupling across the
 batch). The backward pass uses the standard batch-norm gradient
 ``dx = γ·rstd·(dy − mean(dy) − x̂·mean(dy·x̂))``; like ``fused.py`` it computes the weight
-gradients with one matrix product over all steps, after the loop. Tested against the
-reference loop and with ``torch.autograd.gradcheck``.
+gradients with one matrix product over all steps, after the loop. The input normalization is
+in the Function so that the compiled fast loop can fuse it: it takes the statistics of every step
+in one pass over the projection, normalizes it as it forms the gates (no normalized copy), and
+its backward pass adds the input terms to the per-step column sums it takes anyway, writing
+∂L/∂(W_x x) in place of ∂L/∂gates. These Python loops (and the compiled generic ones) normalize
+before the loop and differentiate after it. Tested against the reference loop and with
+``torch.autograd.gradcheck``.
 """
 
 from __future__ import annotations
@@ -49,16 +54,44 @@ def _normalize_backward(d_out: torch.Tensor, normalized: torch.Tensor, rstd: tor
     return centered.mul_(gamma * rstd)
 
 
+def _normalize_input_projection(xp, gamma_input, running, eps):
+    """``γ_x ⊙ BN_t(xp_t)`` of every step at once, with (mean, var, 1/σ), each (steps, gates)."""
+    steps = xp.size(0)
+    if running is None:
+        var, mean = torch.var_mean(xp, dim=1, correction=0)
+    else:
+        mean, var = running[4][:steps], running[5][:steps]
+    rstd = (var + eps).rsqrt()
+    return (xp - mean.unsqueeze(1)) * (rstd * gamma_input).unsqueeze(1), mean, var, rstd
+
+
+def _normalize_input_projection_backward(d_normalized, projection, mean, rstd, gamma_input, batch_statistics):
+    """∂L/∂xp and ∂L/∂γ_x through ``_normalize_input_projection``."""
+    x_hat = (projection - mean.unsqueeze(1)) * rstd.unsqueeze(1)
+    grad_gamma = (d_normalized * x_hat).sum((0, 1))
+    centered = d_normalized
+    if batch_statistics:
+        centered = d_normalized - d_normalized.mean(1, keepdim=True)
+        centered = centered - x_hat * (d_normalized * x_hat).mean(1, keepdim=True)
+    return centered * (gamma_input * rstd).unsqueeze(1), grad_gamma
+
+
 def batchnorm_lstm_forward(xp, w_hh, b_hh, h0, c0, gamma_hidden, gamma_cell, beta_cell, running, eps,
-                           m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, onednn):
-    """``running`` is None in training, or [mean_h, var_h, mean_c, var_c] per step in eval.
+                           m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, onednn, gamma_input=None):
+    """``running`` is None in training, or [mean_h, var_h, mean_c, var_c] per step in eval (and
+    mean_x, var_x after them, given ``gamma_input``: then ``xp`` is normalized here).
 
     Returns the hidden states, the cells, the batch statistics of every step (mean_h, var_h,
-    mean_c, var_c; for the running averages), then what the backward pass needs.
+    mean_c, var_c, mean_x, var_x; for the running averages; the last two empty without
+    ``gamma_input``), then what the backward pass needs.
     """
     steps, batch, gate_width = xp.shape
     H = gate_width // 4
     batch_statistics = running is None
+    if gamma_input is not None:
+        xp, mean_x, var_x, rstd_x = _normalize_input_projection(xp, gamma_input, running, eps)
+    else:
+        mean_x, var_x, rstd_x = xp.new_empty(0), xp.new_empty(0), xp.new_empty(0)
     if b_hh is not None:
         xp = xp + b_hh
     gates = xp.new_empty(steps, batch, gate_width)
@@ -103,14 +136,17 @@ def batchnorm_lstm_forward(xp, w_hh, b_hh, h0, c0, gamma_hidden, gamma_cell, bet
         else:
             torch.lerp(h, o * tanh_cells[t], u_h.expand_as(h), out=hidden[t])
         h, c = hidden[t], cells[t]
-    return [hidden, cells, *statistics, gates, normalized_hidden, normalized_cells, rstd_hidden, rstd_cells,
-            tanh_cells]
+    return [hidden, cells, *statistics, mean_x, var_x, rstd_x, gates, normalized_hidden, normalized_cells,
+            rstd_hidden, rstd_cells, tanh_cells]
 
 
 def batchnorm_lstm_backward(grad_hidden, grad_cells, w_hh, h0, c0, gamma_hidden, gamma_cell, gates,
                             normalized_hidden, normalized_cells, rstd_hidden, rstd_cells, tanh_cells, cells, hidden,
                             m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, has_bias, batch_statistics,
-                            onednn):
+                            onednn, projection=None, gamma_input=None, mean_input=None, rstd_input=None):
+    """The gradients of the forward pass's inputs (xp, w_hh, b_hh, h0, c0, γ_h, γ_c, β_c, γ_x);
+    given ``gamma_input``, the forward pass normalized ``projection`` with ``mean_input`` and
+    ``rstd_input`` (else the last gradient is None)."""
     steps, batch, gate_width = gates.shape
     H = gate_width // 4
     f = gates[:, :, H: 2 * H]
@@ -158,33 +194,43 @@ def batchnorm_lstm_backward(grad_hidden, grad_cells, w_hh, h0, c0, gamma_hidden,
     grad_gamma_hidden = (d_gates * normalized_hidden).sum((0, 1))
     grad_gamma_cell = (d_cell_output * normalized_cells).sum((0, 1))
     grad_beta_cell = d_cell_output.sum((0, 1))
-    return [d_gates, grad_w, grad_b, d_h, d_c, grad_gamma_hidden, grad_gamma_cell, grad_beta_cell]
+    grad_xp, grad_gamma_input = d_gates, None
+    if gamma_input is not None:
+        grad_xp, grad_gamma_input = _normalize_input_projection_backward(d_gates, projection, mean_input, rstd_input,
+                                                                         gamma_input, batch_statistics)
+    return [grad_xp, grad_w, grad_b, d_h, d_c, grad_gamma_hidden, grad_gamma_cell, grad_beta_cell, grad_gamma_input]
 
 
 class BatchNormLSTMRecurrence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xp, w_hh, b_hh, h0, c0, gamma_hidden, gamma_cell, beta_cell, running, eps,
-                m_hidden_input, m_candidate, m_cell, u_cell, u_hidden):
-        """Returns the hidden states, the cells, and every step's batch statistics (no gradient)."""
+                m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, gamma_input=None):
+        """Returns the hidden states, the cells, and every step's batch statistics (no gradient):
+        mean and variance of the recurrent projection, of the cell, and (given ``gamma_input``, the
+        input normalization's scale: ``xp`` is then the raw projection) of the input projection."""
         masks = (m_hidden_input, m_candidate, m_cell, u_cell, u_hidden)
         ctx.loops, ctx.onednn = _loops(), use_onednn(xp)
         ctx.has_bias, ctx.batch_statistics = b_hh is not None, running is None
+        ctx.normalizes_input = gamma_input is not None
         ctx.set_materialize_grads(False)  # an unused output's gradient arrives as None, not as zeros to add
         outputs = ctx.loops.batchnorm_lstm_forward(xp, w_hh, b_hh, h0, c0, gamma_hidden, gamma_cell, beta_cell,
                                                    None if running is None else list(running), eps, *masks,
-                                                   ctx.onednn)
-        hidden, cells, statistics, saved = outputs[0], outputs[1], outputs[2:6], outputs[6:]
+                                                   ctx.onednn, gamma_input)
+        hidden, cells, statistics, rstd_input, saved = outputs[0], outputs[1], outputs[2:8], outputs[8], outputs[9:]
         gates, normalized_hidden, normalized_cells, rstd_hidden, rstd_cells, tanh_cells = saved
+        input_normalization = (xp, gamma_input, statistics[4], rstd_input) if ctx.normalizes_input else (None,) * 4
         ctx.save_for_backward(w_hh, h0, c0, gamma_hidden, gamma_cell, gates, normalized_hidden, normalized_cells,
-                              rstd_hidden, rstd_cells, tanh_cells, cells, hidden, *masks)
+                              rstd_hidden, rstd_cells, tanh_cells, cells, hidden, *masks, *input_normalization)
         ctx.mark_non_differentiable(*statistics)
         return (hidden, cells, *statistics)
 
     @staticmethod
     def backward(ctx, grad_hidden, grad_cells, *unused_statistics_grads):
-        grads = ctx.loops.batchnorm_lstm_backward(grad_hidden, grad_cells, *ctx.saved_tensors, ctx.has_bias,
-                                                  ctx.batch_statistics, ctx.onednn)
-        return (*grads, None, None, None, None, None, None, None)
+        saved = ctx.saved_tensors
+        grads = ctx.loops.batchnorm_lstm_backward(grad_hidden, grad_cells, *saved[:-4], ctx.has_bias,
+                                                  ctx.batch_statistics, ctx.onednn, *saved[-4:])
+        grad_gamma_input = grads[8] if ctx.normalizes_input else None
+        return (*grads[:8], None, None, None, None, None, None, None, grad_gamma_input)
 
 
 class _ColumnBatchNorm(torch.autograd.Function):

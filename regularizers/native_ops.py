@@ -35,6 +35,8 @@ _registered = False
 
 # Where each backward operator takes has_bias (its bias gradient is the third output).
 _HAS_BIAS_ARGUMENT = {"lstm_backward": 14, "gru_backward": 9, "rnn_backward": 7, "batchnorm_lstm_backward": 20}
+# Where batchnorm_lstm_backward takes gamma_input (without it, the last gradient does not exist).
+_GAMMA_INPUT_ARGUMENT = 24
 
 
 class Operators:
@@ -48,7 +50,7 @@ class Operators:
                 continue
             op = getattr(getattr(torch.ops, NAMESPACE), name).default
             index = _HAS_BIAS_ARGUMENT.get(name.removesuffix("_generic"))
-            setattr(self, name, op if index is None else _no_bias_gradient_as_none(op, index))
+            setattr(self, name, op if index is None else _missing_gradients_as_none(op, index))
 
     def philox_draws(self, key: int, block: int, count: int, portable: bool = False) -> torch.Tensor:
         """The first ``count`` 32-bit draws (as int64) of Philox4x32-10 with this 64-bit key and
@@ -57,11 +59,20 @@ class Operators:
         return torch.ops.regbench.philox_draws.default(_signed64(key), _signed64(block), count, portable)
 
 
-def _no_bias_gradient_as_none(op, has_bias_index: int):
+def _missing_gradients_as_none(op, has_bias_index: int):
+    """The backward operator with None for the gradients that do not exist: the bias's without a
+    bias, and (the batch-normalized LSTM's ninth) γ_x's where the loop did not normalize the input."""
     def backward(*args, **kwargs):
         grads = op(*args, **kwargs)
         has_bias = kwargs["has_bias"] if "has_bias" in kwargs else args[has_bias_index]
-        return grads if has_bias else (*grads[:2], None, *grads[3:])
+        if not has_bias:
+            grads = (*grads[:2], None, *grads[3:])
+        if len(grads) == 9:
+            gamma_input = kwargs.get("gamma_input", args[_GAMMA_INPUT_ARGUMENT] if len(args) > _GAMMA_INPUT_ARGUMENT
+                                     else None)
+            if gamma_input is None:
+                grads = (*grads[:8], None)
+        return grads
 
     backward.__name__ = backward.__qualname__ = str(op.__name__)
     backward.op = op
@@ -178,29 +189,34 @@ def _rnn_backward(generic: bool):
 
 
 def _batchnorm_lstm_forward_fake(xp, w_hh, b_hh, h0, c0, gamma_hidden, gamma_cell, beta_cell, running, eps,
-                                 m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, onednn):
+                                 m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, onednn, gamma_input=None):
     steps, batch, width = xp.shape
     H = width // 4
     sequence = lambda size: xp.new_empty((steps, batch, size))  # noqa: E731
     statistic = lambda size: xp.new_empty((steps, size))  # noqa: E731
-    # hidden, cells, mean_h, var_h, mean_c, var_c, gates, x̂_h, x̂_c, 1/σ_h, 1/σ_c, tanh(c)
-    return (sequence(H), sequence(H), statistic(width), statistic(width), statistic(H), statistic(H), sequence(width),
-            sequence(width), sequence(H), statistic(width), statistic(H), sequence(H))
+    input_statistic = lambda: statistic(width) if gamma_input is not None else xp.new_empty((0,))  # noqa: E731
+    # hidden, cells, mean_h, var_h, mean_c, var_c, mean_x, var_x, 1/σ_x, gates, x̂_h, x̂_c, 1/σ_h, 1/σ_c, tanh(c)
+    return (sequence(H), sequence(H), statistic(width), statistic(width), statistic(H), statistic(H), input_statistic(),
+            input_statistic(), input_statistic(), sequence(width), sequence(width), sequence(H), statistic(width),
+            statistic(H), sequence(H))
 
 
 def _batchnorm_lstm_backward(generic: bool):
     def fake(grad_hidden, grad_cells, w_hh, h0, c0, gamma_hidden, gamma_cell, gates, normalized_hidden,
              normalized_cells, rstd_hidden, rstd_cells, tanh_cells, cells, hidden, m_hidden_input, m_candidate, m_cell,
-             u_cell, u_hidden, has_bias, batch_statistics, onednn):
+             u_cell, u_hidden, has_bias, batch_statistics, onednn, projection=None, gamma_input=None, mean_input=None,
+             rstd_input=None):
         steps, batch, width = gates.shape
         H = width // 4
         saved = (gates, normalized_hidden, normalized_cells, rstd_hidden, rstd_cells, tanh_cells, cells, hidden)
         fast = (not generic and all(t.is_contiguous() for t in saved)
-                and _fits(gates, (grad_hidden, grad_cells, w_hh, h0, c0, gamma_hidden, gamma_cell, *saved[1:]),
+                and _fits(gates, (grad_hidden, grad_cells, w_hh, h0, c0, gamma_hidden, gamma_cell, *saved[1:],
+                                  projection, gamma_input, mean_input, rstd_input),
                           (m_hidden_input, m_candidate, m_cell, u_cell, u_hidden), steps, batch, H))
         return (_gate_gradients(gates, steps, batch, width, fast, batch_major=True), gates.new_empty((width, H)),
                 _bias_gradient(gates, width, has_bias), gates.new_empty((batch, H)), gates.new_empty((batch, H)),
-                gates.new_empty((width,)), gates.new_empty((H,)), gates.new_empty((H,)))
+                gates.new_empty((width,)), gates.new_empty((H,)), gates.new_empty((H,)),
+                gates.new_empty((width,) if gamma_input is not None else (0,)))
     return fake
 
 

@@ -9,8 +9,8 @@ keeps its own statistics; in eval, steps beyond the longest training sequence re
 trained step's statistics. γ starts at 0.1, as the paper recommends.
 
 This regularizer changes the cell's equations. It brings its own fused loop
-(``fused_batchnorm.py``), which layers use; with ``layer.use_fused = False`` they run the
-step-by-step reference loop through ``normalize`` instead. Masks from other regularizers
+(``fused_batchnorm.py``, which normalizes the input projection too), which layers use; with
+``layer.use_fused = False`` they run the step-by-step reference loop through ``normalize`` instead. Masks from other regularizers
 (zoneout: the paper's best pMNIST model) apply in both.
 """
 
@@ -69,35 +69,30 @@ class RecurrentBatchNorm(Regularizer):
                                                                        self.momentum)
 
     def _normalize_sequence(self, value: torch.Tensor, ctx: SequenceContext) -> torch.Tensor:
-        """BN(W_x x_t) for all steps at once: statistics over the batch, separately for each step.
+        """γ_x ⊙ BN(W_x x_t) for all steps of a (steps, batch, gates) projection at once: statistics
+        over the batch, separately for each step (the reference loop's; the fused one normalizes in
+        the loop).
 
         As one batch norm over a (batch, steps × gates) view, whose columns are exactly the (step,
         gate) pairs (``fused_batchnorm.column_batch_norm`` in training on the CPU, ``F.batch_norm``
-        elsewhere). In training it also moves
-        the running statistics of steps 0..T-1 (unbiased variance, with ``momentum``).
+        elsewhere). In training it also moves the running statistics of steps 0..T-1 (unbiased
+        variance, with ``momentum``).
         """
-        return self._normalize_batch_major(value.transpose(0, 1), None, ctx)
-
-    def _normalize_batch_major(self, by_batch: torch.Tensor, bias: torch.Tensor | None,
-                               ctx: SequenceContext) -> torch.Tensor:
-        """γ_x ⊙ BN(value) (+ bias) of a (batch, steps, gates) tensor, returned as a (steps, batch,
-        gates) view; in place (no copy) when ``by_batch`` is contiguous."""
-        batch, steps, width = by_batch.shape
-        flat = by_batch.reshape(batch, steps * width)
+        steps, batch, width = value.shape
+        flat = value.transpose(0, 1).reshape(batch, steps * width)
         gamma = self.gamma_input[ctx.index].repeat(steps)
-        shift = None if bias is None else bias.repeat(steps)
         if ctx.training and column_batch_norm_applies(flat):
-            normalized, mean, var = column_batch_norm(flat, gamma, shift, self.eps)
+            normalized, mean, var = column_batch_norm(flat, gamma, None, self.eps)
             self._update_running("input", ctx.index, mean.view(steps, width), var.view(steps, width), batch)
             return normalized.view(batch, steps, width).transpose(0, 1)
         if ctx.training:
             mean = self.running_mean_input[ctx.index, :steps].view(-1)  # views: updated in place
             var = self.running_var_input[ctx.index, :steps].view(-1)
         else:
-            slots = self._slots(ctx.index, steps, by_batch.device)
+            slots = self._slots(ctx.index, steps, value.device)
             mean = self.running_mean_input[ctx.index][slots].reshape(-1)
             var = self.running_var_input[ctx.index][slots].reshape(-1)
-        normalized = F.batch_norm(flat, mean, var, gamma, shift, training=ctx.training, momentum=self.momentum,
+        normalized = F.batch_norm(flat, mean, var, gamma, None, training=ctx.training, momentum=self.momentum,
                                   eps=self.eps)
         return normalized.view(batch, steps, width).transpose(0, 1)
 
@@ -128,35 +123,28 @@ class RecurrentBatchNorm(Regularizer):
                             getattr(self, f"running_var_{name}")[layer, slot], weight, bias,
                             training=ctx.training, momentum=self.momentum, eps=self.eps)
 
-    def _normalize_inputs_batch_major(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                                      ctx: SequenceContext) -> torch.Tensor:
-        """BN(W_x x_t; γ_x) + b for all steps, as ``_normalize_sequence``, without its copies.
-
-        The projection is computed batch-major, (batch, steps, gates), straight from the (small)
-        input, so that ``F.batch_norm`` takes it as (batch, steps × gates) in place, with ``b`` as
-        its shift. Returns a (steps, batch, gates) view of batch-major memory; the fused loop reads
-        it strided, and its gradient comes back batch-major, as the batch norm wants it.
-        """
-        projected = project_inputs(x.transpose(0, 1), weight, None)  # (batch, steps, gates), contiguous
-        return self._normalize_batch_major(projected, bias, ctx)
-
     def fused_recurrence(self, x, weights, h0, c0, masks, ctx: SequenceContext):
-        """The layer with per-step normalization of W_x x, W_h h and the cell: the input normalization
-        for all steps at once, then the recurrence in one autograd Function."""
+        """The layer with per-step normalization of W_x x, W_h h and the cell, in one autograd
+        Function. The input projection is computed batch-major, (batch, steps, gates), straight
+        from the (small) input, as the loop reads it; the loop normalizes it (its statistics over
+        the batch, per step), and its gradient comes back in the same layout."""
         self._start_sequence(ctx)
-        xp = self._normalize_inputs_batch_major(x, weights["weight_ih"], weights["bias_ih"], ctx)
-        w_hh, b_hh = weights["weight_hh"], weights["bias_hh"]
+        projected = project_inputs(x.transpose(0, 1), weights["weight_ih"], None)  # (batch, steps, gates)
+        b_ih, b_hh = weights["bias_ih"], weights["bias_hh"]
+        bias = b_hh if b_ih is None else (b_ih if b_hh is None else b_ih + b_hh)  # both follow the normalizations
         layer = ctx.index
         running = None
         if not ctx.training:
-            slots = self._slots(layer, ctx.steps, xp.device)
+            slots = self._slots(layer, ctx.steps, projected.device)
             running = tuple(getattr(self, f"running_{stat}_{name}")[layer, slots]
-                            for name in ("hidden", "cell") for stat in ("mean", "var"))
-        hidden, cells, mean_h, var_h, mean_c, var_c = BatchNormLSTMRecurrence.apply(
-            xp, w_hh, b_hh, h0, c0, self.gamma_hidden[layer], self.gamma_cell[layer], self.beta_cell[layer],
-            running, self.eps, masks.get("hidden_input"), masks.get("candidate"), masks.get("cell"),
-            masks.get("cell_update"), masks.get("hidden_update"))
+                            for name in ("hidden", "cell", "input") for stat in ("mean", "var"))
+        hidden, cells, mean_h, var_h, mean_c, var_c, mean_x, var_x = BatchNormLSTMRecurrence.apply(
+            projected.transpose(0, 1), weights["weight_hh"], bias, h0, c0, self.gamma_hidden[layer],
+            self.gamma_cell[layer], self.beta_cell[layer], running, self.eps, masks.get("hidden_input"),
+            masks.get("candidate"), masks.get("cell"), masks.get("cell_update"), masks.get("hidden_update"),
+            self.gamma_input[layer])
         if ctx.training:
+            self._update_running("input", layer, mean_x, var_x, ctx.batch_size)
             self._update_running("hidden", layer, mean_h, var_h, ctx.batch_size)
             self._update_running("cell", layer, mean_c, var_c, ctx.batch_size)
         return hidden, cells

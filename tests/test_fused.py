@@ -277,7 +277,10 @@ def test_fused_rejects_normalize_hooks():
 @pytest.mark.parametrize("training", [True, False], ids=["batch_statistics", "running_statistics"])
 @pytest.mark.parametrize("shape", ["TBH", "111"])
 @pytest.mark.parametrize("bias", [True, False])
-def test_batchnorm_recurrence_gradcheck(training, shape, bias, loops):
+@pytest.mark.parametrize("normalizes_input", [True, False], ids=["input-normalized-in-loop", "input-normalized"])
+def test_batchnorm_recurrence_gradcheck(training, shape, bias, normalizes_input, loops):
+    """Every input's gradient, γ_x's too where the Function normalizes the input projection itself
+    (the compiled fast loop fuses that normalization into its passes, the others do it around the loop)."""
     from regularizers.fused_batchnorm import BatchNormLSTMRecurrence
 
     masks = make_masks("lstm", shape, "scaled")
@@ -288,17 +291,20 @@ def test_batchnorm_recurrence_gradcheck(training, shape, bias, loops):
         return (low + 0.5 * torch.rand(*s, generator=g, dtype=torch.float64)).requires_grad_(True)
 
     gamma_hidden, gamma_cell, beta_cell = r(4 * H, low=0.1), r(H, low=0.1), r(H, low=-0.25)
+    gamma_input = r(4 * H, low=0.1) if normalizes_input else None
     running = None if training else (r(T, 4 * H).detach(), r(T, 4 * H, low=0.5).detach(),
                                      r(T, H).detach(), r(T, H, low=0.5).detach())
-    order = (xp, w_hh, b_hh, h0, c0, gamma_hidden, gamma_cell, beta_cell)
+    if running is not None and normalizes_input:
+        running = (*running, r(T, 4 * H).detach(), r(T, 4 * H, low=0.5).detach())
+    order = (xp, w_hh, b_hh, h0, c0, gamma_hidden, gamma_cell, beta_cell, gamma_input)
     differentiable = [t for t in order if t is not None]
 
     def f(*tensors):
         it = iter(tensors)
         args = [next(it) if t is not None else None for t in order]
         hidden, cells, *_ = BatchNormLSTMRecurrence.apply(
-            *args, running, 1e-5, masks["hidden_input"], masks["candidate"], masks["cell"], masks["cell_update"],
-            masks["hidden_update"])
+            *args[:8], running, 1e-5, masks["hidden_input"], masks["candidate"], masks["cell"], masks["cell_update"],
+            masks["hidden_update"], args[8])
         return hidden, cells
 
     assert torch.autograd.gradcheck(f, differentiable, eps=1e-6, atol=1e-6, rtol=1e-4)

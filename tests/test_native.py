@@ -67,13 +67,17 @@ def _threads(count):
         torch.set_num_threads(previous)
 
 
-def _close(left, right):
+def _close(left, right, scaled=False):
+    """Each pair equal to float32 rounding; `scaled`: an absolute tolerance that grows with the
+    tensor's largest entry (a γ gradient summed over 300 rows reaches 100, and its small entries
+    then differ by 2e-5 between two orders of summation, both as far from the float64 values)."""
     assert len(left) == len(right)
     for a, b in zip(left, right):
         if a is None or b is None:
             assert a is None and b is None
         else:
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+            scale = max(1.0, b.abs().max().item()) if scaled and b.numel() else 1.0
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * scale)
 
 
 @pytest.mark.parametrize("onednn", [True, False])
@@ -188,30 +192,42 @@ def test_compact_masks_give_what_the_float_masks_give(compiled, cell, generic):
         assert torch.equal(a, e)
 
 
+@pytest.mark.parametrize("normalizes_input", [True, False], ids=["input-normalized-in-loop", "input-normalized"])
 @pytest.mark.parametrize("training", [True, False], ids=["batch-statistics", "running-statistics"])
 @pytest.mark.parametrize("mask_set", list(MASK_SETS))
-def test_batchnorm_loops_agree(compiled, mask_set, training):
+def test_batchnorm_loops_agree(compiled, mask_set, training, normalizes_input):
     masks = MASK_SETS[mask_set]
     xp, w, b, h0, c0 = _inputs(4)
     gamma_h, gamma_c, beta_c = torch.full((4 * H,), 0.1), torch.full((H,), 0.1), torch.randn(H) * 0.1
+    gamma_x = torch.rand(4 * H) * 0.5 + 0.1 if normalizes_input else None
     running = None if training else [torch.randn(T, 4 * H), torch.rand(T, 4 * H) + 0.5,
                                      torch.randn(T, H), torch.rand(T, H) + 0.5]
+    if running is not None and normalizes_input:
+        running += [torch.randn(T, 4 * H), torch.rand(T, 4 * H) + 0.5]
     order = [masks.get(k) for k in LSTM_MASKS]
-    _check_batchnorm_loops(compiled, xp, w, b, h0, c0, gamma_h, gamma_c, beta_c, running, order)
+    _check_batchnorm_loops(compiled, xp, w, b, h0, c0, gamma_h, gamma_c, beta_c, running, order, gamma_x)
 
 
-def _check_batchnorm_loops(compiled, xp, w, b, h0, c0, gamma_h, gamma_c, beta_c, running, order):
-    """The compiled batch-norm loop's forward and backward equal the Python loop's."""
-    args = (xp, w, b, h0, c0, gamma_h, gamma_c, beta_c, running, 1e-5, *order, fused._ONEDNN_LINEAR)
+def _check_batchnorm_loops(compiled, xp, w, b, h0, c0, gamma_h, gamma_c, beta_c, running, order, gamma_x=None):
+    """The compiled batch-norm loop's forward and backward equal the Python loop's (given γ_x, with
+    the input normalization that the fast loop fuses into its passes: the projection batch-major,
+    as recurrent_batchnorm hands it over)."""
+    if gamma_x is not None:
+        xp = xp.transpose(0, 1).contiguous().transpose(0, 1)
+    args = (xp, w, b, h0, c0, gamma_h, gamma_c, beta_c, running, 1e-5, *order, fused._ONEDNN_LINEAR, gamma_x)
     python_out = fused_batchnorm.batchnorm_lstm_forward(*args)
-    _close(python_out, compiled.batchnorm_lstm_forward(*args))
-    hidden, cells, *_, gates, n_hidden, n_cells, rstd_hidden, rstd_cells, tanh_cells = python_out
+    _close(python_out, compiled.batchnorm_lstm_forward(*args), scaled=True)
+    hidden, cells, *_, mean_x, _, rstd_x, gates, n_hidden, n_cells, rstd_hidden, rstd_cells, tanh_cells = python_out
     grad_h, grad_c = torch.randn_like(hidden), torch.randn_like(cells)
     saved = (w, h0, c0, gamma_h, gamma_c, gates, n_hidden, n_cells, rstd_hidden, rstd_cells, tanh_cells, cells,
              hidden, *order)
+    input_normalization = (xp, gamma_x, mean_x, rstd_x) if gamma_x is not None else ()
     training = running is None
-    _close(fused_batchnorm.batchnorm_lstm_backward(grad_h, grad_c, *saved, True, training, fused._ONEDNN_LINEAR),
-           compiled.batchnorm_lstm_backward(grad_h, grad_c, *saved, True, training, fused._ONEDNN_LINEAR))
+    python_grads = fused_batchnorm.batchnorm_lstm_backward(grad_h, grad_c, *saved, True, training,
+                                                           fused._ONEDNN_LINEAR, *input_normalization)
+    assert (python_grads[8] is None) == (gamma_x is None)
+    _close(python_grads, compiled.batchnorm_lstm_backward(grad_h, grad_c, *saved, True, training, fused._ONEDNN_LINEAR,
+                                                          *input_normalization), scaled=True)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -223,8 +239,9 @@ def test_batchnorm_loops_split_over_threads_agree(compiled, mask_set, threads, b
     rows (300: 150 each; 9: a ragged 5 and 4), meeting the other where the statistics need every row;
     6 rows are too few to split (its passes then share themselves out, as with 1 thread). 37 units
     fit no vector width, and 5 steps make 5 chunks of the weight gradient. Every case equals the
-    Python loop, masks of every shape and running statistics included (a thread that read a row or
-    a partial sum before its writer had written it would not)."""
+    Python loop, masks of every shape and running statistics included, with the input normalization
+    in the loop and without (a thread that read a row or a partial sum before its writer had written
+    it would not)."""
     steps, units = 5, 37
     generator = torch.Generator().manual_seed(11)
     make = lambda *shape: torch.randn(*shape, generator=generator)  # noqa: E731
@@ -234,8 +251,13 @@ def test_batchnorm_loops_split_over_threads_agree(compiled, mask_set, threads, b
     h0, c0 = make(batch, units), make(batch, units)
     gamma_h, gamma_c, beta_c = torch.full((4 * units,), 0.1), torch.full((units,), 0.1), make(units) * 0.1
     running = None if training else [make(steps, 4 * units), torch.rand(steps, 4 * units, generator=generator) + 0.5,
-                                     make(steps, units), torch.rand(steps, units, generator=generator) + 0.5]
+                                     make(steps, units), torch.rand(steps, units, generator=generator) + 0.5,
+                                     make(steps, 4 * units), torch.rand(steps, 4 * units, generator=generator) + 0.5]
+    gamma_x = torch.rand(4 * units, generator=generator) * 0.5 + 0.1
     with _threads(threads):
+        _check_batchnorm_loops(compiled, xp, w, b, h0, c0, gamma_h, gamma_c, beta_c, running, order, gamma_x)
+        if running is not None:
+            running = running[:4]
         _check_batchnorm_loops(compiled, xp, w, b, h0, c0, gamma_h, gamma_c, beta_c, running, order)
 
 

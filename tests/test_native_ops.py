@@ -182,6 +182,36 @@ def test_batchnorm_lstm_operators(ops, mask_kind, training, dtype, generic):
     _check(_op("batchnorm_lstm_backward" + suffix), (grad_h, grad_c, *strided, bias, training, False))
 
 
+@pytest.mark.parametrize("generic", [False, True], ids=["fast", "generic"])
+@pytest.mark.parametrize("training", [True, False], ids=["batch-statistics", "running-statistics"])
+def test_batchnorm_lstm_operators_normalizing_the_input(ops, training, generic):
+    """With gamma_input the loop normalizes the (batch-major) input projection itself: three more
+    statistics out of the forward pass, four more inputs and γ_x's gradient in the backward pass."""
+    suffix = "_generic" if generic else ""
+    dtype = torch.float64
+    xp, w, b, h0, c0 = _sequence_inputs(4, dtype)
+    xp = xp.transpose(0, 1).contiguous().transpose(0, 1)
+    generator = _generator(3)
+    gamma_h, gamma_c, gamma_x = (torch.full((n,), 0.1, dtype=dtype) for n in (4 * H, H, 4 * H))
+    beta_c = torch.randn(H, generator=generator, dtype=dtype) * 0.1
+    # eval: the means and (positive) variances of the recurrent projection, the cell and the input
+    running = None if training else [torch.randn(T + 1, n, generator=generator, dtype=dtype).abs() + 0.5 * k
+                                     for n in (4 * H, H, 4 * H) for k in (0, 1)]
+    masks = _masks("per-step", dtype, LSTM_MASKS)
+    forward_args = (xp, w, b, h0, c0, gamma_h, gamma_c, beta_c, running, 1e-5, *masks, False, gamma_x)
+    _check(_op("batchnorm_lstm_forward" + suffix), forward_args, _requiring_grad(forward_args))
+    outputs = _op("batchnorm_lstm_forward" + suffix)(*forward_args)
+    hidden, cells, *_, mean_x, _, rstd_x, gates, n_hidden, n_cells, rstd_hidden, rstd_cells, tanh_cells = outputs
+    assert mean_x.shape == rstd_x.shape == (T, 4 * H)
+    grad_h = torch.randn(T, B, H, generator=generator, dtype=dtype)
+    grad_c = torch.randn(T, B, H, generator=generator, dtype=dtype)
+    saved = (w, h0, c0, gamma_h, gamma_c, gates, n_hidden, n_cells, rstd_hidden, rstd_cells, tanh_cells, cells,
+             hidden, *masks)
+    args = (grad_h, grad_c, *saved, True, training, False, xp, gamma_x, mean_x, rstd_x)
+    _check(_op("batchnorm_lstm_backward" + suffix), args, _requiring_grad(args))
+    assert _op("batchnorm_lstm_backward" + suffix)(*args)[8].shape == (4 * H,)
+
+
 def test_operators_with_onednn_products(ops):
     """The oneDNN products (float32 CPU, where torch has them) inside the operators."""
     from regularizers import fused_common

@@ -34,6 +34,35 @@ Tensor normalize_backward(const Tensor& d_out, const Tensor& normalized, const T
   return centered.mul_(gamma * rstd);
 }
 
+// γ_x ⊙ BN_t(xp_t) of every step at once: {normalized, mean, var, rstd}, the statistics (steps, gates).
+std::vector<Tensor> normalize_input_projection(const Tensor& xp, const Tensor& gamma_input,
+                                               const std::optional<std::vector<Tensor>>& running, double eps) {
+  const int64_t steps = xp.size(0);
+  Tensor mean, var;
+  if (running.has_value()) {
+    // copies: outputs of the operator, which may not alias its inputs
+    mean = (*running)[4].narrow(0, 0, steps).clone(), var = (*running)[5].narrow(0, 0, steps).clone();
+  } else {
+    std::tie(var, mean) = at::var_mean(xp, {1}, /*correction=*/0, /*keepdim=*/false);
+  }
+  Tensor rstd = (var + eps).rsqrt();
+  return {(xp - mean.unsqueeze(1)) * (rstd * gamma_input).unsqueeze(1), mean, var, rstd};
+}
+
+// ∂L/∂xp and ∂L/∂γ_x through normalize_input_projection.
+std::pair<Tensor, Tensor> normalize_input_projection_backward(const Tensor& d_normalized, const Tensor& projection,
+                                                              const Tensor& mean, const Tensor& rstd,
+                                                              const Tensor& gamma_input, bool batch_statistics) {
+  Tensor x_hat = (projection - mean.unsqueeze(1)) * rstd.unsqueeze(1);
+  Tensor grad_gamma = (d_normalized * x_hat).sum({0, 1});
+  Tensor centered = d_normalized;
+  if (batch_statistics)
+    centered = d_normalized - d_normalized.mean({1}, true) - x_hat * (d_normalized * x_hat).mean({1}, true);
+  return {centered * (gamma_input * rstd).unsqueeze(1), grad_gamma};
+}
+
+bool given(const std::optional<Tensor>& tensor) { return tensor.has_value() && tensor->defined(); }
+
 }  // namespace
 
 std::vector<Tensor> batchnorm_lstm_forward_generic(Tensor xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
@@ -41,12 +70,18 @@ std::vector<Tensor> batchnorm_lstm_forward_generic(Tensor xp, const Tensor& w_hh
                                            const Tensor& gamma_cell, const Tensor& beta_cell,
                                            const std::optional<std::vector<Tensor>>& running, double eps,
                                            const Mask& m_hidden_input, const Mask& m_candidate, const Mask& m_cell,
-                                           const Mask& u_cell, const Mask& u_hidden, bool onednn) {
+                                           const Mask& u_cell, const Mask& u_hidden, bool onednn,
+                                           const std::optional<Tensor>& gamma_input) {
   at::NoGradGuard no_grad;
   const int64_t steps = xp.size(0), batch = xp.size(1), gate_width = xp.size(2), H = gate_width / 4;
   const bool batch_statistics = !running.has_value();
-  if (b_hh.has_value() && b_hh->defined()) xp = xp + *b_hh;
   auto options = xp.options();
+  Tensor mean_x = at::empty({0}, options), var_x = at::empty({0}, options), rstd_x = at::empty({0}, options);
+  if (given(gamma_input)) {
+    std::vector<Tensor> input = normalize_input_projection(xp, *gamma_input, running, eps);
+    xp = input[0], mean_x = input[1], var_x = input[2], rstd_x = input[3];
+  }
+  if (b_hh.has_value() && b_hh->defined()) xp = xp + *b_hh;
   Tensor gates = at::empty({steps, batch, gate_width}, options);
   Tensor normalized_hidden = at::empty({steps, batch, gate_width}, options);
   Tensor normalized_cells = at::empty({steps, batch, H}, options);
@@ -98,8 +133,8 @@ std::vector<Tensor> batchnorm_lstm_forward_generic(Tensor xp, const Tensor& w_hh
     h = hidden_t;
     c = cell_t;
   }
-  return {hidden, cells, mean_h, var_h, mean_c, var_c, gates, normalized_hidden, normalized_cells,
-          rstd_hidden, rstd_cells, tanh_cells};
+  return {hidden, cells, mean_h, var_h, mean_c, var_c, mean_x, var_x, rstd_x, gates, normalized_hidden,
+          normalized_cells, rstd_hidden, rstd_cells, tanh_cells};
 }
 
 std::vector<std::optional<Tensor>> batchnorm_lstm_backward_generic(
@@ -108,7 +143,9 @@ std::vector<std::optional<Tensor>> batchnorm_lstm_backward_generic(
     const Tensor& normalized_hidden, const Tensor& normalized_cells, const Tensor& rstd_hidden,
     const Tensor& rstd_cells, const Tensor& tanh_cells, const Tensor& cells, const Tensor& hidden,
     const Mask& m_hidden_input, const Mask& m_candidate, const Mask& m_cell, const Mask& u_cell,
-    const Mask& u_hidden, bool has_bias, bool batch_statistics, bool onednn) {
+    const Mask& u_hidden, bool has_bias, bool batch_statistics, bool onednn, const std::optional<Tensor>& projection,
+    const std::optional<Tensor>& gamma_input, const std::optional<Tensor>& mean_input,
+    const std::optional<Tensor>& rstd_input) {
   at::NoGradGuard no_grad;
   const int64_t steps = gates.size(0), batch = gates.size(1), gate_width = gates.size(2), H = gate_width / 4;
   Tensor f = gates.narrow(2, H, H);
@@ -159,13 +196,20 @@ std::vector<std::optional<Tensor>> batchnorm_lstm_backward_generic(
   Tensor grad_gamma_hidden = (d_gates * normalized_hidden).sum({0, 1});
   Tensor grad_gamma_cell = (d_cell_output * normalized_cells).sum({0, 1});
   Tensor grad_beta_cell = d_cell_output.sum({0, 1});
-  return {d_gates, grad_w, grad_b, d_h, d_c, grad_gamma_hidden, grad_gamma_cell, grad_beta_cell};
+  Tensor grad_xp = d_gates;
+  std::optional<Tensor> grad_gamma_input;
+  if (given(gamma_input))
+    std::tie(grad_xp, grad_gamma_input) = normalize_input_projection_backward(
+        d_gates, *projection, *mean_input, *rstd_input, *gamma_input, batch_statistics);
+  return {grad_xp, grad_w, grad_b, d_h, d_c, grad_gamma_hidden, grad_gamma_cell, grad_beta_cell, grad_gamma_input};
 }
 
 // -- the fast path of the batch-normalized LSTM ------------------------------------------------------
 //
-// Per step: the recurrent product, then statistics over the batch, a pass over the rows up to ĉ,
-// statistics of ĉ, and a pass over the rows for the outputs. The
+// Before the loop, the input projection's statistics for every step (one pass over its batch-major
+// columns); per step: the recurrent product, then statistics over the batch, a pass over the rows
+// up to ĉ (which normalizes the input projection too), statistics of ĉ, and a pass over the rows
+// for the outputs. The
 // backward pass mirrors it; the per-step column sums it needs for the batch-norm gradient are also
 // the γ, β and bias gradients, accumulated on the way, so no per-step buffer other than ∂L/∂gates
 // and ∂L/∂(recurrent projection) (both transposed, for the weight gradients) is kept.
@@ -217,6 +261,28 @@ REGBENCH_INLINE void column_sums_range(const T* a, const T* x, int64_t rows, int
   }
 }
 
+// Per column j in [begin, end): Σ_b a[b, j]·(raw[b, j] - mean[j]), raw's rows `raw_stride` apart
+// (the input projection's, batch-major: a step's row of each sequence).
+template <typename T>
+REGBENCH_INLINE void centered_column_sums_range(const T* a, const T* raw, int64_t raw_stride, const T* mean,
+                                                int64_t rows, int64_t width, int64_t begin, int64_t end, T* sum) {
+  for (int64_t j = begin; j < end; ++j) sum[j] = T(0);
+  for (int64_t b = 0; b < rows; ++b) {
+    const T *a_row = a + b * width, *raw_row = raw + b * raw_stride;
+    REGBENCH_NO_LOOP_ALIASING
+    for (int64_t j = begin; j < end; ++j) sum[j] += a_row[j] * (raw_row[j] - mean[j]);
+  }
+}
+
+REGBENCH_CLONES void run_centered_column_sums(const float* a, const float* raw, int64_t raw_stride, const float* mean,
+                                              int64_t rows, int64_t width, int64_t begin, int64_t end, float* sum) {
+  centered_column_sums_range(a, raw, raw_stride, mean, rows, width, begin, end, sum);
+}
+void run_centered_column_sums(const double* a, const double* raw, int64_t raw_stride, const double* mean,
+                              int64_t rows, int64_t width, int64_t begin, int64_t end, double* sum) {
+  centered_column_sums_range(a, raw, raw_stride, mean, rows, width, begin, end, sum);
+}
+
 REGBENCH_CLONES void run_column_mean_var(const float* x, int64_t rows, int64_t width, int64_t begin, int64_t end,
                                          float* mean, float* var) {
   column_mean_var_range(x, rows, width, begin, end, mean, var);
@@ -244,6 +310,19 @@ template <typename T>
 void column_sums(const T* a, const T* x, int64_t rows, int64_t width, T* sum_a, T* sum_ax) {
   at::parallel_for(0, width, std::max<int64_t>(1, kBatchNormTaskElements / std::max<int64_t>(rows, 1)),
                    [&](int64_t begin, int64_t end) { run_column_sums(a, x, rows, width, begin, end, sum_a, sum_ax); });
+}
+
+// The columns of a wide matrix (the input normalization's batch × (steps × gates)) in blocks, so
+// that a block's rows stay in cache between the passes over it.
+constexpr int64_t kColumnBlock = 1024;
+
+// The columns shared out over the threads, each task a run of whole column blocks.
+template <typename F>
+void for_column_blocks(int64_t width, const F& block) {
+  const int64_t blocks = (width + kColumnBlock - 1) / kColumnBlock;
+  at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
+    for (int64_t k = first; k < last; ++k) block(k * kColumnBlock, std::min(width, (k + 1) * kColumnBlock));
+  });
 }
 
 // -- a team of threads for a whole time loop --------------------------------------------------------
@@ -413,12 +492,43 @@ void team_column_sums(const Team& team, const T* a, const T* x, int64_t rows, in
   });
 }
 
+// team_column_sums, and with it Σ_b a[b, j]·(raw[b, j] - mean[j]) (the input normalization's term)
+// where `raw` is given; `slots`: 3 × team.size × width.
+template <typename T>
+void team_gate_sums(const Team& team, const T* a, const T* x, const T* raw, int64_t raw_stride, const T* raw_mean,
+                    int64_t rows, int64_t batch, int64_t width, T* slots, T* sum_a, T* sum_ax, T* sum_a_raw) {
+  if (raw == nullptr) return team_column_sums(team, a, x, rows, batch, width, slots, sum_a, sum_ax);
+  if (team.size == 1)
+    return team.run([&] {
+      at::parallel_for(0, width, std::max<int64_t>(1, kBatchNormTaskElements / std::max<int64_t>(batch, 1)),
+                       [&](int64_t begin, int64_t end) {
+                         run_column_sums(a, x, batch, width, begin, end, sum_a, sum_ax);
+                         run_centered_column_sums(a, raw, raw_stride, raw_mean, batch, width, begin, end, sum_a_raw);
+                       });
+    });
+  T *mine_a = slots + team.rank * width, *mine_ax = slots + (team.size + team.rank) * width;
+  T* mine_raw = slots + (2 * team.size + team.rank) * width;
+  team.run([&] {
+    run_column_sums(a, x, rows, width, 0, width, mine_a, mine_ax);
+    run_centered_column_sums(a, raw, raw_stride, raw_mean, rows, width, 0, width, mine_raw);
+  });
+  team.barrier();
+  team.run([&] {
+    run_add_slots(slots, team.size, width, sum_a);
+    run_add_slots(slots + team.size * width, team.size, width, sum_ax);
+    run_add_slots(slots + 2 * team.size * width, team.size, width, sum_a_raw);
+  });
+}
+
 // The batch-normalized LSTM's row passes, one row each, as the plain LSTM's: every pointer valid
 // (absent masks are rows of ones, absent gradients rows of zeros).
 // Forward, up to ĉ: x̂_h = (W_h h - μ_h)·rstd_h, the activated gates, ĉ = (i·g·m + f·c_{t-1})·m_c.
+// The input projection is normalized here: (x - μ_x)·(rstd_x·γ_x), with μ_x = 0 and a scale of 1
+// where it arrives normalized.
 template <typename T>
 struct BatchNormGatesRow {
-  const T *projection, *input, *bias, *mean_h, *rstd_h, *gamma_h, *m_candidate, *m_cell, *c_prev;
+  const T *projection, *input, *input_mean, *input_scale, *bias, *mean_h, *rstd_h, *gamma_h, *m_candidate, *m_cell,
+      *c_prev;
   T *normalized_h, *gates, *cell_hat;
 };
 
@@ -428,7 +538,7 @@ REGBENCH_INLINE void batchnorm_gates_row(int64_t H, const BatchNormGatesRow<T>& 
   for (int64_t j = 0; j < 4 * H; ++j) {
     const T n_h = (a.projection[j] - a.mean_h[j]) * a.rstd_h[j];
     a.normalized_h[j] = n_h;
-    a.gates[j] = (a.input[j] + a.bias[j]) + n_h * a.gamma_h[j];
+    a.gates[j] = ((a.input[j] - a.input_mean[j]) * a.input_scale[j] + a.bias[j]) + n_h * a.gamma_h[j];
   }
   REGBENCH_NO_LOOP_ALIASING
   for (int64_t j = 0; j < H; ++j) {
@@ -530,7 +640,30 @@ REGBENCH_INLINE void batchnorm_projection_grad_row(int64_t H, const BatchNormPro
   }
 }
 
+// Backward, third pass too, where the loop normalizes the input projection: ∂L/∂(W_x x_t) through
+// that batch norm, ∂L/∂gates standing for ∂L/∂(its output).
+template <typename T>
+struct BatchNormInputGradRow {
+  const T *d_gates, *raw, *mean_x, *rstd_x, *gamma_x, *sum_dg, *sum_dg_n;
+  T inverse_batch;
+  bool centered;
+  T* d_raw;
+};
+
+template <typename T>
+REGBENCH_INLINE void batchnorm_input_grad_row(int64_t H, const BatchNormInputGradRow<T>& a) {
+  const T mean_weight = a.centered ? a.inverse_batch : T(0);
+  REGBENCH_NO_LOOP_ALIASING
+  for (int64_t j = 0; j < 4 * H; ++j) {
+    const T n_x = (a.raw[j] - a.mean_x[j]) * a.rstd_x[j];
+    const T d_normalized = a.d_gates[j] - a.sum_dg[j] * mean_weight - n_x * (a.sum_dg_n[j] * mean_weight);
+    a.d_raw[j] = d_normalized * (a.gamma_x[j] * a.rstd_x[j]);
+  }
+}
+
 REGBENCH_CLONES void run_row(int64_t H, const BatchNormGatesRow<float>& a) { batchnorm_gates_row(H, a); }
+REGBENCH_CLONES void run_row(int64_t H, const BatchNormInputGradRow<float>& a) { batchnorm_input_grad_row(H, a); }
+void run_row(int64_t H, const BatchNormInputGradRow<double>& a) { batchnorm_input_grad_row(H, a); }
 REGBENCH_CLONES void run_row(int64_t H, const BatchNormStateRow<float>& a) { batchnorm_state_row(H, a); }
 REGBENCH_CLONES void run_row(int64_t H, const BatchNormCellOutputRow<float>& a) { batchnorm_cell_output_row(H, a); }
 REGBENCH_CLONES void run_row(int64_t H, const BatchNormGateGradsRow<float>& a) { batchnorm_gate_grads_row(H, a); }
@@ -549,14 +682,37 @@ std::vector<Tensor> batchnorm_lstm_forward(const Tensor& xp_in, const Tensor& w_
                                            const Tensor& gamma_cell, const Tensor& beta_cell,
                                            const std::optional<std::vector<Tensor>>& running, double eps,
                                            const Mask& m_hidden_input, const Mask& m_candidate, const Mask& m_cell,
-                                           const Mask& u_cell, const Mask& u_hidden, bool onednn) {
+                                           const Mask& u_cell, const Mask& u_hidden, bool onednn,
+                                           const std::optional<Tensor>& gamma_input) {
   at::NoGradGuard no_grad;
-  // Read in place whatever the step and batch strides (recurrent_batchnorm hands over a batch-major view).
-  const Tensor xp = xp_in.stride(2) == 1 ? xp_in : xp_in.contiguous();
+  const int64_t steps = xp_in.size(0), batch = xp_in.size(1), gate_width = xp_in.size(2), H = gate_width / 4;
+  const bool batch_statistics = !running.has_value(), normalizes_input = given(gamma_input);
+  // Read in place whatever the step and batch strides (recurrent_batchnorm hands over a batch-major
+  // view); a projection to normalize here, batch-major, so that its statistics are one column pass.
+  const bool batch_major = xp_in.stride(2) == 1 && xp_in.stride(0) == gate_width && xp_in.stride(1) == steps * gate_width;
+  const Tensor xp = normalizes_input ? (batch_major ? xp_in : xp_in.transpose(0, 1).contiguous().transpose(0, 1))
+                                     : (xp_in.stride(2) == 1 ? xp_in : xp_in.contiguous());
   const int64_t xp_step_stride = xp.stride(0), xp_row_stride = xp.stride(1);
-  const int64_t steps = xp.size(0), batch = xp.size(1), gate_width = xp.size(2), H = gate_width / 4;
-  const bool batch_statistics = !running.has_value();
   auto options = xp.options();
+  // The input normalization's statistics (steps, gates) and its scale rstd_x·γ_x; for a projection
+  // that arrives normalized, a mean of 0 and a scale of 1.
+  Tensor mean_x = at::empty({0}, options), var_x = at::empty({0}, options), rstd_x = at::empty({0}, options);
+  Tensor scale_x;
+  std::vector<T> ones_g(gate_width, T(1));
+  if (normalizes_input) {
+    mean_x = at::empty({steps, gate_width}, options), var_x = at::empty({steps, gate_width}, options);
+    if (batch_statistics) {
+      T *mean = mean_x.data_ptr<T>(), *var = var_x.data_ptr<T>();
+      const T* raw = xp.data_ptr<T>();
+      for_column_blocks(steps * gate_width, [&](int64_t begin, int64_t end) {
+        run_column_mean_var(raw, batch, steps * gate_width, begin, end, mean, var);
+      });
+    } else {
+      mean_x.copy_((*running)[4].narrow(0, 0, steps)), var_x.copy_((*running)[5].narrow(0, 0, steps));
+    }
+    rstd_x = (var_x + eps).rsqrt();
+    scale_x = (rstd_x * gamma_input->unsqueeze(0)).contiguous();
+  }
   Tensor gates = at::empty({steps, batch, gate_width}, options);
   Tensor normalized_hidden = at::empty({steps, batch, gate_width}, options);
   Tensor normalized_cells = at::empty({steps, batch, H}, options);
@@ -623,6 +779,8 @@ std::vector<Tensor> batchnorm_lstm_forward(const Tensor& xp_in, const Tensor& w_
         if (batch_statistics)
           for (int64_t j = 0; j < gate_width; ++j) rs_h[j] = T(1) / std::sqrt(v_h[j] + epsilon);
         const T* x = x_data + t * xp_step_stride;
+        const T* input_mean = normalizes_input ? mean_x.data_ptr<T>() + t * gate_width : zeros.data();
+        const T* input_scale = normalizes_input ? scale_x.data_ptr<T>() + t * gate_width : ones_g.data();
         // Rows, up to ĉ: x̂_h, the gates, ĉ.
         for_rows(begin, end, in_block, gate_width, [&](int64_t first, int64_t last) {
           std::vector<T> scratch(2 * H);
@@ -630,6 +788,8 @@ std::vector<Tensor> batchnorm_lstm_forward(const Tensor& xp_in, const Tensor& w_
             const int64_t row_g = (t * batch + b) * gate_width;
             BatchNormGatesRow<T> row{p + (b - begin) * gate_width,
                                      x + b * xp_row_stride,
+                                     input_mean,
+                                     input_scale,
                                      bias_data,
                                      mu_h,
                                      rs_h,
@@ -686,8 +846,8 @@ std::vector<Tensor> batchnorm_lstm_forward(const Tensor& xp_in, const Tensor& w_
       });
     }
   });
-  return {hidden, cells, mean_h, var_h, mean_c, var_c, gates, normalized_hidden, normalized_cells,
-          rstd_hidden, rstd_cells, tanh_cells};
+  return {hidden, cells, mean_h, var_h, mean_c, var_c, mean_x, var_x, rstd_x, gates, normalized_hidden,
+          normalized_cells, rstd_hidden, rstd_cells, tanh_cells};
 }
 
 template <typename T>
@@ -697,7 +857,9 @@ std::vector<std::optional<Tensor>> batchnorm_lstm_backward(
     const Tensor& normalized_hidden, const Tensor& normalized_cells, const Tensor& rstd_hidden,
     const Tensor& rstd_cells, const Tensor& tanh_cells, const Tensor& cells, const Tensor& hidden,
     const Mask& m_hidden_input, const Mask& m_candidate, const Mask& m_cell, const Mask& u_cell,
-    const Mask& u_hidden, bool has_bias, bool batch_statistics, bool onednn) {
+    const Mask& u_hidden, bool has_bias, bool batch_statistics, bool onednn, const std::optional<Tensor>& projection,
+    const std::optional<Tensor>& gamma_input, const std::optional<Tensor>& mean_input,
+    const std::optional<Tensor>& rstd_input) {
   at::NoGradGuard no_grad;
   const int64_t steps = gates.size(0), batch = gates.size(1), gate_width = gates.size(2), H = gate_width / 4;
   auto options = gates.options();
@@ -706,9 +868,18 @@ std::vector<std::optional<Tensor>> batchnorm_lstm_backward(
   std::vector<T> ones(H, T(1)), zeros(H, T(0));
   const Tensor c0c = c0.contiguous(), gh_c = gamma_hidden.contiguous(), gc_c = gamma_cell.contiguous();
   const T *gamma_h = gh_c.data_ptr<T>(), *gamma_c = gc_c.data_ptr<T>();
-  // ∂L/∂(gate pre-activations) = ∂L/∂xp, batch-major (B, T, 4H): the layout of recurrent_batchnorm's
-  // input normalization, whose F.batch_norm then takes it without a copy.
+  // ∂L/∂xp, batch-major (B, T, 4H), as recurrent_batchnorm's input projection: ∂L/∂(W_x x) where the
+  // loop normalizes it (then the input terms join the step's column sums), else ∂L/∂gates.
   Tensor d_gates_by_batch = at::empty({batch, steps, gate_width}, options);
+  const bool normalizes_input = given(gamma_input);
+  Tensor raw_c, mean_x_c, rstd_x_c, gamma_x_c, grad_gamma_input;
+  if (normalizes_input) {
+    raw_c = projection->stride(2) == 1 ? *projection : projection->contiguous();
+    mean_x_c = mean_input->contiguous(), rstd_x_c = rstd_input->contiguous(), gamma_x_c = gamma_input->contiguous();
+    grad_gamma_input = at::zeros({gate_width}, options);
+  }
+  const T* raw_data = normalizes_input ? raw_c.data_ptr<T>() : nullptr;
+  const int64_t raw_step_stride = normalizes_input ? raw_c.stride(0) : 0, raw_row_stride = normalizes_input ? raw_c.stride(1) : 0;
   // ∂L/∂(W_h h_{t-1}), transposed as in the plain LSTM, but a chunk of steps at a time: the weight
   // gradient is accumulated chunk by chunk, so that this buffer (the size of the gates, which this
   // layer already keeps three of) is a quarter of the sequence.
@@ -730,7 +901,7 @@ std::vector<std::optional<Tensor>> batchnorm_lstm_backward(
   const bool split = block < batch;
   // Two sets of slots, one for each kind of column sum in a step (cell output, gates), so that a set
   // is written again only after a barrier that follows every read of it.
-  TeamSlots<T> cell_slots(2, split ? at::get_num_threads() : 1, H), gate_slots(2, split ? at::get_num_threads() : 1, gate_width);
+  TeamSlots<T> cell_slots(2, split ? at::get_num_threads() : 1, H), gate_slots(3, split ? at::get_num_threads() : 1, gate_width);
   const T *gates_data = gates.data_ptr<T>(), *tanh_data = tanh_cells.data_ptr<T>(), *cells_data = cells.data_ptr<T>();
   T *d_gates = d_gates_step.data_ptr<T>(), *d_projection = d_projection_step.data_ptr<T>();
   T *d_cell_out = d_cell_output.data_ptr<T>(), *d_c_data = d_c.data_ptr<T>(), *carry_data = carry.data_ptr<T>();
@@ -738,8 +909,9 @@ std::vector<std::optional<Tensor>> batchnorm_lstm_backward(
     const auto [begin, end] = team.share(batch);
     const int64_t rows = end - begin;
     const bool in_block = team.size > 1;
-    std::vector<T> sums(2 * (gate_width + H));
+    std::vector<T> sums(3 * gate_width + 2 * H);
     T *sum_dg = sums.data(), *sum_dg_n = sum_dg + gate_width, *sum_dco = sum_dg_n + gate_width, *sum_dco_n = sum_dco + H;
+    T* sum_dg_x = sum_dco_n + H;  // Σ_b ∂L/∂gates·x̂_x, where the loop normalizes the input
     Tensor product_rows;  // this thread's rows of ∂L/∂(masked h_t) from step t+1's product
     for (int64_t t = steps - 1; t >= 0; --t) {
       const T* product = product_rows.defined() ? product_rows.data_ptr<T>() - begin * H : nullptr;  // by batch row
@@ -796,18 +968,31 @@ std::vector<std::optional<Tensor>> batchnorm_lstm_backward(
           }
         });
       });
-      team_column_sums(team, d_gates + begin * gate_width, n_h_step + begin * gate_width, rows, batch, gate_width,
-                       gate_slots.set(0), sum_dg, sum_dg_n);
+      const T* raw_step = normalizes_input ? raw_data + t * raw_step_stride : nullptr;
+      const T* mean_x = normalizes_input ? mean_x_c.data_ptr<T>() + t * gate_width : nullptr;
+      const T* rstd_x = normalizes_input ? rstd_x_c.data_ptr<T>() + t * gate_width : nullptr;
+      team_gate_sums(team, d_gates + begin * gate_width, n_h_step + begin * gate_width,
+                     raw_step ? raw_step + begin * raw_row_stride : nullptr, raw_row_stride, mean_x, rows, batch,
+                     gate_width, gate_slots.set(0), sum_dg, sum_dg_n, sum_dg_x);
       team.run([&] {
         // Rows: ∂L/∂(W_h h_{t-1}) through the hidden batch norm, kept transposed for the weight gradient.
+        if (normalizes_input)
+          for (int64_t j = 0; j < gate_width; ++j) sum_dg_x[j] *= rstd_x[j];  // Σ dg·(raw - μ_x) → Σ dg·x̂_x
         for_rows(begin, end, in_block, gate_width, [&](int64_t first, int64_t last) {
           for (int64_t b = first; b < last; ++b) {
             BatchNormProjectionGradRow<T> row{d_gates + b * gate_width, n_h_step + b * gate_width, sum_dg, sum_dg_n,
                                               gamma_h, rs_h, inverse_batch, batch_statistics,
                                               d_projection + b * gate_width};
             run_row(H, row);
-            std::memcpy(d_gates_by_batch.data_ptr<T>() + (b * steps + t) * gate_width, d_gates + b * gate_width,
-                        gate_width * sizeof(T));
+            T* d_xp = d_gates_by_batch.data_ptr<T>() + (b * steps + t) * gate_width;
+            if (normalizes_input) {
+              BatchNormInputGradRow<T> input_row{d_gates + b * gate_width, raw_step + b * raw_row_stride, mean_x, rstd_x,
+                                                 gamma_x_c.data_ptr<T>(), sum_dg, sum_dg_x, inverse_batch,
+                                                 batch_statistics, d_xp};
+              run_row(H, input_row);
+            } else {
+              std::memcpy(d_xp, d_gates + b * gate_width, gate_width * sizeof(T));
+            }
           }
           transpose_rows(d_projection + first * gate_width, gate_width, last - first, gate_width,
                          d_projection_chunk.data_ptr<T>() + (t - chunk_start) * batch + first, chunk_columns);
@@ -818,6 +1003,10 @@ std::vector<std::optional<Tensor>> batchnorm_lstm_backward(
           T *total_beta_c = grad_beta_cell.data_ptr<T>(), *total_gamma_c = grad_gamma_cell.data_ptr<T>();
           for (int64_t j = 0; j < gate_width; ++j) total_bias[j] += sum_dg[j], total_gamma_h[j] += sum_dg_n[j];
           for (int64_t j = 0; j < H; ++j) total_beta_c[j] += sum_dco[j], total_gamma_c[j] += sum_dco_n[j];
+          if (normalizes_input) {
+            T* total_gamma_x = grad_gamma_input.data_ptr<T>();
+            for (int64_t j = 0; j < gate_width; ++j) total_gamma_x[j] += sum_dg_x[j];
+          }
         }
         if (rows > 0) product_rows = backward_product(d_projection_step.narrow(0, begin, rows)).contiguous();
       });
@@ -848,20 +1037,21 @@ std::vector<std::optional<Tensor>> batchnorm_lstm_backward(
   d_projection_chunk.reset();
   std::optional<Tensor> grad_b;
   if (has_bias) grad_b = grad_bias;
+  std::optional<Tensor> grad_gamma_x;
+  if (normalizes_input) grad_gamma_x = grad_gamma_input;
   return {d_gates_by_batch.transpose(0, 1), grad_w, grad_b, d_h0, d_c, grad_gamma_hidden, grad_gamma_cell,
-          grad_beta_cell};
+          grad_beta_cell, grad_gamma_x};
 }
 
 // -- the input normalization: BN(W_x x_t; γ_x) + b for all steps at once ------------------------
 //
-// recurrent_batchnorm normalizes the input projection of every step before the loop, as one batch
-// norm over a (batch, steps × gates) matrix whose columns are the (step, gate) pairs. ATen's CPU
+// recurrent_batchnorm's reference loop (layer.use_fused = False) normalizes the input projection of
+// every step before the loop, as one batch norm over a (batch, steps × gates) matrix whose columns
+// are the (step, gate) pairs (the fast loop above does it inside its passes). ATen's CPU
 // batch norm takes such a wide matrix through its channels-last kernels (at digits/cpu-v1's
 // (32, 25,600), one thread: 0.78 ms forward and 0.90 ms backward, against these passes' 0.52 and
 // 0.80 ms); these column passes are the same arithmetic, a block of columns at a time so that the
 // block's rows stay in cache between the passes.
-
-constexpr int64_t kColumnBlock = 1024;
 
 // y = (x - μ)·(rstd·γ) + β over the columns [begin, end), with μ, biased σ², rstd = 1/√(σ² + ε).
 template <typename T>
@@ -940,15 +1130,6 @@ void run_column_batchnorm_backward(const double* dy, const double* x, int64_t ro
   column_batchnorm_backward_range(dy, x, rows, width, begin, end, mean, rstd, gamma, dx, grad_gamma, grad_beta);
 }
 
-// The columns shared out over the threads, each task a run of whole column blocks.
-template <typename F>
-void for_column_blocks(int64_t width, const F& block) {
-  const int64_t blocks = (width + kColumnBlock - 1) / kColumnBlock;
-  at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
-    for (int64_t k = first; k < last; ++k) block(k * kColumnBlock, std::min(width, (k + 1) * kColumnBlock));
-  });
-}
-
 void check_columns(const Tensor& x, const char* what) {
   TORCH_CHECK(x.dim() == 2 && x.device().is_cpu() && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble),
               "regbench::", what, " takes a 2-D CPU float32 or float64 tensor, got ", x.sizes(), " ", x.scalar_type(),
@@ -1007,11 +1188,15 @@ std::vector<Tensor> batchnorm_lstm_forward(const Tensor& xp, const Tensor& w_hh,
                                            const Tensor& gamma_cell, const Tensor& beta_cell,
                                            const std::optional<std::vector<Tensor>>& running, double eps,
                                            const Mask& m_hidden_input, const Mask& m_candidate, const Mask& m_cell,
-                                           const Mask& u_cell, const Mask& u_hidden, bool onednn) {
+                                           const Mask& u_cell, const Mask& u_hidden, bool onednn,
+                                           const std::optional<Tensor>& gamma_input) {
   const int64_t H = xp.size(2) / 4;
   const Tensor no_tensor;
+  TORCH_CHECK(!running.has_value() || running->size() == (given(gamma_input) ? 6u : 4u),
+              "regbench::batchnorm_lstm_forward: running takes the mean and variance of the recurrent projection and "
+              "of the cell (and of the input projection, with gamma_input), got ", running->size(), " tensors");
   bool fits = fast::fits(xp, {&w_hh, b_hh.has_value() ? &*b_hh : &no_tensor, &h0, &c0, &gamma_hidden, &gamma_cell,
-                              &beta_cell},
+                              &beta_cell, given(gamma_input) ? &*gamma_input : &no_tensor},
                          {&m_hidden_input, &m_candidate, &m_cell, &u_cell, &u_hidden}, xp.size(0), xp.size(1), H);
   if (running.has_value())
     for (const Tensor& statistic : *running) fits = fits && fast::fits(xp, {&statistic}, {}, 0, 0, 0);
@@ -1019,12 +1204,12 @@ std::vector<Tensor> batchnorm_lstm_forward(const Tensor& xp, const Tensor& w_hh,
     auto run = [&](auto tag) {
       using T = decltype(tag);
       return fast::batchnorm_lstm_forward<T>(xp, w_hh, b_hh, h0, c0, gamma_hidden, gamma_cell, beta_cell, running, eps,
-                                             m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, onednn);
+                                             m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, onednn, gamma_input);
     };
     return xp.scalar_type() == at::kFloat ? run(float()) : run(double());
   }
   return batchnorm_lstm_forward_generic(xp, w_hh, b_hh, h0, c0, gamma_hidden, gamma_cell, beta_cell, running, eps,
-                                        m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, onednn);
+                                        m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, onednn, gamma_input);
 }
 
 std::vector<std::optional<Tensor>> batchnorm_lstm_backward(
@@ -1033,9 +1218,18 @@ std::vector<std::optional<Tensor>> batchnorm_lstm_backward(
     const Tensor& normalized_hidden, const Tensor& normalized_cells, const Tensor& rstd_hidden,
     const Tensor& rstd_cells, const Tensor& tanh_cells, const Tensor& cells, const Tensor& hidden,
     const Mask& m_hidden_input, const Mask& m_candidate, const Mask& m_cell, const Mask& u_cell,
-    const Mask& u_hidden, bool has_bias, bool batch_statistics, bool onednn) {
+    const Mask& u_hidden, bool has_bias, bool batch_statistics, bool onednn, const std::optional<Tensor>& projection,
+    const std::optional<Tensor>& gamma_input, const std::optional<Tensor>& mean_input,
+    const std::optional<Tensor>& rstd_input) {
   const int64_t H = gates.size(2) / 4;
   const Tensor no_tensor;
+  const bool normalizes_input = given(gamma_input);
+  TORCH_CHECK(!normalizes_input || (given(projection) && given(mean_input) && given(rstd_input)),
+              "regbench::batchnorm_lstm_backward: gamma_input needs the projection, mean_input and rstd_input too");
+  const Tensor& raw = normalizes_input ? *projection : no_tensor;
+  const Tensor& mean_x = normalizes_input ? *mean_input : no_tensor;
+  const Tensor& rstd_x = normalizes_input ? *rstd_input : no_tensor;
+  const Tensor& gamma_x = normalizes_input ? *gamma_input : no_tensor;
   const Tensor& gh = grad_hidden.has_value() ? *grad_hidden : no_tensor;
   const Tensor& gc = grad_cells.has_value() ? *grad_cells : no_tensor;
   const bool contiguous = gates.is_contiguous() && normalized_hidden.is_contiguous() &&
@@ -1043,7 +1237,8 @@ std::vector<std::optional<Tensor>> batchnorm_lstm_backward(
                           rstd_cells.is_contiguous() && tanh_cells.is_contiguous() && cells.is_contiguous() &&
                           hidden.is_contiguous();
   if (contiguous && fast::fits(gates, {&gh, &gc, &w_hh, &h0, &c0, &gamma_hidden, &gamma_cell, &normalized_hidden,
-                                       &normalized_cells, &rstd_hidden, &rstd_cells, &tanh_cells, &cells, &hidden},
+                                       &normalized_cells, &rstd_hidden, &rstd_cells, &tanh_cells, &cells, &hidden, &raw,
+                                       &mean_x, &rstd_x, &gamma_x},
                                {&m_hidden_input, &m_candidate, &m_cell, &u_cell, &u_hidden}, gates.size(0),
                                gates.size(1), H)) {
     auto run = [&](auto tag) {
@@ -1051,12 +1246,13 @@ std::vector<std::optional<Tensor>> batchnorm_lstm_backward(
       return fast::batchnorm_lstm_backward<T>(grad_hidden, grad_cells, w_hh, h0, c0, gamma_hidden, gamma_cell, gates,
                                               normalized_hidden, normalized_cells, rstd_hidden, rstd_cells, tanh_cells,
                                               cells, hidden, m_hidden_input, m_candidate, m_cell, u_cell, u_hidden,
-                                              has_bias, batch_statistics, onednn);
+                                              has_bias, batch_statistics, onednn, projection, gamma_input, mean_input,
+                                              rstd_input);
     };
     return gates.scalar_type() == at::kFloat ? run(float()) : run(double());
   }
   return batchnorm_lstm_backward_generic(grad_hidden, grad_cells, w_hh, h0, c0, gamma_hidden, gamma_cell, gates,
                                          normalized_hidden, normalized_cells, rstd_hidden, rstd_cells, tanh_cells, cells,
                                          hidden, m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, has_bias,
-                                         batch_statistics, onednn);
+                                         batch_statistics, onednn, projection, gamma_input, mean_input, rstd_input);
 }

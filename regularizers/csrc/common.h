@@ -261,7 +261,8 @@ std::vector<Tensor> batchnorm_lstm_forward_generic(Tensor xp, const Tensor& w_hh
                                            const Tensor& gamma_cell, const Tensor& beta_cell,
                                            const std::optional<std::vector<Tensor>>& running, double eps,
                                            const Mask& m_hidden_input, const Mask& m_candidate, const Mask& m_cell,
-                                           const Mask& u_cell, const Mask& u_hidden, bool onednn);
+                                           const Mask& u_cell, const Mask& u_hidden, bool onednn,
+                                           const std::optional<Tensor>& gamma_input = std::nullopt);
 
 std::vector<std::optional<Tensor>> batchnorm_lstm_backward_generic(
     const std::optional<Tensor>& grad_hidden, const std::optional<Tensor>& grad_cells, const Tensor& w_hh,
@@ -269,14 +270,17 @@ std::vector<std::optional<Tensor>> batchnorm_lstm_backward_generic(
     const Tensor& normalized_hidden, const Tensor& normalized_cells, const Tensor& rstd_hidden,
     const Tensor& rstd_cells, const Tensor& tanh_cells, const Tensor& cells, const Tensor& hidden,
     const Mask& m_hidden_input, const Mask& m_candidate, const Mask& m_cell, const Mask& u_cell,
-    const Mask& u_hidden, bool has_bias, bool batch_statistics, bool onednn);
+    const Mask& u_hidden, bool has_bias, bool batch_statistics, bool onednn,
+    const std::optional<Tensor>& projection = std::nullopt, const std::optional<Tensor>& gamma_input = std::nullopt,
+    const std::optional<Tensor>& mean_input = std::nullopt, const std::optional<Tensor>& rstd_input = std::nullopt);
 
 std::vector<Tensor> batchnorm_lstm_forward(const Tensor& xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
                                            const Tensor& h0, const Tensor& c0, const Tensor& gamma_hidden,
                                            const Tensor& gamma_cell, const Tensor& beta_cell,
                                            const std::optional<std::vector<Tensor>>& running, double eps,
                                            const Mask& m_hidden_input, const Mask& m_candidate, const Mask& m_cell,
-                                           const Mask& u_cell, const Mask& u_hidden, bool onednn);
+                                           const Mask& u_cell, const Mask& u_hidden, bool onednn,
+                                           const std::optional<Tensor>& gamma_input = std::nullopt);
 
 std::vector<std::optional<Tensor>> batchnorm_lstm_backward(
     const std::optional<Tensor>& grad_hidden, const std::optional<Tensor>& grad_cells, const Tensor& w_hh,
@@ -284,7 +288,9 @@ std::vector<std::optional<Tensor>> batchnorm_lstm_backward(
     const Tensor& normalized_hidden, const Tensor& normalized_cells, const Tensor& rstd_hidden,
     const Tensor& rstd_cells, const Tensor& tanh_cells, const Tensor& cells, const Tensor& hidden,
     const Mask& m_hidden_input, const Mask& m_candidate, const Mask& m_cell, const Mask& u_cell,
-    const Mask& u_hidden, bool has_bias, bool batch_statistics, bool onednn);
+    const Mask& u_hidden, bool has_bias, bool batch_statistics, bool onednn,
+    const std::optional<Tensor>& projection = std::nullopt, const std::optional<Tensor>& gamma_input = std::nullopt,
+    const std::optional<Tensor>& mean_input = std::nullopt, const std::optional<Tensor>& rstd_input = std::nullopt);
 
 Tensor bernoulli_mask(std::vector<int64_t> sizes, double keep_probability, double kept_value, at::ScalarType dtype);
 

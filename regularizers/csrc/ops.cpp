@@ -71,8 +71,9 @@ std::optional<std::vector<Tensor>> as_vector(const std::optional<at::TensorList>
 using Forward4 = std::tuple<Tensor, Tensor, Tensor, Tensor>;
 using Tuple3 = std::tuple<Tensor, Tensor, Tensor>;
 using Tuple5 = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
-using Tuple8 = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
-using Tuple12 = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
+using Tuple9 = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
+using Tuple15 = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
+                           Tensor, Tensor, Tensor>;
 using Grads4 = std::tuple<Tensor, Tensor, Tensor, Tensor>;
 
 // -- LSTM ------------------------------------------------------------------------------------------
@@ -144,28 +145,31 @@ Tuple3 column_batchnorm_backward_op(const Tensor& grad_y, const Tensor& x, const
 }
 
 template <bool Generic>
-Tuple12 batchnorm_lstm_forward_op(const Tensor& xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
+Tuple15 batchnorm_lstm_forward_op(const Tensor& xp, const Tensor& w_hh, const std::optional<Tensor>& b_hh,
                                   const Tensor& h0, const Tensor& c0, const Tensor& gamma_hidden,
                                   const Tensor& gamma_cell, const Tensor& beta_cell,
                                   std::optional<at::TensorList> running, double eps, const Mask& m_hidden_input,
                                   const Mask& m_candidate, const Mask& m_cell, const Mask& u_cell,
-                                  const Mask& u_hidden, bool onednn) {
-  return outputs<12>(REGBENCH_PICK(batchnorm_lstm_forward, xp, w_hh, b_hh, h0, c0, gamma_hidden, gamma_cell, beta_cell, as_vector(running), eps,
-                         m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, onednn));
+                                  const Mask& u_hidden, bool onednn, const std::optional<Tensor>& gamma_input) {
+  return outputs<15>(REGBENCH_PICK(batchnorm_lstm_forward, xp, w_hh, b_hh, h0, c0, gamma_hidden, gamma_cell, beta_cell, as_vector(running), eps,
+                         m_hidden_input, m_candidate, m_cell, u_cell, u_hidden, onednn, gamma_input));
 }
 
 template <bool Generic>
-Tuple8 batchnorm_lstm_backward_op(const std::optional<Tensor>& grad_hidden, const std::optional<Tensor>& grad_cells,
+Tuple9 batchnorm_lstm_backward_op(const std::optional<Tensor>& grad_hidden, const std::optional<Tensor>& grad_cells,
                                   const Tensor& w_hh, const Tensor& h0, const Tensor& c0, const Tensor& gamma_hidden,
                                   const Tensor& gamma_cell, const Tensor& gates, const Tensor& normalized_hidden,
                                   const Tensor& normalized_cells, const Tensor& rstd_hidden, const Tensor& rstd_cells,
                                   const Tensor& tanh_cells, const Tensor& cells, const Tensor& hidden,
                                   const Mask& m_hidden_input, const Mask& m_candidate, const Mask& m_cell,
                                   const Mask& u_cell, const Mask& u_hidden, bool has_bias, bool batch_statistics,
-                                  bool onednn) {
-  return gradients<8>(REGBENCH_PICK(batchnorm_lstm_backward, grad_hidden, grad_cells, w_hh, h0, c0, gamma_hidden, gamma_cell, gates, normalized_hidden,
+                                  bool onednn, const std::optional<Tensor>& projection,
+                                  const std::optional<Tensor>& gamma_input, const std::optional<Tensor>& mean_input,
+                                  const std::optional<Tensor>& rstd_input) {
+  return gradients<9>(REGBENCH_PICK(batchnorm_lstm_backward, grad_hidden, grad_cells, w_hh, h0, c0, gamma_hidden, gamma_cell, gates, normalized_hidden,
                           normalized_cells, rstd_hidden, rstd_cells, tanh_cells, cells, hidden, m_hidden_input,
-                          m_candidate, m_cell, u_cell, u_hidden, has_bias, batch_statistics, onednn));
+                          m_candidate, m_cell, u_cell, u_hidden, has_bias, batch_statistics, onednn, projection,
+                          gamma_input, mean_input, rstd_input));
 }
 
 // -- the masks' sampler and their compact form ----------------------------------------------------
@@ -239,15 +243,17 @@ TORCH_LIBRARY(regbench, m) {
           "Tensor grad_w_hh, Tensor grad_b_hh, Tensor grad_h0)");
     schemas.def("batchnorm_lstm_forward" + s + "(Tensor xp, Tensor w_hh, Tensor? b_hh, Tensor h0, Tensor c0, "
           "Tensor gamma_hidden, Tensor gamma_cell, Tensor beta_cell, Tensor[]? running, float eps, " REGBENCH_MASKS_LSTM
-          ", bool onednn) -> (Tensor hidden, Tensor cells, Tensor mean_hidden, Tensor var_hidden, Tensor mean_cells, "
-          "Tensor var_cells, Tensor gates, Tensor normalized_hidden, Tensor normalized_cells, Tensor rstd_hidden, "
+          ", bool onednn, Tensor? gamma_input=None) -> (Tensor hidden, Tensor cells, Tensor mean_hidden, "
+          "Tensor var_hidden, Tensor mean_cells, Tensor var_cells, Tensor mean_input, Tensor var_input, "
+          "Tensor rstd_input, Tensor gates, Tensor normalized_hidden, Tensor normalized_cells, Tensor rstd_hidden, "
           "Tensor rstd_cells, Tensor tanh_cells)");
     schemas.def("batchnorm_lstm_backward" + s + "(Tensor? grad_hidden, Tensor? grad_cells, Tensor w_hh, Tensor h0, "
           "Tensor c0, Tensor gamma_hidden, Tensor gamma_cell, Tensor gates, Tensor normalized_hidden, "
           "Tensor normalized_cells, Tensor rstd_hidden, Tensor rstd_cells, Tensor tanh_cells, Tensor cells, "
-          "Tensor hidden, " REGBENCH_MASKS_LSTM ", bool has_bias, bool batch_statistics, bool onednn) -> "
+          "Tensor hidden, " REGBENCH_MASKS_LSTM ", bool has_bias, bool batch_statistics, bool onednn, "
+          "Tensor? projection=None, Tensor? gamma_input=None, Tensor? mean_input=None, Tensor? rstd_input=None) -> "
           "(Tensor grad_xp, Tensor grad_w_hh, Tensor grad_b_hh, Tensor grad_h0, Tensor grad_c0, "
-          "Tensor grad_gamma_hidden, Tensor grad_gamma_cell, Tensor grad_beta_cell)");
+          "Tensor grad_gamma_hidden, Tensor grad_gamma_cell, Tensor grad_beta_cell, Tensor grad_gamma_input)");
   }
 }
 
